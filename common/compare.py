@@ -1,0 +1,151 @@
+"""Alignment check: the HF torch model and its PaddleNLP conversion on the same padded batch."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.checkpoint import require_dir
+from common.errors import UserError
+
+# Sentences of different lengths; pairs give token_type_ids from both segments.
+SAMPLES = (
+    ("The quick brown fox jumps over the lazy dog.", "A lazy dog was not very quick, was it?"),
+    ("hello world", None),
+    ("What a great movie! The acting was awful but the plot was fun.", "Is this a good film?"),
+    ("Paris is a city in France, on the river.", None),
+    ("Who loves a boring story?", "Not me."),
+)
+
+
+@dataclass
+class Diff:
+    """Differences of one output; ``max_rel`` is max |a-b| / max(|a|, 1) over all values."""
+
+    name: str
+    shape: tuple
+    mean_abs: float
+    max_abs: float
+    max_rel: float
+    count: int
+
+    @classmethod
+    def of(cls, name: str, ref: np.ndarray, got: np.ndarray) -> "Diff":
+        if ref.shape != got.shape:
+            raise RuntimeError(f"{name}: torch shape {ref.shape} != paddle shape {got.shape}")
+        err = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+        rel = err / np.maximum(np.abs(ref.astype(np.float64)), 1.0)
+        return cls(name, ref.shape, float(err.mean()), float(err.max()), float(rel.max()), err.size)
+
+
+def make_batch(torch_dir: str, paddle_dir: str) -> dict[str, np.ndarray]:
+    """Tokenise :data:`SAMPLES` with the HF tokenizer (padded); the paddle tokenizer must agree."""
+    import transformers
+    from paddlenlp.transformers import AutoTokenizer as PaddleAutoTokenizer
+
+    hf_tok = transformers.AutoTokenizer.from_pretrained(torch_dir)
+    pd_tok = PaddleAutoTokenizer.from_pretrained(paddle_dir)
+    rows = []
+    for i, (a, b) in enumerate(SAMPLES):
+        hf = hf_tok(a, b) if b else hf_tok(a)
+        pd = pd_tok(a, b) if b else pd_tok(a)
+        for key in ("input_ids", "token_type_ids"):
+            if list(hf[key]) != list(pd[key]):
+                raise RuntimeError(f"tokenizers disagree on sample {i} {key}: torch {hf[key]} paddle {pd[key]}")
+        rows.append(hf)
+    width = max(len(r["input_ids"]) for r in rows)
+    batch = {}
+    for key, pad in (("input_ids", hf_tok.pad_token_id), ("token_type_ids", 0), ("attention_mask", 0)):
+        batch[key] = np.array([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=np.int64)
+    return batch
+
+
+def run_torch(torch_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> dict[str, np.ndarray]:
+    import torch
+    import transformers
+
+    auto = transformers.AutoModelForSequenceClassification if has_head else transformers.AutoModel
+    model = auto.from_pretrained(torch_dir).eval()
+    inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+    with torch.no_grad():
+        base = model.base_model(**inputs)
+        out = {"sequence_output": base.last_hidden_state.numpy()}
+        if getattr(base, "pooler_output", None) is not None:
+            out["pooled_output"] = base.pooler_output.numpy()
+        if has_head:
+            out["logits"] = model(**inputs).logits.numpy()
+    return out
+
+
+def run_paddle(paddle_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> dict[str, np.ndarray]:
+    import paddle
+    import paddlenlp.transformers as ppt
+
+    with open(os.path.join(paddle_dir, "config.json"), encoding="utf-8") as f:
+        class_name = json.load(f)["architectures"][0]
+    model = getattr(ppt, class_name).from_pretrained(paddle_dir)
+    model.eval()
+    inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
+    with paddle.no_grad():
+        base = model.base_model(**inputs)
+        out = {"sequence_output": base[0].numpy()}
+        if len(base) > 1 and base[1] is not None:
+            out["pooled_output"] = base[1].numpy()
+        if has_head:
+            logits = model(**inputs)
+            out["logits"] = (logits[0] if isinstance(logits, (tuple, list)) else logits).numpy()
+    return out
+
+
+def compare(torch_dir: str, paddle_dir: str) -> list[Diff]:
+    """Diffs per output; sequence output is compared on real tokens only (padding excluded)."""
+    require_dir(torch_dir, "--torch_dir")
+    require_dir(paddle_dir, "--paddle_dir")
+    if not os.path.isfile(os.path.join(paddle_dir, "model_state.pdparams")):
+        raise UserError(f"{paddle_dir}: no model_state.pdparams (run convert.py first)")
+    with open(os.path.join(torch_dir, "config.json"), encoding="utf-8") as f:
+        archs = json.load(f).get("architectures") or [""]
+    has_head = archs[0].endswith("ForSequenceClassification")
+    batch = make_batch(torch_dir, paddle_dir)
+    ref = run_torch(torch_dir, batch, has_head)
+    got = run_paddle(paddle_dir, batch, has_head)
+    real = batch["attention_mask"].astype(bool)
+    diffs = []
+    for name in ref:
+        if name not in got:
+            raise RuntimeError(f"paddle model gives no {name}")
+        r, g = (ref[name][real], got[name][real]) if name == "sequence_output" else (ref[name], got[name])
+        diffs.append(Diff.of(name, r, g))
+    return diffs
+
+
+def print_report(diffs: list[Diff], batch_note: str = "") -> tuple[float, float]:
+    """Print a table and the summary line; return (max_abs, mean_abs) over all outputs."""
+    print(f"{'output':<16} {'values':>8} {'mean_abs':>11} {'max_abs':>11} {'max_rel':>11}")
+    for d in diffs:
+        print(f"{d.name:<16} {d.count:>8} {d.mean_abs:>11.3e} {d.max_abs:>11.3e} {d.max_rel:>11.3e}")
+    max_abs = max(d.max_abs for d in diffs)
+    mean_abs = sum(d.mean_abs * d.count for d in diffs) / sum(d.count for d in diffs)
+    print(f"max_abs_diff={max_abs:.3e} mean_abs_diff={mean_abs:.3e}")
+    return max_abs, mean_abs
+
+
+def compare_main(description: str, argv: list[str] | None = None) -> int:
+    """CLI shared by every ``<model>/compare.py``; returns the exit code (1 when over tolerance)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--torch_dir", required=True, help="HF checkpoint directory")
+    parser.add_argument("--paddle_dir", required=True, help="converted PaddleNLP directory")
+    parser.add_argument("--atol", type=float, default=1e-5, help="max abs diff allowed (default 1e-5)")
+    args = parser.parse_args(argv)
+    diffs = compare(args.torch_dir, args.paddle_dir)
+    print(f"batch: {len(SAMPLES)} sequences, padded, two segments; sequence_output on real tokens only")
+    max_abs, _ = print_report(diffs)
+    if max_abs > args.atol:
+        print(f"FAIL: max_abs_diff {max_abs:.3e} > atol {args.atol:.1e}", file=sys.stderr)
+        return 1
+    print(f"OK: within atol {args.atol:.1e}")
+    return 0

@@ -1,0 +1,239 @@
+"""GLUE fine-tuning on PaddleNLP's Trainer, shared by every ``<model>/run_glue.py``.
+
+Arguments are PaddleNLP ``TrainingArguments`` plus :class:`ModelArguments` and
+:class:`DataArguments` (parsed by ``PdArgumentParser``). Writes ``args.json``,
+``metrics.json``, VisualDL logs and checkpoints under ``--output_dir``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddlenlp.trainer import TrainingArguments
+
+from common.checkpoint import open_paddle_checkpoint
+from common.errors import UserError
+from common.glue import Example, GlueTask, get_task, label_order, read_split
+from common.metrics import glue_metrics
+
+logger = logging.getLogger(__name__)
+
+# Paddle's CPU kernels use one thread unless told otherwise; share the cores among the trainers.
+paddle.base.core.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))))
+
+# The metric that picks the best checkpoint, per task.
+PRIMARY_METRIC = {"cola": "matthews_corr", "stsb": "pearson", "mrpc": "f1", "qqp": "accuracy"}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "converted PaddleNLP checkpoint directory"})
+
+
+@dataclass
+class DataArguments:
+    task_name: str = field(metadata={"help": "cola, sst2, mrpc, stsb, qqp, mnli, qnli or rte"})
+    data_dir: str = field(metadata={"help": "the task's folder in the official GLUE TSV layout"})
+    max_seq_length: int = field(default=128, metadata={"help": "longer inputs are truncated"})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "keep the first N training examples"})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "keep the first N examples of each dev split"})
+
+
+@dataclass
+class GlueTrainingArguments(TrainingArguments):
+    """PaddleNLP ``TrainingArguments`` with this repo's defaults: evaluate every ``--save_steps``,
+    keep the best checkpoint, run on CPU when paddle has no GPU."""
+
+    evaluation_strategy: str = field(default="steps", metadata={"help": "no, steps or epoch"})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "restore the best checkpoint"})
+    save_total_limit: Optional[int] = field(default=2, metadata={"help": "checkpoints kept (the best stays)"})
+    device: str = field(default="gpu" if paddle.is_compiled_with_cuda() else "cpu", metadata={"help": "cpu or gpu"})
+    report_to: Optional[list[str]] = field(default_factory=lambda: ["visualdl"], metadata={"help": "visualdl or none"})
+
+    def __post_init__(self):
+        self.eval_steps = self.save_steps
+        super().__post_init__()
+
+
+def no_decay(name: str) -> bool:
+    """Biases and normalisation weights get no weight decay.
+
+    PaddleNLP's Trainer tests the substring "norm" case-sensitively, so SqueezeBERT's and
+    MobileBERT's ``LayerNorm`` weights would be decayed; we match case-insensitively.
+    """
+    return name.endswith("bias") or "norm" in name.lower()
+
+
+def param_groups(model, weight_decay: float, lr_scale: Callable[[str], float] | None = None) -> list[dict]:
+    """Optimizer parameter groups: decay / no decay, and an optional per-name LR multiplier."""
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if param.stop_gradient:
+            continue
+        key = (0.0 if no_decay(name) else weight_decay, lr_scale(name) if lr_scale else 1.0)
+        groups.setdefault(key, []).append(param)
+    return [{"params": ps, "weight_decay": wd, "learning_rate": lr} for (wd, lr), ps in sorted(groups.items())]
+
+
+class GlueLoss:
+    """Cross-entropy for classification, mean squared error for regression (STS-B)."""
+
+    def __init__(self, regression: bool):
+        self.regression = regression
+
+    def __call__(self, logits, labels):
+        if self.regression:
+            return F.mse_loss(logits.reshape([-1]), labels.astype(logits.dtype).reshape([-1]))
+        return F.cross_entropy(logits, labels.reshape([-1]))
+
+
+def encode(examples: list[Example], tokenizer, labels: list[str] | None, max_seq_length: int) -> list[dict]:
+    """Tokenise examples into features with ``labels`` ids (or float scores)."""
+    index = {name: i for i, name in enumerate(labels)} if labels else None
+    features = []
+    for ex in examples:
+        enc = tokenizer(
+            ex.text_a,
+            ex.text_b,
+            max_length=max_seq_length,
+            truncation=True,
+            return_attention_mask=True,
+            return_token_type_ids=True,
+        )
+        feature = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        feature["labels"] = float(ex.label) if index is None else index[ex.label]
+        features.append(feature)
+    return features
+
+
+class Collator:
+    """Pads a batch to its longest sequence; float labels for regression."""
+
+    def __init__(self, pad_token_id: int, regression: bool):
+        self.pad_token_id = pad_token_id
+        self.regression = regression
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {}
+        for key, pad in (("input_ids", self.pad_token_id), ("token_type_ids", 0), ("attention_mask", 0)):
+            batch[key] = paddle.to_tensor(
+                np.array([f[key] + [pad] * (width - len(f[key])) for f in features], dtype=np.int64)
+            )
+        dtype = np.float32 if self.regression else np.int64
+        batch["labels"] = paddle.to_tensor(np.array([f["labels"] for f in features], dtype=dtype))
+        return batch
+
+
+def _load_model(class_name: str, path: str, task: GlueTask, id2label: dict | None):
+    """The classifier with the task's head; an existing head must fit the task."""
+    import paddlenlp.transformers as ppt
+
+    if id2label and len(id2label) != task.num_labels:
+        raise UserError(f"{path}: the checkpoint's head has {len(id2label)} labels, task {task.name} needs {task.num_labels}")
+    labels = label_order(task, id2label) if id2label else task.labels
+    kwargs = {"num_labels": task.num_labels}
+    if labels:
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+    return getattr(ppt, class_name).from_pretrained(path, **kwargs), labels
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def glue_main(
+    model_type: str,
+    model_class_name: str,
+    argv: list[str] | None = None,
+    lr_scale: Callable[[object, str], float] | None = None,
+) -> dict:
+    """Fine-tune and/or evaluate ``model_class_name`` on a GLUE task; returns the final metrics.
+
+    ``lr_scale(model, name)`` optionally gives each parameter a learning-rate multiplier
+    (layer-wise decay).
+    """
+    from paddlenlp.trainer import PdArgumentParser, set_seed
+    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+
+    parser = PdArgumentParser((ModelArguments, DataArguments, GlueTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    task = get_task(data_args.task_name)
+    ckpt = open_paddle_checkpoint(model_args.model_name_or_path, model_type)
+    training_args.metric_for_best_model = PRIMARY_METRIC.get(task.name, "accuracy")
+    training_args.greater_is_better = True
+
+    # Read everything before writing anything: bad input must not leave a half-made run.
+    splits = (["train"] if training_args.do_train else []) + list(task.dev_splits)
+    examples = {s: read_split(data_args.data_dir, task, s)[0] for s in splits}
+    for split in examples:
+        limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
+        examples[split] = examples[split][:limit]
+
+    resume = None
+    if training_args.do_train and os.path.isdir(training_args.output_dir):
+        resume = training_args.resume_from_checkpoint or (
+            None if training_args.overwrite_output_dir else get_last_checkpoint(training_args.output_dir)
+        )
+    set_seed(training_args.seed)
+    # Fresh parameter and optimizer-state names, as in a new process: checkpoints are keyed by them.
+    with paddle.utils.unique_name.guard():
+        has_head = ckpt.architecture.endswith("ForSequenceClassification")
+        id2label = ckpt.config.get("id2label") if has_head else None
+        model, labels = _load_model(model_class_name, ckpt.path, task, id2label)
+        trainer, datasets = _trainer(model, labels, ckpt.path, task, examples, data_args, training_args, lr_scale)
+        if training_args.should_save:
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            _write_json(
+                os.path.join(training_args.output_dir, "args.json"),
+                {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()},
+            )
+        metrics: dict = {"task": task.name, "labels": labels}
+        if training_args.do_train:
+            result = trainer.train(resume_from_checkpoint=resume)
+            trainer.save_model()
+            metrics["train"] = {**result.metrics, "train_samples": len(datasets["train"])}
+        for split in task.dev_splits:
+            values = trainer.evaluate(eval_dataset=datasets[split], metric_key_prefix=split)
+            metrics[split] = {k.removeprefix(f"{split}_"): v for k, v in values.items()}
+            metrics[split]["samples"] = len(datasets[split])
+    if training_args.should_save:
+        _write_json(os.path.join(training_args.output_dir, "metrics.json"), metrics)
+    for split in task.dev_splits:
+        shown = "  ".join(f"{k}={metrics[split][k]:.4f}" for k in task.metric_names)
+        print(f"{task.name} {split}: {shown}")
+    return metrics
+
+
+def _trainer(model, labels, path, task, examples, data_args, training_args, lr_scale):
+    """The PaddleNLP Trainer and the tokenised datasets by split."""
+    import paddlenlp.transformers as ppt
+    from paddlenlp.datasets import MapDataset
+    from paddlenlp.trainer import Trainer
+
+    tokenizer = ppt.AutoTokenizer.from_pretrained(path)
+    datasets = {s: MapDataset(encode(ex, tokenizer, labels, data_args.max_seq_length)) for s, ex in examples.items()}
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        criterion=GlueLoss(task.is_regression),
+        data_collator=Collator(tokenizer.pad_token_id, task.is_regression),
+        train_dataset=datasets.get("train"),
+        eval_dataset=datasets[task.dev_splits[0]],
+        tokenizer=tokenizer,
+        compute_metrics=lambda p: glue_metrics(task, p.predictions, p.label_ids),
+    )
+    scale = (lambda name: lr_scale(model, name)) if lr_scale else None
+    trainer.optimizer_grouped_parameters = param_groups(model, training_args.weight_decay, scale)
+    return trainer, datasets

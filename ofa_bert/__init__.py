@@ -1,0 +1,1 @@
+"""OFA-BERT reproduction: BERT-family checkpoints converted from Hugging Face to PaddleNLP."""

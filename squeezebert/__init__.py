@@ -1,0 +1,1 @@
+"""SqueezeBERT (Iandola et al., 2020) reproduction."""

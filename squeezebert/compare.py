@@ -1,0 +1,9 @@
+"""Check a converted SqueezeBERT against its HF torch original. See --help."""
+import sys
+
+import common  # noqa: F401  (zlib before paddle)
+from common.compare import compare_main
+from common.errors import cli
+
+if __name__ == "__main__":
+    sys.exit(cli(compare_main)("Compare a SqueezeBERT HF checkpoint with its PaddleNLP conversion."))

@@ -1,0 +1,143 @@
+"""GLUE fine-tuning through common/train_glue.py on tiny SqueezeBERTs."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from common.errors import UserError
+from common.train_glue import glue_main, no_decay, param_groups
+from conftest import REPO
+
+POSITIVE = "good great fun love best".split()
+NEGATIVE = "bad awful boring hate worst".split()
+FILLER = "the movie film plot acting story was very".split()
+
+
+def keyword_task(path, n_train=200, n_dev=60, seed=0):
+    """SST-2 layout; the label is whether the one sentiment word is positive (learnable)."""
+    rng = random.Random(seed)
+    os.makedirs(path, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(os.path.join(path, f"{split}.tsv"), "w") as f:
+            f.write("sentence\tlabel\n")
+            for _ in range(n):
+                label = rng.randint(0, 1)
+                words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE)]
+                rng.shuffle(words)
+                f.write(" ".join(words) + f"\t{label}\n")
+    return str(path)
+
+
+def stsb_task(path, n=24, seed=0):
+    rng = random.Random(seed)
+    os.makedirs(path, exist_ok=True)
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    for split in ("train", "dev"):
+        with open(os.path.join(path, f"{split}.tsv"), "w") as f:
+            f.write(header)
+            for i in range(n):
+                a, b = " ".join(rng.sample(FILLER, 3)), " ".join(rng.sample(FILLER, 3))
+                f.write(f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{a}\t{b}\t{rng.uniform(0, 5):.3f}\n")
+    return str(path)
+
+
+def run(paddle_dir, data_dir, out, task="sst2", *extra):
+    argv = ["--model_name_or_path", paddle_dir, "--task_name", task, "--data_dir", data_dir,
+            "--output_dir", str(out), "--per_device_train_batch_size", "16", "--seed", "5",
+            "--logging_steps", "5", "--disable_tqdm", "true", "--report_to", "none", *extra]
+    return glue_main("squeezebert", "SqueezeBertForSequenceClassification", argv)
+
+
+def test_tiny_run_writes_metrics_and_resumes(squeezebert_dirs, tmp_path):
+    _, paddle_dir = squeezebert_dirs["base"]
+    data = keyword_task(tmp_path / "data")
+    out = tmp_path / "run"
+    first = run(paddle_dir, data, out, "sst2", "--do_train", "--max_steps", "6", "--save_steps", "3",
+                "--max_train_samples", "64", "--max_eval_samples", "20")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(first))
+    assert metrics["dev"]["samples"] == 20 and metrics["train"]["train_samples"] == 64
+    assert set(metrics["dev"]) >= {"accuracy", "loss"}
+    args = json.loads((out / "args.json").read_text())
+    assert args["data"]["max_train_samples"] == 64 and args["training"]["seed"] == 5
+    assert (out / "model_state.pdparams").is_file() and (out / "checkpoint-6").is_dir()
+
+    # Same output dir, more steps: continues from checkpoint-6 instead of starting over.
+    run(paddle_dir, data, out, "sst2", "--do_train", "--max_steps", "9", "--save_steps", "3",
+        "--max_train_samples", "64", "--max_eval_samples", "20")
+    state = json.loads((out / "checkpoint-9" / "trainer_state.json").read_text())
+    assert state["global_step"] == 9
+    steps_logged = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps_logged == [5]  # the loss at step 5 was logged once: by the first run, not again
+
+
+def test_learns_a_learnable_task(squeezebert_dirs, tmp_path):
+    _, paddle_dir = squeezebert_dirs["base"]
+    data = keyword_task(tmp_path / "data")
+    metrics = run(paddle_dir, data, tmp_path / "run", "sst2", "--do_train", "--num_train_epochs", "8",
+                  "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--save_steps", "100")
+    assert metrics["dev"]["accuracy"] >= 0.9
+
+
+def test_regression_task_reports_pearson_and_spearman(squeezebert_dirs, tmp_path):
+    _, paddle_dir = squeezebert_dirs["base"]
+    metrics = run(paddle_dir, stsb_task(tmp_path / "stsb"), tmp_path / "run", "sts-b", "--do_train",
+                  "--max_steps", "2", "--save_steps", "100")
+    assert metrics["labels"] is None
+    assert {"pearson", "spearman"} <= set(metrics["dev"])
+    assert "accuracy" not in metrics["dev"]
+
+
+def test_existing_head_must_fit_the_task(squeezebert_dirs, tmp_path):
+    _, paddle_dir = squeezebert_dirs["classification"]  # 3-way head
+    with pytest.raises(UserError, match="head has 3 labels, task sst2 needs 2"):
+        run(paddle_dir, keyword_task(tmp_path / "data"), tmp_path / "run", "sst2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_weight_decay_on_bias_and_norms(squeezebert_dirs):
+    import paddlenlp.transformers as ppt
+
+    _, paddle_dir = squeezebert_dirs["base"]
+    model = ppt.SqueezeBertForSequenceClassification.from_pretrained(paddle_dir, num_labels=2)
+    assert no_decay("squeezebert.embeddings.LayerNorm.weight")  # PaddleNLP's own rule misses this one
+    assert no_decay("squeezebert.encoder.layers.0.output.layernorm.weight")
+    assert not no_decay("squeezebert.encoder.layers.0.output.conv1d.weight")
+    groups = param_groups(model, 0.01)
+    decayed = {p.name for g in groups if g["weight_decay"] for p in g["params"]}
+    names = {p.name: n for n, p in model.named_parameters()}
+    assert all(not no_decay(names[p]) for p in decayed)
+    assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task_name", "wnli"], "error: unknown task 'wnli'; choose one of: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"),
+        (["--data_dir", "./MISSING"], "error: GLUE data directory not found: ./MISSING"),
+        (["--model_name_or_path", "./MISSING"], "error: model directory './MISSING' does not exist or is not a directory"),
+        (["--model_name_or_path", "squeezebert/squeezebert-mnli"], "error: model directory 'squeezebert/squeezebert-mnli' "
+         "is not a local directory; hub names cannot be downloaded here (no internet): download the checkpoint "
+         "elsewhere and pass its directory"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(squeezebert_dirs, tmp_path, args, message):
+    _, paddle_dir = squeezebert_dirs["base"]
+    base = {"--model_name_or_path": paddle_dir, "--task_name": "sst2",
+            "--data_dir": keyword_task(tmp_path / "data", 8, 4), "--output_dir": str(tmp_path / "run")}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = [x for kv in base.items() for x in kv] + ["--do_train"]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "squeezebert", "run_glue.py"), *argv],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == message
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_model_type_is_refused(squeezebert_dirs, tmp_path):
+    torch_dir, _ = squeezebert_dirs["base"]  # a torch checkpoint, not converted
+    with pytest.raises(UserError, match="no model_state.pdparams"):
+        run(torch_dir, keyword_task(tmp_path / "data", 8, 4), tmp_path / "run")

@@ -1,0 +1,48 @@
+"""Tiny random Hugging Face checkpoints, built with transformers' own classes."""
+from __future__ import annotations
+
+import os
+
+import torch
+import transformers
+
+WORDS = (
+    "the a an is was of and to in it that this movie film good bad great awful plot acting "
+    "fun boring love hate story not very best worst quick brown fox jumps over lazy dog hello world "
+    "what who where why how question answer paris france city river"
+).split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [".", ",", "!", "?", "'", "##s", "##ed", "##ing"]
+
+
+def write_vocab(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    vocab_file = os.path.join(path, "vocab.txt")
+    with open(vocab_file, "w", encoding="utf-8") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    return vocab_file
+
+
+def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0, **config_overrides) -> str:
+    """Save a random ``model_type`` checkpoint (``head``: None or "classification") with a vocab."""
+    torch.manual_seed(seed)
+    config_class = transformers.AutoConfig.for_model(model_type).__class__
+    defaults = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    defaults.update(config_overrides)
+    config = config_class(**defaults)
+    if head == "classification":
+        model = transformers.AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = transformers.AutoModel.from_config(config)
+    model.eval()
+    model.save_pretrained(path)
+    vocab_file = write_vocab(path)
+    slow = transformers.BertTokenizer(vocab_file=vocab_file, do_lower_case=True)
+    slow.save_pretrained(path)
+    return path
