@@ -101,8 +101,8 @@ def run_paddle(paddle_dir: str, batch: dict[str, np.ndarray], has_head: bool) ->
     return out
 
 
-def compare(torch_dir: str, paddle_dir: str) -> list[Diff]:
-    """Diffs per output; sequence output is compared on real tokens only (padding excluded)."""
+def run_both(torch_dir: str, paddle_dir: str) -> tuple[dict, dict, dict]:
+    """(batch, torch outputs, paddle outputs) for :data:`SAMPLES`; both sides give the same outputs."""
     require_dir(torch_dir, "--torch_dir")
     require_dir(paddle_dir, "--paddle_dir")
     if not os.path.isfile(os.path.join(paddle_dir, "model_state.pdparams")):
@@ -113,14 +113,52 @@ def compare(torch_dir: str, paddle_dir: str) -> list[Diff]:
     batch = make_batch(torch_dir, paddle_dir)
     ref = run_torch(torch_dir, batch, has_head)
     got = run_paddle(paddle_dir, batch, has_head)
-    real = batch["attention_mask"].astype(bool)
-    diffs = []
     for name in ref:
         if name not in got:
             raise RuntimeError(f"paddle model gives no {name}")
+    return batch, ref, got
+
+
+def diff_outputs(batch: dict, ref: dict, got: dict) -> list[Diff]:
+    """Diffs per output; sequence output is compared on real tokens only (padding excluded)."""
+    real = batch["attention_mask"].astype(bool)
+    diffs = []
+    for name in ref:
         r, g = (ref[name][real], got[name][real]) if name == "sequence_output" else (ref[name], got[name])
         diffs.append(Diff.of(name, r, g))
     return diffs
+
+
+def compare(torch_dir: str, paddle_dir: str) -> list[Diff]:
+    """Diffs per output; sequence output is compared on real tokens only (padding excluded)."""
+    return diff_outputs(*run_both(torch_dir, paddle_dir))
+
+
+def token_rel(batch: dict, ref: dict, got: dict) -> np.ndarray:
+    """[batch, seq]: each real token's max |a-b| / max(|a|, 1) over its sequence_output values; NaN on padding."""
+    a = ref["sequence_output"].astype(np.float64)
+    rel = (np.abs(a - got["sequence_output"].astype(np.float64)) / np.maximum(np.abs(a), 1.0)).max(axis=-1)
+    return np.where(batch["attention_mask"].astype(bool), rel, np.nan)
+
+
+def print_token_report(batch: dict, ref: dict, got: dict) -> tuple[float, float]:
+    """Per sequence: the [CLS] row and the worst token, relative and absolute; return (max_rel, cls_max_rel)
+    over every real token and every row of the other outputs (NaN if any output is not finite)."""
+    rel = token_rel(batch, ref, got)
+    real = batch["attention_mask"].astype(bool)
+    seq_ref, seq_got = ref["sequence_output"], got["sequence_output"]
+    print("per token: max over its values of |torch-paddle| / max(|torch|, 1)")
+    print(f"{'seq':>3} {'tokens':>6} {'cls_rel':>10} {'cls_abs':>10} {'cls_|torch|':>11} {'worst_rel':>10} {'at':>4}")
+    for i, row in enumerate(rel):
+        cls_abs = float(np.abs(seq_ref[i, 0].astype(np.float64) - seq_got[i, 0]).max())
+        worst = int(np.flatnonzero(real[i])[np.argmax(row[real[i]])])  # a NaN counts as the worst
+        print(f"{i:>3} {int(real[i].sum()):>6} {row[0]:>10.3e} {cls_abs:>10.3e} {np.abs(seq_ref[i, 0]).max():>11.3e} "
+              f"{row[worst]:>10.3e} {worst:>4}")
+    cls_max_rel = float(rel[:, 0].max())
+    others = [Diff.of(name, ref[name], got[name]).max_rel for name in ref if name != "sequence_output"]
+    max_rel = float(np.max([rel[real].max()] + others))
+    print(f"max_rel_diff={max_rel:.3e} cls_max_rel_diff={cls_max_rel:.3e}")
+    return max_rel, cls_max_rel
 
 
 def print_report(diffs: list[Diff], batch_note: str = "") -> tuple[float, float]:
@@ -134,17 +172,38 @@ def print_report(diffs: list[Diff], batch_note: str = "") -> tuple[float, float]
     return max_abs, mean_abs
 
 
-def compare_main(description: str, argv: list[str] | None = None) -> int:
-    """CLI shared by every ``<model>/compare.py``; returns the exit code (1 when over tolerance)."""
+def compare_main(description: str, argv: list[str] | None = None, criterion: str = "abs") -> int:
+    """CLI shared by every ``<model>/compare.py``; returns the exit code (1 when over tolerance).
+
+    ``criterion="abs"``: every value within ``--atol``. ``criterion="rel"`` (models whose activations
+    are huge, e.g. MobileBERT's NoNorm): every token, and every row of the other outputs, within
+    ``--rtol`` of max |a-b| / max(|a|, 1); also prints ``max_rel_diff=`` and the [CLS] rows' own value.
+    """
+    if criterion not in ("abs", "rel"):
+        raise ValueError(f"criterion must be 'abs' or 'rel', not {criterion!r}")
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--torch_dir", required=True, help="HF checkpoint directory")
     parser.add_argument("--paddle_dir", required=True, help="converted PaddleNLP directory")
-    parser.add_argument("--atol", type=float, default=1e-5, help="max abs diff allowed (default 1e-5)")
+    if criterion == "abs":
+        parser.add_argument("--atol", type=float, default=1e-5, help="max abs diff allowed (default 1e-5)")
+    else:
+        parser.add_argument(
+            "--rtol", type=float, default=1e-4,
+            help="max |a-b| / max(|a|, 1) allowed on every token, [CLS] included (default 1e-4)",
+        )
     args = parser.parse_args(argv)
-    diffs = compare(args.torch_dir, args.paddle_dir)
+    batch, ref, got = run_both(args.torch_dir, args.paddle_dir)
+    diffs = diff_outputs(batch, ref, got)
     print(f"batch: {len(SAMPLES)} sequences, padded, two segments; sequence_output on real tokens only")
     max_abs, _ = print_report(diffs)
-    if max_abs > args.atol:
+    if criterion == "rel":
+        max_rel, _ = print_token_report(batch, ref, got)
+        if not max_rel <= args.rtol:
+            print(f"FAIL: max_rel_diff {max_rel:.3e} > rtol {args.rtol:.1e}", file=sys.stderr)
+            return 1
+        print(f"OK: within rtol {args.rtol:.1e} on every token")
+        return 0
+    if not max_abs <= args.atol:  # NaN fails too
         print(f"FAIL: max_abs_diff {max_abs:.3e} > atol {args.atol:.1e}", file=sys.stderr)
         return 1
     print(f"OK: within atol {args.atol:.1e}")

@@ -40,10 +40,12 @@ class ModelSpec:
     head_classes: dict[str, str]  # HF architecture -> PaddleNLP class keeping the head
     tokenizer_class: str
     renames: tuple[tuple[str, str], ...] = ()  # (regex, replacement), applied in order
-    transpose: tuple[str, ...] = ()  # regexes on target names: paddle Linear weights are [in, out]
+    transpose: tuple[str, ...] = ()  # regexes on target names: paddle Linear weights are [in, out] (2-D only)
+    reshape: tuple[str, ...] = ()  # regexes on target names: same values, target's shape (e.g. [C, 1] -> [C])
     skip: tuple[str, ...] = ()  # regexes on source names dropped on purpose
     computed: tuple[str, ...] = ()  # regexes on target names the model builds itself (buffers)
-    config_map: Callable[[dict], dict] = field(default=lambda cfg: cfg)  # HF config -> paddle kwargs
+    # HF config -> paddle kwargs; raises UserError (without the file name) for what cannot convert exactly
+    config_map: Callable[[dict], dict] = field(default=lambda cfg: cfg)
 
     def paddle_class_name(self, architecture: str) -> str:
         return self.head_classes.get(architecture, self.base_class)
@@ -99,9 +101,14 @@ def convert_state_dict(
             report.unexpected.append(src_name)
             continue
         value = source[src_name]
-        transposed = any(re.fullmatch(p, _strip(tgt_name, spec.paddle_prefix)) for p in spec.transpose)
+        tgt_short = _strip(tgt_name, spec.paddle_prefix)
+        # Only 2-D tensors are Linear weights: grouped ones ([groups, in, out]) keep their layout.
+        transposed = value.ndim == 2 and any(re.fullmatch(p, tgt_short) for p in spec.transpose)
         if transposed:
             value = value.T
+        target_shape = tuple(target_shapes[tgt_name])
+        if value.size == int(np.prod(target_shape)) and any(re.fullmatch(p, tgt_short) for p in spec.reshape):
+            value = value.reshape(target_shape)
         if tuple(value.shape) != tuple(target_shapes[tgt_name]):
             report.mismatched.append(
                 f"{src_name} {tuple(source[src_name].shape)} -> {tgt_name} {tuple(target_shapes[tgt_name])}"
@@ -125,7 +132,10 @@ def paddle_config(ckpt: HFCheckpoint, spec: ModelSpec, class_name: str):
     import paddlenlp.transformers as ppt
 
     kwargs = {k: v for k, v in ckpt.config.items() if k not in _HF_ONLY_KEYS}
-    kwargs = spec.config_map(kwargs)
+    try:
+        kwargs = spec.config_map(kwargs)
+    except UserError as exc:
+        raise UserError(f"{os.path.join(ckpt.path, 'config.json')}: {exc}") from None
     if "id2label" in kwargs:
         kwargs["id2label"] = {int(k): v for k, v in kwargs["id2label"].items()}
     config_class = getattr(ppt, class_name).config_class

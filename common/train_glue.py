@@ -167,7 +167,12 @@ def glue_main(
     from paddlenlp.trainer import PdArgumentParser, set_seed
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint
 
-    parser = PdArgumentParser((ModelArguments, DataArguments, GlueTrainingArguments))
+    parser = PdArgumentParser(
+        (ModelArguments, DataArguments, GlueTrainingArguments),
+        description=f"Fine-tune and evaluate a converted {model_type} ({model_class_name}) on a GLUE task "
+        "read from local TSV files. Writes args.json, metrics.json, checkpoints and VisualDL logs "
+        "under --output_dir; an existing run there is resumed from its last checkpoint.",
+    )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     task = get_task(data_args.task_name)
     ckpt = open_paddle_checkpoint(model_args.model_name_or_path, model_type)
@@ -199,7 +204,7 @@ def glue_main(
                 os.path.join(training_args.output_dir, "args.json"),
                 {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()},
             )
-        metrics: dict = {"task": task.name, "labels": labels}
+        metrics: dict = {"task": task.name, "labels": labels, "world_size": training_args.world_size}
         if training_args.do_train:
             result = trainer.train(resume_from_checkpoint=resume)
             trainer.save_model()

@@ -26,7 +26,7 @@ def _config_map(cfg: dict) -> dict:
     if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
         unsupported.append("decoder / cross-attention")
     if unsupported:
-        raise UserError(f"config.json: not supported by PaddleNLP BertModel: {'; '.join(unsupported)}")
+        raise UserError(f"not supported by PaddleNLP BertModel: {'; '.join(unsupported)}")
     # HF uses the cache only in decoder mode; PaddleNLP's encoder would build (empty) caches.
     return {**cfg, "use_cache": False}
 

@@ -141,3 +141,62 @@ def test_wrong_model_type_is_refused(squeezebert_dirs, tmp_path):
     torch_dir, _ = squeezebert_dirs["base"]  # a torch checkpoint, not converted
     with pytest.raises(UserError, match="no model_state.pdparams"):
         run(torch_dir, keyword_task(tmp_path / "data", 8, 4), tmp_path / "run")
+
+
+def test_data_parallel_on_two_cpu_processes(squeezebert_dirs, tmp_path):
+    """The same script under paddle.distributed.launch: 2 ranks, global batch 16, rank 0 writes."""
+    _, paddle_dir = squeezebert_dirs["base"]
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"),
+         os.path.join(REPO, "squeezebert", "run_glue.py"), "--model_name_or_path", paddle_dir, "--task_name", "sst2",
+         "--data_dir", keyword_task(tmp_path / "data", 64, 20), "--output_dir", str(out), "--do_train",
+         "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "8", "--report_to", "none"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and state["epoch"] == 1.0  # 64 samples = 4 steps of 2 x 8
+    for rank in (0, 1):
+        assert "sst2 dev: accuracy=" in (tmp_path / "log" / f"workerlog.{rank}").read_text()
+
+
+def mnli_dev(path, rows):
+    os.makedirs(path, exist_ok=True)
+    head = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+            "sentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n")
+    for split in ("dev_matched", "dev_mismatched"):
+        with open(os.path.join(path, f"{split}.tsv"), "w") as f:
+            f.write(head)
+            for i, (a, b, y) in enumerate(rows):
+                f.write(f"{i}\t0\t0\tfiction\tx\tx\tx\tx\t{a}\t{b}\t{y}\t{y}\t{y}\t{y}\t{y}\t{y}\n")
+    return str(path)
+
+
+def test_mnli_head_keeps_its_label_meaning(tmp_path):
+    """A trained 3-way head named in its own order: evaluation maps gold labels to that order."""
+    import paddle
+
+    from common.convert import convert_checkpoint
+    from conftest import SQUEEZE
+    from squeezebert.spec import SPEC
+    from tiny_checkpoints import save_tiny
+
+    id2label = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", id2label=id2label,
+                          label2id={v: k for k, v in id2label.items()}, **SQUEEZE)
+    paddle_dir = str(tmp_path / "paddle")
+    convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
+    # Make the head always answer class id 2 (its "contradiction").
+    state = paddle.load(os.path.join(paddle_dir, "model_state.pdparams"))
+    state["classifier.weight"] = paddle.zeros_like(state["classifier.weight"])
+    state["classifier.bias"] = paddle.to_tensor([0.0, 0.0, 50.0])
+    paddle.save(state, os.path.join(paddle_dir, "model_state.pdparams"))
+
+    rows = [("the movie", "a film", "contradiction")] * 3 + [("the plot", "a story", "entailment")]
+    metrics = run(paddle_dir, mnli_dev(tmp_path / "mnli", rows), tmp_path / "run", "mnli")
+    assert metrics["labels"] == ["entailment", "neutral", "contradiction"]
+    assert metrics["dev_matched"]["accuracy"] == 0.75
+    assert metrics["dev_mismatched"]["accuracy"] == 0.75

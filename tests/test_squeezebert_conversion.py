@@ -168,3 +168,11 @@ def test_convert_script_exit_code(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: --torch_dir '{tmp_path / 'missing'}' does not exist or is not a directory"
+
+
+def test_unsupported_layer_norm_eps_is_refused(tmp_path):
+    """PaddleNLP's SqueezeBERT forces epsilon 1e-12; another value would convert inexactly."""
+    torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", layer_norm_eps=1e-3, **SQUEEZE)
+    with pytest.raises(UserError, match=r"config.json: layer_norm_eps=0.001 is not supported"):
+        convert_checkpoint(torch_dir, str(tmp_path / "p"), SPEC, quiet=True)
+    assert not (tmp_path / "p").exists()
