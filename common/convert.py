@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from common.checkpoint import HFCheckpoint, load_state_dict, open_checkpoint, require_dir
 from common.errors import UserError
+from common.fsutil import atomic_dir
 
 # HF config keys that describe the torch run, not the model.
 _HF_ONLY_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "architectures")
@@ -177,18 +176,11 @@ def convert_checkpoint(torch_dir: str, paddle_dir: str, spec: ModelSpec, quiet: 
     for name in report.computed:
         state[name] = model.state_dict()[name]
 
-    parent = os.path.dirname(os.path.abspath(paddle_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(paddle_dir)}.tmp-", dir=parent)
-    try:
+    with atomic_dir(paddle_dir) as tmp:
         paddle.save(state, os.path.join(tmp, "model_state.pdparams"))
         config.save_pretrained(tmp)
         _save_tokenizer(ckpt, spec, tmp)
         _check_loads(tmp, class_name, state)
-        _replace_dir(tmp, paddle_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(
         f"converted {torch_dir} ({ckpt.architecture or 'base model'}) -> {paddle_dir} ({class_name}): "
         f"{len(report.mapped)} tensors mapped, {len(report.skipped)} skipped, {len(report.computed)} computed"
@@ -204,16 +196,6 @@ def _check_loads(path: str, class_name: str, state: dict) -> None:
     bad = [k for k, v in state.items() if not np.array_equal(loaded[k].numpy(), v.numpy())]
     if bad:
         raise RuntimeError(f"{path}: from_pretrained did not restore: {', '.join(bad)}")
-
-
-def _replace_dir(tmp: str, final: str) -> None:
-    old = None
-    if os.path.exists(final):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(os.path.abspath(final)))
-        os.rename(final, os.path.join(old, "x"))
-    os.rename(tmp, final)
-    if old:
-        shutil.rmtree(old)
 
 
 def convert_main(spec: ModelSpec, known: tuple[str, ...], weights_root: str, argv: list[str] | None = None) -> None:

@@ -21,16 +21,14 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
-import shutil
 import tarfile
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError, cli
+from common.fsutil import atomic_dir
 
 OUTER_MEMBER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 INNER_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
@@ -187,23 +185,10 @@ def write_dataset(sdist_path: str, output_dir: str, dev_fraction: float = 0.2,
             and (out / "split.json").read_text(encoding="utf-8") == meta_text:
         return meta, False
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
+    with atomic_dir(output_dir) as tmp:
         for name, split_rows in rows.items():
-            _write_tsv(tmp / f"{name}.tsv", split_rows)
-        (tmp / "split.json").write_text(meta_text, encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old)  # empty dir `old` is replaced by the previous output
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            _write_tsv(Path(tmp) / f"{name}.tsv", split_rows)
+        (Path(tmp) / "split.json").write_text(meta_text, encoding="utf-8")
     return meta, True
 
 

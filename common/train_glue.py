@@ -6,7 +6,6 @@ Arguments are PaddleNLP ``TrainingArguments`` plus :class:`ModelArguments` and
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from paddlenlp.trainer import TrainingArguments
 
 from common.checkpoint import open_paddle_checkpoint
 from common.errors import UserError
+from common.fsutil import write_json
 from common.glue import Example, GlueTask, get_task, label_order, read_split
 from common.metrics import glue_metrics
 
@@ -145,14 +145,6 @@ def _load_model(class_name: str, path: str, task: GlueTask, id2label: dict | Non
     return getattr(ppt, class_name).from_pretrained(path, **kwargs), labels
 
 
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def glue_main(
     model_type: str,
     model_class_name: str,
@@ -200,7 +192,7 @@ def glue_main(
         trainer, datasets = _trainer(model, labels, ckpt.path, task, examples, data_args, training_args, lr_scale)
         if training_args.should_save:
             os.makedirs(training_args.output_dir, exist_ok=True)
-            _write_json(
+            write_json(
                 os.path.join(training_args.output_dir, "args.json"),
                 {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()},
             )
@@ -214,7 +206,7 @@ def glue_main(
             metrics[split] = {k.removeprefix(f"{split}_"): v for k, v in values.items()}
             metrics[split]["samples"] = len(datasets[split])
     if training_args.should_save:
-        _write_json(os.path.join(training_args.output_dir, "metrics.json"), metrics)
+        write_json(os.path.join(training_args.output_dir, "metrics.json"), metrics)
     for split in task.dev_splits:
         shown = "  ".join(f"{k}={metrics[split][k]:.4f}" for k in task.metric_names)
         print(f"{task.name} {split}: {shown}")

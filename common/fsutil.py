@@ -1,0 +1,40 @@
+"""Atomic writes: a run or a conversion never leaves a half-written file or directory."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_dir(final: str) -> Iterator[str]:
+    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``
+    (whose old content is removed), on error it is deleted and ``final`` is untouched."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        yield tmp
+        old = None
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=parent)
+            os.replace(final, os.path.join(old, "previous"))
+        os.replace(tmp, final)
+        if old:
+            shutil.rmtree(old)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through a temporary file and a rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
