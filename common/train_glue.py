@@ -55,6 +55,11 @@ class GlueTrainingArguments(TrainingArguments):
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "checkpoints kept (the best stays)"})
     device: str = field(default="gpu" if paddle.is_compiled_with_cuda() else "cpu", metadata={"help": "cpu or gpu"})
     report_to: Optional[list[str]] = field(default_factory=lambda: ["visualdl"], metadata={"help": "visualdl or none"})
+    layer_decay: Optional[float] = field(
+        default=None,
+        metadata={"help": "layer-wise LR decay in (0, 1] (ELECTRA): LR x decay^(num_layers + 2 - depth), depth 0 "
+                  "for the embeddings, i + 1 for layer i, num_layers + 2 for the head; models that define depths"},
+    )
 
     def __post_init__(self):
         self.eval_steps = self.save_steps
@@ -79,6 +84,21 @@ def param_groups(model, weight_decay: float, lr_scale: Callable[[str], float] | 
         key = (0.0 if no_decay(name) else weight_decay, lr_scale(name) if lr_scale else 1.0)
         groups.setdefault(key, []).append(param)
     return [{"params": ps, "weight_decay": wd, "learning_rate": lr} for (wd, lr), ps in sorted(groups.items())]
+
+
+def layerwise_lr_decay(layer_depth: Callable[[str, int], int], decay: float) -> Callable[[object, str], float]:
+    """ELECTRA's layer-wise learning-rate decay (``_get_layer_lrs``) as an ``lr_scale`` for :func:`glue_main`.
+
+    ``layer_depth(name, num_layers)`` places a parameter: 0 for the embeddings, ``i + 1`` for
+    encoder layer ``i``, ``num_layers + 2`` for the task head; its learning rate is multiplied by
+    ``decay ** (num_layers + 2 - depth)`` (``num_layers`` is ``model.config.num_hidden_layers``).
+    """
+
+    def lr_scale(model, name: str) -> float:
+        top = model.config.num_hidden_layers + 2
+        return decay ** (top - layer_depth(name, top - 2))
+
+    return lr_scale
 
 
 class GlueLoss:
@@ -112,6 +132,19 @@ def encode(examples: list[Example], tokenizer, labels: list[str] | None, max_seq
     return features
 
 
+def pad_inputs(features: list[dict], pad_token_id: int) -> dict:
+    """``input_ids`` and ``token_type_ids`` of ``features`` (lists or arrays) padded to the longest, and
+    ``attention_mask`` (1 on real tokens), as int64 tensors."""
+    width = max(len(f["input_ids"]) for f in features)
+    rows: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    for f in features:
+        pad = width - len(f["input_ids"])
+        rows["input_ids"].append(list(f["input_ids"]) + [pad_token_id] * pad)
+        rows["token_type_ids"].append(list(f["token_type_ids"]) + [0] * pad)
+        rows["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+    return {key: paddle.to_tensor(np.array(value, dtype=np.int64)) for key, value in rows.items()}
+
+
 class Collator:
     """Pads a batch to its longest sequence; float labels for regression."""
 
@@ -120,12 +153,7 @@ class Collator:
         self.regression = regression
 
     def __call__(self, features: list[dict]) -> dict:
-        width = max(len(f["input_ids"]) for f in features)
-        batch = {}
-        for key, pad in (("input_ids", self.pad_token_id), ("token_type_ids", 0), ("attention_mask", 0)):
-            batch[key] = paddle.to_tensor(
-                np.array([f[key] + [pad] * (width - len(f[key])) for f in features], dtype=np.int64)
-            )
+        batch = pad_inputs(features, self.pad_token_id)
         dtype = np.float32 if self.regression else np.int64
         batch["labels"] = paddle.to_tensor(np.array([f["labels"] for f in features], dtype=dtype))
         return batch
@@ -145,19 +173,32 @@ def _load_model(class_name: str, path: str, task: GlueTask, id2label: dict | Non
     return getattr(ppt, class_name).from_pretrained(path, **kwargs), labels
 
 
+def resume_checkpoint(training_args) -> str | None:
+    """The checkpoint a training run continues from: ``--resume_from_checkpoint``, else the last one
+    in an existing ``--output_dir`` unless ``--overwrite_output_dir``."""
+    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+
+    if not (training_args.do_train and os.path.isdir(training_args.output_dir)):
+        return None
+    return training_args.resume_from_checkpoint or (
+        None if training_args.overwrite_output_dir else get_last_checkpoint(training_args.output_dir)
+    )
+
+
 def glue_main(
     model_type: str,
     model_class_name: str,
     argv: list[str] | None = None,
     lr_scale: Callable[[object, str], float] | None = None,
+    layer_depth: Callable[[str, int], int] | None = None,
 ) -> dict:
     """Fine-tune and/or evaluate ``model_class_name`` on a GLUE task; returns the final metrics.
 
-    ``lr_scale(model, name)`` optionally gives each parameter a learning-rate multiplier
-    (layer-wise decay).
+    ``lr_scale(model, name)`` optionally gives each parameter a learning-rate multiplier.
+    ``layer_depth(name, num_layers)`` enables ``--layer_decay`` (see :func:`layerwise_lr_decay`),
+    whose multipliers replace ``lr_scale``'s.
     """
     from paddlenlp.trainer import PdArgumentParser, set_seed
-    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
 
     parser = PdArgumentParser(
         (ModelArguments, DataArguments, GlueTrainingArguments),
@@ -170,6 +211,12 @@ def glue_main(
     ckpt = open_paddle_checkpoint(model_args.model_name_or_path, model_type)
     training_args.metric_for_best_model = PRIMARY_METRIC.get(task.name, "accuracy")
     training_args.greater_is_better = True
+    if training_args.layer_decay is not None:
+        if layer_depth is None:
+            raise UserError(f"--layer_decay is not supported for {model_type} (no layer depths defined)")
+        if not 0 < training_args.layer_decay <= 1:
+            raise UserError(f"--layer_decay must be in (0, 1], not {training_args.layer_decay}")
+        lr_scale = layerwise_lr_decay(layer_depth, training_args.layer_decay)
 
     # Read everything before writing anything: bad input must not leave a half-made run.
     splits = (["train"] if training_args.do_train else []) + list(task.dev_splits)
@@ -178,11 +225,7 @@ def glue_main(
         limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
         examples[split] = examples[split][:limit]
 
-    resume = None
-    if training_args.do_train and os.path.isdir(training_args.output_dir):
-        resume = training_args.resume_from_checkpoint or (
-            None if training_args.overwrite_output_dir else get_last_checkpoint(training_args.output_dir)
-        )
+    resume = resume_checkpoint(training_args)
     set_seed(training_args.seed)
     # Fresh parameter and optimizer-state names, as in a new process: checkpoints are keyed by them.
     with paddle.utils.unique_name.guard():

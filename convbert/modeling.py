@@ -1,0 +1,223 @@
+"""PaddleNLP 2.8.1's ConvBERT, made to compute what Hugging Face's ConvBERT computes (see README.md).
+
+Two classes, registered in ``paddlenlp.transformers`` under their own names (``common/`` looks
+classes up there by the name in config.json), so PaddleNLP's own ConvBert classes are untouched:
+
+* :class:`ConvBertHFModel`: the base model. Its state dict has PaddleNLP's ``ConvBertModel`` names
+  and shapes, minus the pooler (HF and the original ConvBERT have none; ``pooled_output`` is the
+  [CLS] hidden state, the original's ``get_pooled_output()``).
+* :class:`ConvBertHFForSequenceClassification`: PaddleNLP's classification model on that base;
+  its head (dropout, dense, activation, dropout, out_proj) gets the [CLS] hidden state, as HF's.
+
+Importing this module registers them; every entry point of this folder does.
+"""
+from __future__ import annotations
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import paddlenlp.transformers as ppt
+from paddlenlp.transformers.convbert import modeling as pm
+from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+
+class WordEmbedding(nn.Embedding):
+    """torch's ``padding_idx``: the padding row is looked up like any other row and gets no gradient.
+
+    Paddle's ``padding_idx`` returns zeros for that id instead. ConvBERT's span-based convolution is
+    not masked, so the [PAD] vectors next to a shorter sequence's last tokens enter their outputs, and
+    the published checkpoints (trained in TensorFlow) have a non-zero [PAD] row.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__(num_embeddings, embedding_dim)
+        self.torch_padding_idx = padding_idx
+
+    def forward(self, x):
+        out = F.embedding(x, self.weight)
+        if self.torch_padding_idx is None or self.weight.stop_gradient or not paddle.is_grad_enabled():
+            return out
+        return paddle.where((x == self.torch_padding_idx).unsqueeze(-1), out.detach(), out)
+
+
+class Embeddings(pm.ConvBertEmbeddings):
+    """PaddleNLP's embeddings (same names) with torch's padding row, honouring ``position_ids``
+    (PaddleNLP ignores them). Built without paddle's ``padding_idx``, which also fails under
+    ``from_pretrained(..., low_cpu_mem_usage=True)``."""
+
+    def __init__(self, config):
+        nn.Layer.__init__(self)
+        self.word_embeddings = WordEmbedding(config.vocab_size, config.embedding_size, config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
+        self.layer_norm = nn.LayerNorm(config.embedding_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        batch, seq = inputs_embeds.shape[0], inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = paddle.arange(seq, dtype="int64").unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros([batch, seq], dtype="int64")
+        embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(embeddings))
+
+
+class SelfAttention(pm.MultiHeadAttentionWithConv):
+    """HF ``ConvBertSelfAttention``'s sizes; PaddleNLP's forward (same computation) is kept.
+
+    HF: ``num_attention_heads // head_ratio`` heads (at least 1, always with the convolution), each
+    of size ``hidden // heads // 2``, so the attention and convolution halves concatenate to
+    ``hidden``. PaddleNLP sizes heads as ``hidden // num_attention_heads`` and drops the convolution
+    when there would be no head: the same only for ``head_ratio`` 2 (all published checkpoints).
+    """
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, dropout: float, conv_kernel_size: int,
+                 head_ratio: int):
+        nn.Layer.__init__(self)
+        heads = max(num_attention_heads // head_ratio, 1)
+        self.embed_dim = self.kdim = self.vdim = hidden_size
+        self.need_weights = False
+        self.num_heads = heads
+        self.head_dim = hidden_size // heads // 2
+        self.all_head_size = heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        self.conv_type = "sdconv"
+        self.conv_kernel_size = conv_kernel_size
+        self.padding = (conv_kernel_size - 1) // 2
+
+        self.dropout = nn.Dropout(dropout)
+        self.q_proj = nn.Linear(hidden_size, self.all_head_size)
+        self.k_proj = nn.Linear(hidden_size, self.all_head_size)
+        self.v_proj = nn.Linear(hidden_size, self.all_head_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        self.key_conv_attn_layer = pm.SeparableConv1D(hidden_size, self.all_head_size, conv_kernel_size)
+        self.conv_kernel_layer = nn.Linear(self.all_head_size, heads * conv_kernel_size)
+        self.conv_out_layer = nn.Linear(hidden_size, self.all_head_size)
+
+
+class EncoderLayer(pm.TransformerEncoderLayerWithConv):
+    """PaddleNLP's layer with HF's attention sizes and its LayerNorms at ``layer_norm_eps``.
+
+    paddle's TransformerEncoderLayer makes its norms with epsilon 1e-5; PaddleNLP corrects that only
+    in its weight-init hook, which ``from_pretrained(..., low_cpu_mem_usage=True)`` skips.
+    ``nn.TransformerEncoder`` builds layers 2..N as ``type(layer)(**layer._config)``, so the fixes
+    live in ``__init__``.
+    """
+
+    def __init__(self, d_model, nhead, dim_feedforward, dropout=0.1, activation="relu", attn_dropout=None,
+                 act_dropout=None, normalize_before=False, conv_kernel_size=None, head_ratio=None, num_groups=None,
+                 layer_norm_eps=1e-12, **kwargs):
+        super().__init__(d_model, nhead, dim_feedforward, dropout=dropout, activation=activation,
+                         attn_dropout=attn_dropout, act_dropout=act_dropout, normalize_before=normalize_before,
+                         conv_kernel_size=conv_kernel_size, head_ratio=head_ratio, num_groups=num_groups)
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.self_attn = SelfAttention(d_model, nhead, attn_dropout, conv_kernel_size, head_ratio)
+        self.norm1._epsilon = self.norm2._epsilon = layer_norm_eps
+        self._config["layer_norm_eps"] = layer_norm_eps
+
+
+def _encoder(config) -> nn.TransformerEncoder:
+    layer = EncoderLayer(
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+        dropout=config.hidden_dropout_prob,
+        activation=config.hidden_act,
+        attn_dropout=config.attention_probs_dropout_prob,
+        act_dropout=0,
+        conv_kernel_size=config.conv_kernel_size,
+        head_ratio=config.head_ratio,
+        num_groups=config.num_groups,
+        layer_norm_eps=config.layer_norm_eps,
+    )
+    return nn.TransformerEncoder(layer, config.num_hidden_layers)
+
+
+def extended_attention_mask(attention_mask, dtype):
+    """HF's additive mask from a [batch, seq] or [batch, from, to] 0/1 mask: 0 or the dtype's lowest value."""
+    if attention_mask.ndim not in (2, 3):
+        raise ValueError(f"attention_mask must be [batch, seq] or [batch, from, to], not {attention_mask.shape}")
+    mask = attention_mask.astype(dtype)
+    mask = mask.unsqueeze([1, 2]) if mask.ndim == 2 else mask.unsqueeze(1)
+    return (1.0 - mask) * paddle.finfo(dtype).min
+
+
+class ConvBertHFModel(pm.ConvBertModel):
+    """ConvBERT base model computing HF's ``ConvBertModel`` (module docstring); no pooler parameters."""
+
+    def __init__(self, config):
+        pm.ConvBertPretrainedModel.__init__(self, config)
+        self.pad_token_id = config.pad_token_id
+        self.initializer_range = config.initializer_range
+        self.embeddings = Embeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        self.encoder = _encoder(config)
+
+    def forward(
+        self,
+        input_ids=None,
+        token_type_ids=None,
+        position_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+    ):
+        """As PaddleNLP's, except: no mask attends everywhere (HF; PaddleNLP masked ``pad_token_id``),
+        HF's mask value, and ``pooled_output`` is the [CLS] hidden state."""
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else config.use_return_dict
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        if attention_mask is not None:
+            attention_mask = extended_attention_mask(attention_mask, paddle.get_default_dtype())
+
+        hidden = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )
+        if hasattr(self, "embeddings_project"):
+            hidden = self.embeddings_project(hidden)
+        encoder_outputs = self.encoder(
+            hidden,
+            src_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+        if isinstance(encoder_outputs, type(hidden)):
+            return (encoder_outputs, encoder_outputs[:, 0])
+        sequence_output = encoder_outputs[0]
+        pooled_output = sequence_output[:, 0]
+        if not return_dict:
+            return (sequence_output, pooled_output) + tuple(encoder_outputs[1:])
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class ConvBertHFForSequenceClassification(pm.ConvBertForSequenceClassification):
+    """PaddleNLP's classifier (forward unchanged) on :class:`ConvBertHFModel`, whose ``pooled_output``
+    is the [CLS] hidden state: HF's ``ConvBertClassificationHead``. Its dropout is
+    ``classifier_dropout`` when set (HF), not always ``hidden_dropout_prob``."""
+
+    def __init__(self, config):
+        pm.ConvBertPretrainedModel.__init__(self, config)
+        self.convbert = ConvBertHFModel(config)
+        self.num_labels = config.num_labels
+        self.classifier = pm.ConvBertClassificationHead(config)
+        if config.classifier_dropout is not None:
+            self.classifier.dropout = nn.Dropout(config.classifier_dropout)
+
+
+for _cls in (ConvBertHFModel, ConvBertHFForSequenceClassification):
+    setattr(ppt, _cls.__name__, _cls)
