@@ -20,24 +20,7 @@ import paddlenlp.transformers as ppt
 from paddlenlp.transformers.convbert import modeling as pm
 from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
-
-class WordEmbedding(nn.Embedding):
-    """torch's ``padding_idx``: the padding row is looked up like any other row and gets no gradient.
-
-    Paddle's ``padding_idx`` returns zeros for that id instead. ConvBERT's span-based convolution is
-    not masked, so the [PAD] vectors next to a shorter sequence's last tokens enter their outputs, and
-    the published checkpoints (trained in TensorFlow) have a non-zero [PAD] row.
-    """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
-        super().__init__(num_embeddings, embedding_dim)
-        self.torch_padding_idx = padding_idx
-
-    def forward(self, x):
-        out = F.embedding(x, self.weight)
-        if self.torch_padding_idx is None or self.weight.stop_gradient or not paddle.is_grad_enabled():
-            return out
-        return paddle.where((x == self.torch_padding_idx).unsqueeze(-1), out.detach(), out)
+from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
 class Embeddings(pm.ConvBertEmbeddings):
@@ -47,7 +30,7 @@ class Embeddings(pm.ConvBertEmbeddings):
 
     def __init__(self, config):
         nn.Layer.__init__(self)
-        self.word_embeddings = WordEmbedding(config.vocab_size, config.embedding_size, config.pad_token_id)
+        self.word_embeddings = TorchPaddingEmbedding(config.vocab_size, config.embedding_size, config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
         self.layer_norm = nn.LayerNorm(config.embedding_size, epsilon=config.layer_norm_eps)
@@ -134,15 +117,6 @@ def _encoder(config) -> nn.TransformerEncoder:
         layer_norm_eps=config.layer_norm_eps,
     )
     return nn.TransformerEncoder(layer, config.num_hidden_layers)
-
-
-def extended_attention_mask(attention_mask, dtype):
-    """HF's additive mask from a [batch, seq] or [batch, from, to] 0/1 mask: 0 or the dtype's lowest value."""
-    if attention_mask.ndim not in (2, 3):
-        raise ValueError(f"attention_mask must be [batch, seq] or [batch, from, to], not {attention_mask.shape}")
-    mask = attention_mask.astype(dtype)
-    mask = mask.unsqueeze([1, 2]) if mask.ndim == 2 else mask.unsqueeze(1)
-    return (1.0 - mask) * paddle.finfo(dtype).min
 
 
 class ConvBertHFModel(pm.ConvBertModel):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 from paddlenlp.transformers.mobilebert import modeling as _pm
+
+from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
 class LayerNorm(nn.LayerNorm):
@@ -39,24 +40,6 @@ class NoNorm(nn.Layer):
         return input_tensor * self.weight + self.bias
 
 
-class WordEmbedding(nn.Embedding):
-    """torch's ``padding_idx``: the padding row is looked up like any other row and gets no gradient.
-
-    Paddle's ``padding_idx`` returns zeros for that id instead; with MobileBERT's trigram input the
-    [PAD] vector right of a shorter sequence's last token enters that token's embedding.
-    """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
-        super().__init__(num_embeddings, embedding_dim)
-        self.torch_padding_idx = padding_idx
-
-    def forward(self, x):
-        out = F.embedding(x, self.weight)
-        if self.torch_padding_idx is None or self.weight.stop_gradient or not paddle.is_grad_enabled():
-            return out
-        return paddle.where((x == self.torch_padding_idx).unsqueeze(-1), out.detach(), out)
-
-
 # PaddleNLP's own methods, kept once (tests put them back to show what the fixes change).
 PADDLENLP = getattr(_pm, "_compact_bert_originals", None) or {
     "MobileBertEmbeddings.__init__": _pm.MobileBertEmbeddings.__init__,
@@ -66,18 +49,7 @@ PADDLENLP = getattr(_pm, "_compact_bert_originals", None) or {
 
 def _embeddings_init_fixed(self, config):
     PADDLENLP["MobileBertEmbeddings.__init__"](self, config)
-    self.word_embeddings = WordEmbedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-
-
-def extended_attention_mask(attention_mask, dtype):
-    """HF's additive mask: 0 where attended, the dtype's lowest value where masked.
-
-    PaddleNLP adds -10000, which MobileBERT's attention scores (they reach 1e5 and more with
-    NoNorm) outweigh: padding was attended to. [batch, seq] or [batch, from, to] masks, as HF.
-    """
-    mask = attention_mask.astype(dtype)
-    mask = mask.unsqueeze([1, 2]) if mask.ndim == 2 else mask.unsqueeze(1)
-    return (1.0 - mask) * paddle.finfo(dtype).min
+    self.word_embeddings = TorchPaddingEmbedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
 
 
 def _model_forward(
@@ -92,7 +64,7 @@ def _model_forward(
     output_attentions=None,
     return_dict=None,
 ):
-    """PaddleNLP's ``MobileBertModel.forward`` with HF's attention mask (see :func:`extended_attention_mask`)."""
+    """PaddleNLP's ``MobileBertModel.forward`` with HF's attention mask (see :func:`common.layers.extended_attention_mask`)."""
     if input_ids is not None and inputs_embeds is not None:
         raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
     if input_ids is None and inputs_embeds is None:

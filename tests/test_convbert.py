@@ -116,19 +116,6 @@ def test_every_layer_norm_epsilon_is_the_configs(convbert_dir, low_cpu_mem_usage
     assert set(eps.values()) == {CONFIGS["one-head"]["layer_norm_eps"]}
 
 
-def test_padding_row_is_looked_up_and_not_trained():
-    """torch's padding_idx, not paddle's (which returns zeros for it)."""
-    import paddle
-
-    emb = cm.WordEmbedding(5, 3, padding_idx=0)
-    ids = paddle.to_tensor([[2, 0, 0]])
-    out = emb(ids)
-    np.testing.assert_array_equal(out[0, 1].numpy(), emb.weight[0].numpy())
-    out.sum().backward()
-    grad = emb.weight.grad.numpy()
-    assert not grad[0].any() and grad[2].all()
-
-
 def test_layer_decay_rates_by_name(convbert_dir):
     """ELECTRA's rates: head 1, layer i of L decay^(L + 1 - i), embeddings decay^(L + 2)."""
     _, paddle_dir = convbert_dir("small")

@@ -162,19 +162,6 @@ def test_parameters_follow_the_default_dtype():
     assert dtypes == {"paddle.float64"}
 
 
-def test_padding_row_is_looked_up_but_not_trained():
-    """torch's padding_idx: the row is returned as stored and gets no gradient."""
-    import paddle
-
-    emb = fixes.WordEmbedding(5, 3, padding_idx=0)
-    emb.weight.set_value(paddle.ones([5, 3]))
-    out = emb(paddle.to_tensor([[0, 1, 0]]))
-    assert np.array_equal(out.numpy(), np.ones((1, 3, 3), np.float32))
-    out.sum().backward()
-    grad = emb.weight.grad.numpy()
-    assert np.all(grad[0] == 0) and np.all(grad[1] == 1)
-
-
 def test_pretraining_checkpoint_drops_heads_and_keeps_hf_pooler(tmp_path):
     """google/mobilebert-uncased: MobileBertForPreTraining, its config.json silent on classifier_activation."""
     config = transformers.MobileBertConfig(vocab_size=len(VOCAB), num_hidden_layers=2, max_position_embeddings=64, **TINY)
