@@ -2,8 +2,11 @@
 # Published ConvBERT GLUE recipe (yitu-opensource/ConvBert configure_finetuning.py, as ELECTRA):
 # batch 32, max_seq_length 128, linear decay after 10% warmup, weight decay 0.01, Adam eps 1e-6,
 # layer-wise LR decay 0.8, 3 epochs (RTE and STS-B: 10), the final model evaluated.
-# Learning rate: 3e-4 for small and medium-small, 1e-4 for base (chosen from the checkpoint's
-# hidden_size; LR=... overrides). Not reproduced: training paraphrase tasks on both sentence orders.
+# Learning rate 1e-4 (the reproduction's recipe; ConvBERT's own configure_finetuning.py uses 3e-4
+# for small and medium-small: LR=3e-4 follows it). Not reproduced: training paraphrase tasks on both
+# sentence orders.
+# TARGETS on a GPU for convbert-small (not measured here): CoLA 56.2, SST-2 91.4, MRPC 87.7,
+# STS-B 86.3, QQP 85.5, MNLI 81.9, QNLI 87.7, RTE 66.1.
 #
 #   GLUE_DIR=/path/to/glue_data bash scripts/convbert_glue.sh rte
 #   MODEL=weights/paddle/convbert-base NPROC=4 bash scripts/convbert_glue.sh mnli   # global batch 32
@@ -23,13 +26,7 @@ NPROC=${NPROC:-1}
 MODEL=${MODEL:-weights/paddle/convbert-small}
 OUT=${OUT:-runs/convbert_$TASK}
 case "$TASK" in rte|stsb) EPOCHS=10 ;; *) EPOCHS=3 ;; esac
-if [ -z "${LR:-}" ]; then
-  if [ ! -f "$MODEL/config.json" ]; then
-    echo "error: $MODEL/config.json not found (convert the checkpoint with convbert/convert.py, or set MODEL)" >&2
-    exit 2
-  fi
-  if grep -Eq '"hidden_size": *768([^0-9]|$)' "$MODEL/config.json"; then LR=1e-4; else LR=3e-4; fi
-fi
+LR=${LR:-1e-4}
 bash scripts/setup.sh
 ARGS=(
   --model_name_or_path "$MODEL" --task_name "$TASK" --data_dir "${GLUE_DIR:-data/glue}/$FOLDER"
