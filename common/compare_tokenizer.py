@@ -73,10 +73,14 @@ def cases(texts: list[str], max_length: int) -> Iterable[tuple[str, str, str | N
         yield f"pair[{i}] max_length={max_length}", text, pair, max_length
 
 
-def compare_tokenizers(torch_dir: str, paddle_dir: str, texts: list[str], max_length: int = 32) -> tuple[int, list[Mismatch]]:
-    """(number of cases, mismatches) over :func:`cases` of ``texts``."""
+def compare_tokenizers(torch_dir: str, paddle_dir: str, texts: list[str], max_length: int = 32,
+                       ours: bool = False) -> tuple[int, list[Mismatch]]:
+    """(number of cases, mismatches) over :func:`cases` of ``texts``; ``ours``: encode with
+    :func:`common.tokenization.encode` on the PaddleNLP tokenizer instead of calling it."""
     import transformers
     from paddlenlp.transformers import AutoTokenizer
+
+    from common.tokenization import encode
 
     hf = transformers.AutoTokenizer.from_pretrained(torch_dir, use_fast=True)
     if not hf.is_fast:
@@ -89,7 +93,8 @@ def compare_tokenizers(torch_dir: str, paddle_dir: str, texts: list[str], max_le
             kwargs.update(truncation=True, max_length=length)
         else:
             kwargs.update(truncation=False)
-        a, b = hf(text, pair, **kwargs), pd(text, pair, **kwargs)
+        a = hf(text, pair, **kwargs)
+        b = encode(pd, text, pair, length) if ours else pd(text, pair, **kwargs)
         n += 1
         for key in ("input_ids", "token_type_ids", "offset_mapping"):
             ta = [tuple(x) if isinstance(x, (list, tuple)) else x for x in a[key]]
@@ -109,16 +114,20 @@ def compare_tokenizer_main(description: str, argv: list[str] | None = None) -> i
                         help="real text: .txt (a line each), .tsv (first column) or SQuAD .json; repeatable")
     parser.add_argument("--max_length", type=int, default=32, help="length for the truncated variants")
     parser.add_argument("--show", type=int, default=5, help="mismatches printed")
+    parser.add_argument("--ours", action="store_true",
+                        help="also check common.tokenization.encode (what training uses); "
+                             "the exit code then follows it")
     args = parser.parse_args(argv)
     require_dir(args.torch_dir, "--torch_dir")
     require_dir(args.paddle_dir, "--paddle_dir")
     texts = [t for path in args.text_file for t in read_texts(path)] + list(STRESS)
-    n, mismatches = compare_tokenizers(args.torch_dir, args.paddle_dir, texts, args.max_length)
-    for m in mismatches[: args.show]:
-        print(f"MISMATCH {m.field} in {m.case}\n  torch : {m.torch}\n  paddle: {m.paddle}")
-    fields = {f: sum(m.field == f for m in mismatches) for f in ("input_ids", "token_type_ids", "offset_mapping")}
-    print(f"texts={len(texts)} cases={n} mismatches={len(mismatches)} "
-          + " ".join(f"{k}={v}" for k, v in fields.items()))
+    for ours in (False, True) if args.ours else (False,):
+        n, mismatches = compare_tokenizers(args.torch_dir, args.paddle_dir, texts, args.max_length, ours)
+        for m in mismatches[: args.show]:
+            print(f"MISMATCH {m.field} in {m.case}\n  torch : {m.torch}\n  paddle: {m.paddle}")
+        fields = {f: sum(m.field == f for m in mismatches) for f in ("input_ids", "token_type_ids", "offset_mapping")}
+        print(f"{'common.tokenization.encode' if ours else 'PaddleNLP tokenizer'}: texts={len(texts)} cases={n} "
+              f"mismatches={len(mismatches)} " + " ".join(f"{k}={v}" for k, v in fields.items()))
     if mismatches:
         print("FAIL: the tokenizers disagree", file=sys.stderr)
         return 1

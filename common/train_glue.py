@@ -16,6 +16,7 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainingArguments
 
+from common import tokenization
 from common.checkpoint import open_paddle_checkpoint
 from common.errors import UserError
 from common.fsutil import write_json
@@ -118,14 +119,7 @@ def encode(examples: list[Example], tokenizer, labels: list[str] | None, max_seq
     index = {name: i for i, name in enumerate(labels)} if labels else None
     features = []
     for ex in examples:
-        enc = tokenizer(
-            ex.text_a,
-            ex.text_b,
-            max_length=max_seq_length,
-            truncation=True,
-            return_attention_mask=True,
-            return_token_type_ids=True,
-        )
+        enc = tokenization.encode(tokenizer, ex.text_a, ex.text_b, max_seq_length)  # as HF's fast tokenizer
         feature = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
         feature["labels"] = float(ex.label) if index is None else index[ex.label]
         features.append(feature)
