@@ -2,7 +2,6 @@
 LayerNorm epsilon, torch's padding row, layer-wise LR decay by name, a tiny GLUE run."""
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from common.train_glue import layerwise_lr_decay, param_groups
 from conftest import REPO
 from convbert.run_glue import CLASSIFIER, layer_depth, main as run_glue_main
 from convbert.spec import SPEC
+from test_run_glue import keyword_task
 from tiny_checkpoints import save_tiny
 
 # Tiny versions of YituTech/conv-bert-{small, medium-small, base} (embedding / hidden ratios, heads
@@ -146,19 +146,6 @@ def test_layer_decay_rates_by_name(convbert_dir):
         layer_depth("convbert.encoder.layers.3.linear1.weight", L)
 
 
-def _sst2(path, n_train=48, n_dev=16):
-    rng = random.Random(0)
-    os.makedirs(path, exist_ok=True)
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        with open(os.path.join(path, f"{split}.tsv"), "w") as f:
-            f.write("sentence\tlabel\n")
-            for _ in range(n):
-                label = rng.randint(0, 1)
-                words = rng.sample("the movie film plot was very".split(), 4) + [rng.choice(["good", "bad"])]
-                f.write(" ".join(words) + f"\t{label}\n")
-    return str(path)
-
-
 def test_tiny_glue_run_with_layer_decay(convbert_dir, tmp_path, monkeypatch):
     import common.train_glue as tg
 
@@ -167,7 +154,7 @@ def test_tiny_glue_run_with_layer_decay(convbert_dir, tmp_path, monkeypatch):
     real = tg.param_groups
     monkeypatch.setattr(tg, "param_groups", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     out = tmp_path / "run"
-    argv = ["--model_name_or_path", paddle_dir, "--task_name", "sst2", "--data_dir", _sst2(tmp_path / "data"),
+    argv = ["--model_name_or_path", paddle_dir, "--task_name", "sst2", "--data_dir", keyword_task(tmp_path / "data", 48, 16),
             "--output_dir", str(out), "--do_train", "--max_steps", "3", "--save_steps", "3",
             "--per_device_train_batch_size", "16", "--layer_decay", "0.8", "--adam_epsilon", "1e-6",
             "--disable_tqdm", "true", "--report_to", "none", "--seed", "1"]
