@@ -56,10 +56,19 @@ SPEC = ModelSpec(
         r"pooler\.dense\.weight",
         r"classifier\.weight",
     ),
-    # Pretraining heads (masked LM, next sentence); position / token type ids are constant buffers.
-    skip=(r"cls\..*", r"embeddings\.position_ids", r"embeddings\.token_type_ids"),
+    skip=(
+        # Pretraining heads (masked LM, next sentence); position / token type ids are constant buffers.
+        r"cls\..*",
+        r"embeddings\.position_ids",
+        r"embeddings\.token_type_ids",
+        # TinyBERT (huawei-noah TinyBERT_General_*): the Linear maps from its hidden states to the
+        # teacher's width used by its own distillation (``fit_denses.<i>``, ``fit_dense`` in some
+        # versions); not part of the BERT model.
+        r"fit_denses\.\d+\.(weight|bias)",
+        r"fit_dense\.(weight|bias)",
+    ),
     config_map=_config_map,
 )
 
 # Known checkpoints, as named under weights/torch/ and weights/paddle/.
-CHECKPOINTS = ("bert-base-uncased", "all-MiniLM-L6-v2")
+CHECKPOINTS = ("bert-base-uncased", "all-MiniLM-L6-v2", "tinybert-4l-312d", "tinybert-6l-768d")

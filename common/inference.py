@@ -1,0 +1,169 @@
+"""Static inference models: export a dygraph PaddleNLP model, run it with ``paddle.inference``.
+
+An exported model takes ``input_ids``, ``token_type_ids`` and ``attention_mask`` (int64
+``[batch, seq]``, any batch and length) and returns the model's tensor outputs in order:
+``logits`` for a classifier, ``(sequence_output, pooled_output)`` for a base model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+
+from common.errors import UserError
+
+INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+PREFIX = "inference"  # <dir>/inference.pdmodel, <dir>/inference.pdiparams
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Ops kept off oneDNN. paddle 2.6.2's oneDNN ``pad`` reads paddle's first-dimension-first paddings
+# in reverse (``F.pad(x, [0, 0, 0, 1, 0, 0])`` on [B, S, E] pads E instead of S): wrong shapes and
+# heap corruption (MobileBERT's trigram embedding). Paddle's own kernel runs instead.
+ONEDNN_EXCLUDED = frozenset({"pad"})
+
+
+class KeywordInputs(paddle.nn.Layer):
+    """``model`` called with :data:`INPUTS` by keyword (their order differs between models),
+    returning its tensor outputs as a tuple."""
+
+    def __init__(self, model: paddle.nn.Layer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        if isinstance(out, (tuple, list)):
+            return tuple(o for o in out if o is not None)
+        return (out,)
+
+
+def run_dygraph(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The outputs of the dygraph ``model`` (eval mode, no grad), as the exported model gives them."""
+    with paddle.no_grad():
+        out = KeywordInputs(model)(*(paddle.to_tensor(batch[name]) for name in INPUTS))
+    return [o.numpy() for o in out]
+
+
+def export_static(model: paddle.nn.Layer, out_dir: str) -> str:
+    """Save ``model`` (in eval mode) as a static inference model in ``out_dir``; returns the path prefix."""
+    from paddle.static import InputSpec
+
+    model.eval()
+    prefix = os.path.join(out_dir, PREFIX)
+    spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
+    with paddle.no_grad():
+        paddle.jit.save(paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True), prefix)
+    return prefix
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How ``paddle.inference`` runs a model.
+
+    CPU: ``fp32`` or ``bf16`` (oneDNN bfloat16 kernels; needs ``onednn``). GPU (a CUDA build of
+    paddle only): ``fp32``, or ``fp16`` through TensorRT (``tensorrt``, dynamic shapes up to
+    ``max_batch`` x ``max_seq``).
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int = 1
+    onednn: bool = True
+    ir_optim: bool = True
+    tensorrt: bool = False
+    max_batch: int = 32
+    max_seq: int = 512
+
+    def check(self) -> None:
+        if self.device not in ("cpu", "gpu"):
+            raise UserError(f"device must be cpu or gpu, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.device == "gpu" and not paddle.is_compiled_with_cuda():
+            raise UserError("device gpu: this paddle is a CPU-only build (paddle.is_compiled_with_cuda() is False)")
+        if self.device == "cpu" and (self.tensorrt or self.precision == "fp16"):
+            raise UserError("TensorRT and fp16 need device gpu")
+        if self.device == "cpu" and self.precision == "bf16" and not self.onednn:
+            raise UserError("bf16 on CPU runs oneDNN kernels: onednn must be on")
+        if self.device == "gpu" and self.precision == "bf16":
+            raise UserError("bf16 is a CPU (oneDNN) precision here; use fp16 with TensorRT on GPU")
+        if self.precision == "fp16" and not self.tensorrt:
+            raise UserError("fp16 runs through TensorRT: set tensorrt")
+
+
+def _config(prefix: str, opt: PredictorOptions):
+    from paddle import inference
+
+    opt.check()
+    config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
+    config.disable_glog_info()
+    config.switch_ir_optim(opt.ir_optim)
+    config.enable_memory_optim()
+    if opt.device == "gpu":
+        config.enable_use_gpu(256, 0)
+        if opt.tensorrt:
+            precision = inference.PrecisionType.Half if opt.precision == "fp16" else inference.PrecisionType.Float32
+            config.enable_tensorrt_engine(
+                workspace_size=1 << 30, max_batch_size=opt.max_batch, min_subgraph_size=3,
+                precision_mode=precision, use_static=False, use_calib_mode=False,
+            )
+            config.set_trt_dynamic_shape_info(
+                {n: [1, 1] for n in INPUTS}, {n: [opt.max_batch, opt.max_seq] for n in INPUTS},
+                {n: [opt.max_batch, min(128, opt.max_seq)] for n in INPUTS},
+            )
+        return config
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(opt.threads)
+    if opt.onednn:
+        config.enable_mkldnn()
+        config.set_mkldnn_op(_op_types(prefix) - ONEDNN_EXCLUDED)
+        config.set_mkldnn_cache_capacity(16)  # primitives cached per input shape
+        if opt.precision == "bf16":
+            config.enable_mkldnn_bfloat16()
+    else:
+        config.disable_mkldnn()
+    return config
+
+
+def _op_types(prefix: str) -> set[str]:
+    """The operator types of the exported program."""
+    from paddle.base import core
+
+    with open(prefix + ".pdmodel", "rb") as f:
+        desc = core.ProgramDesc(f.read())
+    return {desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())}
+
+
+class Predictor:
+    """A ``paddle.inference`` predictor of an exported model; call it on a batch of numpy inputs."""
+
+    def __init__(self, prefix: str, options: PredictorOptions = PredictorOptions()):
+        from paddle import inference
+
+        if not os.path.isfile(prefix + ".pdmodel"):
+            raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
+        self.options = options
+        self.predictor = inference.create_predictor(_config(prefix, options))
+        self.inputs = {n: self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()}
+        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for name, handle in self.inputs.items():
+            handle.reshape(batch[name].shape)
+            handle.copy_from_cpu(np.ascontiguousarray(batch[name], dtype=np.int64))
+        self.predictor.run()
+        return [h.copy_to_cpu() for h in self.outputs]
+
+
+def max_abs_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> list[float]:
+    """Max |ref - got| per output (NaN compares as inf); shapes and counts must agree."""
+    if len(ref) != len(got):
+        raise RuntimeError(f"{len(ref)} reference outputs, {len(got)} exported")
+    diffs = []
+    for i, (r, g) in enumerate(zip(ref, got)):
+        if r.shape != g.shape:
+            raise RuntimeError(f"output {i}: shape {r.shape} != exported {g.shape}")
+        d = np.abs(r.astype(np.float64) - g.astype(np.float64))
+        diffs.append(float(np.nan_to_num(d, nan=np.inf).max()) if d.size else 0.0)
+    return diffs

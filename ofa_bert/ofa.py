@@ -1,0 +1,184 @@
+"""PaddleSlim once-for-all (OFA) width-adaptive BERT with DynaBERT-style distillation.
+
+Imported only by the OFA entry point (``run_glue_ofa.py``), never by ``ofa_bert/__init__``.
+Nothing here patches a paddle class. PaddleSlim's ``nas.ofa.utils.nlp_utils`` replaces
+``paddle.nn.MultiHeadAttention`` / ``TransformerEncoder(Layer)`` methods process-wide when
+imported, and its attention drops the ``1/sqrt(head_dim)`` scaling (outputs change even at full
+width); PaddleNLP's ``trainer_compress`` adds class attributes to the same classes. We use
+neither: each self-attention *instance* of the student gets a width-aware forward
+(:func:`bind_attention`) that also carries the head mask used for importance, so BertModel's
+forward and PaddleNLP's encoder run unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Callable, Iterable
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle.nn.layer.transformer import _convert_attention_mask
+from paddleslim.nas.ofa import OFA, DistillConfig
+from paddleslim.nas.ofa.convert_super import Convert, supernet
+from paddleslim.nas.ofa.utils import set_state_dict
+
+from ofa_bert.submodel import width_dims
+
+
+def _attention_forward(self, head_masks: list, index: int, query, key=None, value=None, attn_mask=None, cache=None):
+    """``paddle.nn.MultiHeadAttention.forward`` for projections narrower than built (OFA widths):
+    the head count follows ``q_proj``'s output width; ``head_masks[index]`` ([heads] or None)
+    scales each head's attention weights."""
+    if cache is not None:
+        raise NotImplementedError("OFA attention has no cache")
+    key = query if key is None else key
+    value = query if value is None else value
+
+    def heads(x):
+        return x.reshape([0, 0, -1, self.head_dim]).transpose([0, 2, 1, 3])
+
+    q, k, v = heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value))
+    product = paddle.matmul(q * (self.head_dim**-0.5), k, transpose_y=True)
+    if attn_mask is not None:
+        product = product + _convert_attention_mask(attn_mask, product.dtype)
+    weights = F.softmax(product)
+    if self.dropout:
+        weights = F.dropout(weights, self.dropout, training=self.training, mode="upscale_in_train")
+    if head_masks[index] is not None:
+        weights = weights * head_masks[index].reshape([1, -1, 1, 1])
+    out = paddle.matmul(weights, v).transpose([0, 2, 1, 3])
+    out = self.out_proj(out.reshape([0, 0, -1]))
+    return (out, weights) if self.need_weights else out
+
+
+def bind_attention(model) -> list:
+    """Give each self-attention of ``model`` (a ``BertForSequenceClassification``) the width-aware
+    forward; returns the per-layer head-mask list it reads (all None: no masking)."""
+    layers = model.bert.encoder.layers
+    head_masks: list = [None] * len(layers)
+    for i, layer in enumerate(layers):
+        attn = layer.self_attn
+        attn.forward = functools.partial(_attention_forward, attn, head_masks, i)
+    return head_masks
+
+
+def model_inputs(batch: dict) -> tuple[tuple, dict]:
+    """(args, kwargs) of a classifier call on a collated batch (labels left out)."""
+    return (batch["input_ids"],), {"token_type_ids": batch["token_type_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def head_neuron_importance(
+    model, head_masks: list, batches: Iterable[dict], loss_fn: Callable
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """DynaBERT importance from the task loss on ``batches`` (training data): per head,
+    sum over batches of |dL/d head_mask|; per feed-forward neuron, |sum of w * dL/dw| over its
+    input weights and bias plus over its output weights. Returns ([layers, heads], [per layer])."""
+    layers = model.bert.encoder.layers
+    mask = paddle.ones([len(layers), model.config.num_attention_heads], dtype="float32")
+    mask.stop_gradient = False
+    heads = np.zeros(mask.shape, dtype=np.float64)
+    neurons = [np.zeros(layer.linear1.weight.shape[1], dtype=np.float64) for layer in layers]
+    model.eval()
+    for batch in batches:
+        head_masks[:] = [mask[i] for i in range(len(layers))]
+        args, kwargs = model_inputs(batch)
+        loss_fn(model(*args, **kwargs), batch["labels"]).backward()
+        heads += np.abs(mask.grad.numpy())
+        for layer, importance in zip(layers, neurons):
+            w1, b1, w2 = layer.linear1.weight, layer.linear1.bias, layer.linear2.weight
+            importance += np.abs((w1.numpy() * w1.grad.numpy()).sum(0) + b1.numpy() * b1.grad.numpy())
+            importance += np.abs((w2.numpy() * w2.grad.numpy()).sum(1))
+        model.clear_gradients()
+        mask.clear_gradient()
+    head_masks[:] = [None] * len(layers)
+    return heads, neurons
+
+
+def _take(param, index: np.ndarray, axis: int) -> None:
+    param.set_value(np.take(param.numpy(), index, axis=axis))
+
+
+def reorder_by_importance(model, heads: np.ndarray, neurons: list[np.ndarray]) -> None:
+    """Permute heads and feed-forward neurons of every layer, most important first (the
+    function computed by the full-width model is unchanged)."""
+    for layer, head_imp, neuron_imp in zip(model.bert.encoder.layers, heads, neurons):
+        attn = layer.self_attn
+        order = np.argsort(-head_imp, kind="stable")
+        cols = (order[:, None] * attn.head_dim + np.arange(attn.head_dim)).ravel()
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            _take(proj.weight, cols, 1)
+            _take(proj.bias, cols, 0)
+        _take(attn.out_proj.weight, cols, 0)
+        order = np.argsort(-neuron_imp, kind="stable")
+        _take(layer.linear1.weight, order, 1)
+        _take(layer.linear1.bias, order, 0)
+        _take(layer.linear2.weight, order, 0)
+
+
+# The layers whose width varies: attention projections and the feed-forward pair.
+_ADAPTIVE = re.compile(r"bert\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|linear1|linear2)")
+
+
+def _to_supernet(model) -> None:
+    """Replace the width-adaptive Linears of ``model`` by PaddleSlim super blocks, weights kept.
+
+    Only those: PaddleSlim 2.6's ``SuperLayerNorm`` calls paddle 2.6's ``layer_norm`` op with
+    its old signature and fails, and ``BertModel.forward`` reads ``self.pooler.dense.weight``,
+    which a super ``Block`` hides; neither ever changes width, so both stay plain layers.
+    """
+    state = model.state_dict()
+    names = [name for name, _ in model.named_sublayers() if _ADAPTIVE.fullmatch(name)]
+    layers = [functools.reduce(getattr, name.split("."), model) for name in names]
+    Convert(supernet(expand_ratio=[1.0])).convert(layers)  # replaces the list's items
+    for name, layer in zip(names, layers):
+        parent, _, attr = name.rpartition(".")
+        setattr(functools.reduce(getattr, parent.split("."), model), attr, layer)
+    set_state_dict(model, state)
+
+
+def build_ofa(student, teacher, lambda_rep: float) -> OFA:
+    """Turn ``student`` into a supernet wrapped in ``OFA`` with hidden-state distillation
+    (MSE, weight ``lambda_rep``) on the embeddings and every encoder layer of the frozen
+    ``teacher``."""
+    _to_supernet(student)
+    teacher.eval()
+    for param in teacher.parameters():
+        param.stop_gradient = True
+    mapping = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(len(student.bert.encoder.layers))]
+    distill = DistillConfig(lambda_distill=lambda_rep, teacher_model=teacher, mapping_layers=mapping)
+    return OFA(student, distill_config=distill, elastic_order=["width"])
+
+
+def width_config(ofa_model: OFA, width: float) -> dict:
+    """OFA net config of the sub-network at ``width``: q/k/v keep ``heads * head_dim`` output
+    channels, linear1 ``intermediate`` neurons; every other super layer runs at full size."""
+    model = ofa_model.model
+    heads, ffn = width_dims(model.config, width)
+    head_dim = model.bert.encoder.layers[0].self_attn.head_dim
+    config = {}
+    for name in ofa_model.ofa_layers:
+        if re.search(r"\.self_attn\.[qkv]_proj$", name):
+            config[name] = {"channel": heads * head_dim}
+        elif name.endswith(".linear1"):
+            config[name] = {"channel": ffn}
+        else:
+            config[name] = {}
+    return config
+
+
+def set_width(ofa_model: OFA, config: dict) -> None:
+    """Run the supernet at ``config`` from now on, also when the student is called directly
+    (OFA itself applies ``net_config`` only inside its own forward, which also runs the teacher)."""
+    ofa_model.set_net_config(config)
+    ofa_model.current_config = config
+
+
+def soft_cross_entropy(logits, teacher_logits):
+    """Cross-entropy of the student's logits against the teacher's softmax."""
+    return -(F.softmax(teacher_logits, axis=-1) * F.log_softmax(logits, axis=-1)).sum(-1).mean()
+
+
+def plain_state_dict(ofa_model: OFA) -> dict:
+    """The supernet's parameters under the plain model's names (``.fn`` of super blocks removed)."""
+    return {name.replace(".fn.", "."): value for name, value in ofa_model.model.state_dict().items()}

@@ -1,0 +1,314 @@
+"""OFA-BERT: TinyBERT conversion, width sub-models, OFA training and export, no global patches.
+
+The teacher fine-tuning and the OFA run happen in subprocesses (PaddleSlim must not touch this
+process); a small wrapper around each records whether paddle.nn's transformer classes changed.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import common  # noqa: F401  (zlib before paddle)
+import numpy as np
+import pytest
+from common.convert import convert_checkpoint
+from common.errors import UserError
+from conftest import REPO
+from ofa_bert.spec import SPEC
+from test_run_glue import keyword_task
+from tiny_checkpoints import save_tiny
+
+# 12 heads as in BERT-base and TinyBERT, so every width of the published list keeps whole heads.
+TINY = dict(hidden_size=48, num_attention_heads=12, intermediate_size=64)
+WIDTHS = (1.0, 0.8333333333333334, 0.6666666666666666, 0.5)
+
+# Runs a script as __main__ between two snapshots of paddle.nn's transformer classes (taken after
+# PaddleNLP's own import-time patches, the baseline every run has); can record the batches the
+# importance computation is given. argv: OUT_JSON RECORD(0|1) SCRIPT ARGS...
+WRAPPER = r'''
+import json, runpy, sys
+import common, paddle.nn as nn, paddlenlp.transformers
+
+NAMES = ("MultiHeadAttention", "TransformerEncoderLayer", "TransformerEncoder")
+
+def snapshot():
+    classes = {n: getattr(nn, n) for n in NAMES}
+    out = {f"paddle.nn.{n}": c for n, c in classes.items()}
+    out.update({f"{n}.{k}": v for n, c in classes.items() for k, v in vars(c).items()})
+    return out
+
+out_json, record, script, args = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4:]
+before = snapshot()
+import ofa_bert  # noqa: F401
+seen = []
+if record:
+    from ofa_bert import ofa
+    original = ofa.head_neuron_importance
+    def recording(model, head_masks, batches, loss_fn):
+        def tap():
+            for batch in batches:
+                seen.append(batch["input_ids"].numpy().tolist())
+                yield batch
+        return original(model, head_masks, tap(), loss_fn)
+    ofa.head_neuron_importance = recording
+sys.argv = [script, *args]
+code = 0
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exc:
+    code = exc.code or 0
+after = snapshot()
+changed = sorted(k for k in before.keys() | after.keys() if before.get(k) is not after.get(k))
+with open(out_json, "w") as f:
+    modules = {m: m in sys.modules for m in ("ofa_bert.ofa", "paddleslim.nas.ofa.utils.nlp_utils")}
+    json.dump({"changed": changed, "modules": modules, "importance": seen}, f)
+sys.exit(code)
+'''
+
+
+def expected_parameters(cfg: dict, width: float, num_labels: int) -> int:
+    """Closed form: a BERT classifier keeping ``width`` of the heads and feed-forward neurons."""
+    h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    a = round(width * heads) * (h // heads)  # attention width kept
+    f = round(width * cfg["intermediate_size"])
+    embeddings = (cfg["vocab_size"] + cfg["max_position_embeddings"] + cfg["type_vocab_size"]) * h + 2 * h
+    layer = 3 * (h * a + a) + (a * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h
+    return embeddings + cfg["num_hidden_layers"] * layer + (h * h + h) + (h * num_labels + num_labels)
+
+
+def _run(tmp, name, record, script, *args):
+    """Run ``script`` under :data:`WRAPPER`; returns (stdout, what the wrapper recorded)."""
+    out = os.path.join(tmp, f"{name}.json")
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, out, "1" if record else "0", script, *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out) as f:
+        return proc.stdout, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def ofa_run(tmp_path_factory):
+    """A tiny 12-head BERT: converted, fine-tuned (ofa_bert/run_glue.py), OFA-trained at 1.0 and 0.5."""
+    root = tmp_path_factory.mktemp("ofa")
+    torch_dir = save_tiny(str(root / "torch"), "bert", **TINY)
+    paddle_dir = str(root / "paddle")
+    convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
+    data = keyword_task(root / "data", n_train=96, n_dev=40)
+    # Every dev sentence gets a word no training sentence has: dev and train rows are disjoint.
+    dev = os.path.join(data, "dev.tsv")
+    with open(dev) as f:
+        head, *rows = f.read().splitlines()
+    with open(dev, "w") as f:
+        f.write("\n".join([head] + [r.replace("\t", " world\t") for r in rows]) + "\n")
+
+    teacher, ofa_dir = str(root / "teacher"), str(root / "ofa")
+    _, glue_log = _run(root, "teacher", False, os.path.join(REPO, "ofa_bert", "run_glue.py"), "--model_name_or_path", paddle_dir,
+                       "--task_name", "sst2", "--data_dir", data, "--output_dir", teacher, "--do_train",
+                       "--max_steps", "36", "--learning_rate", "3e-3", "--warmup_ratio", "0.1",
+                       "--per_device_train_batch_size", "16", "--save_steps", "100", "--report_to", "none",
+                       "--disable_tqdm", "true")
+    stdout, ofa_log = _run(root, "ofa", True, os.path.join(REPO, "ofa_bert", "run_glue_ofa.py"), "--model_name_or_path", teacher,
+                           "--task_name", "sst2", "--data_dir", data, "--output_dir", ofa_dir,
+                           "--width_mult_list", "1.0", "0.5", "--max_steps", "8", "--batch_size", "16",
+                           "--importance_batches", "3", "--learning_rate", "1e-3", "--logging_steps", "2",
+                           "--seed", "7", "--disable_tqdm")
+    with open(os.path.join(torch_dir, "config.json")) as f:
+        cfg = json.load(f)
+    return dict(root=root, paddle_dir=paddle_dir, data=data, teacher=teacher, ofa_dir=ofa_dir, cfg=cfg,
+                stdout=stdout, glue_log=glue_log, ofa_log=ofa_log)
+
+
+def test_wrapper_sees_paddleslims_patch(tmp_path):
+    """Control: importing PaddleSlim's nlp_utils is caught by the snapshot comparison."""
+    script = tmp_path / "patch.py"
+    script.write_text("import paddleslim.nas.ofa.utils.nlp_utils\n")
+    _, log = _run(tmp_path, "patch", False, str(script))
+    assert "MultiHeadAttention.forward" in log["changed"] and "TransformerEncoderLayer.forward" in log["changed"]
+    assert log["modules"]["paddleslim.nas.ofa.utils.nlp_utils"]
+
+
+def test_run_glue_does_not_patch_paddle_nn(ofa_run):
+    """Importing ofa_bert and fine-tuning with run_glue.py leaves paddle.nn's classes alone."""
+    assert ofa_run["glue_log"]["changed"] == []
+    assert not any(ofa_run["glue_log"]["modules"].values())
+
+
+def test_ofa_run_does_not_patch_paddle_nn_either(ofa_run):
+    """Our OFA binds its attention per instance and never imports PaddleSlim's nlp_utils."""
+    assert ofa_run["ofa_log"]["modules"] == {"ofa_bert.ofa": True, "paddleslim.nas.ofa.utils.nlp_utils": False}
+    assert ofa_run["ofa_log"]["changed"] == []
+
+
+def test_ofa_trains_every_width_and_reports_it(ofa_run):
+    out, cfg = ofa_run["ofa_dir"], ofa_run["cfg"]
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert set(metrics["widths"]) == {"1.0000", "0.5000"}
+    for key, width in (("1.0000", 1.0), ("0.5000", 0.5)):
+        row = metrics["widths"][key]
+        assert row["heads"] == round(12 * width) and row["intermediate_size"] == round(64 * width)
+        assert row["parameters"] == expected_parameters(cfg, width, 2)
+        assert 0 <= row["dev"]["accuracy"] <= 1
+    assert metrics["teacher"]["parameters"] == expected_parameters(cfg, 1.0, 2)
+    assert metrics["teacher"]["dev"]["accuracy"] >= 0.9  # a teacher worth distilling
+    assert metrics["train"]["steps"] == 8
+    assert metrics["importance"] == {"split": "train", "batches": 3, "samples": 48}
+    assert "supernet at width 1.0 vs teacher: max |logit diff|" in ofa_run["stdout"]
+    assert "0.5000" in ofa_run["stdout"].splitlines()[-1]  # the table per width ends the output
+    with open(os.path.join(out, "args.json")) as f:
+        args = json.load(f)
+    assert args["seed"] == 7 and args["width_mult_list"] == [1.0, 0.5]
+    assert os.listdir(os.path.join(out, "runs"))  # VisualDL
+
+
+def test_importance_is_computed_on_training_batches(ofa_run):
+    import paddlenlp.transformers as ppt
+
+    from common.glue import read_split
+
+    tokenizer = ppt.BertTokenizer.from_pretrained(ofa_run["paddle_dir"])
+    train = {tuple(tokenizer(ex.text_a)["input_ids"]) for ex in read_split(ofa_run["data"], "sst2", "train")[0]}
+    dev = {tuple(tokenizer(ex.text_a)["input_ids"]) for ex in read_split(ofa_run["data"], "sst2", "dev")[0]}
+    assert not train & dev
+    batches = ofa_run["ofa_log"]["importance"]
+    assert len(batches) == 3 and all(len(b) == 16 for b in batches)
+    rows = {tuple(t for t in row if t != tokenizer.pad_token_id) for b in batches for row in b}
+    assert rows <= train
+
+
+def test_saved_model_is_plain_and_starts_from_the_teacher(ofa_run):
+    import paddle
+
+    ofa_state = paddle.load(os.path.join(ofa_run["ofa_dir"], "model_state.pdparams"))
+    teacher_state = paddle.load(os.path.join(ofa_run["teacher"], "model_state.pdparams"))
+    assert set(ofa_state) == set(teacher_state)  # no PaddleSlim ".fn." names
+    assert all(ofa_state[k].shape == teacher_state[k].shape for k in ofa_state)
+
+
+def test_export_static_matches_dynamic(ofa_run):
+    import paddle
+    import paddlenlp.transformers as ppt
+    from paddle import inference
+
+    from common.glue import get_task, read_split
+    from common.metrics import glue_metrics
+    from common.train_glue import Collator, encode
+    from ofa_bert.export_model import INPUTS, sample_batch
+    from ofa_bert.submodel import count_parameters, load_submodel
+
+    out = str(ofa_run["root"] / "export")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "ofa_bert", "export_model.py"), "--model_dir",
+                           ofa_run["ofa_dir"], "--width_mult", "0.5", "--output_dir", out],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cfg = ofa_run["cfg"]
+    n_sub, n_full = expected_parameters(cfg, 0.5, 2), expected_parameters(cfg, 1.0, 2)
+    assert f"with classifier {n_sub:,} of {n_full:,}" in proc.stdout
+    with open(os.path.join(out, "export.json")) as f:
+        report = json.load(f)
+    assert report["parameters"]["model"] == n_sub and report["heads"] == 6 and report["intermediate_size"] == 32
+    assert report["static"]["max_abs_diff"] <= 1e-5
+
+    sub = load_submodel(out)
+    assert count_parameters(sub) == n_sub
+    # The exported model is the OFA sub-network: same dev accuracy as the OFA run measured.
+    tokenizer = ppt.BertTokenizer.from_pretrained(out)
+    dev = encode(read_split(ofa_run["data"], "sst2", "dev")[0], tokenizer, ["0", "1"], 128)
+    batch = Collator(tokenizer.pad_token_id, False)(dev)
+    with paddle.no_grad():
+        logits = sub(batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
+    with open(os.path.join(ofa_run["ofa_dir"], "metrics.json")) as f:
+        measured = json.load(f)["widths"]["0.5000"]["dev"]["accuracy"]
+    assert glue_metrics(get_task("sst2"), logits.numpy(), batch["labels"].numpy())["accuracy"] == measured
+
+    # The static model, loaded by paddle.inference here, matches the dynamic sub-model.
+    config = inference.Config(os.path.join(out, "inference.pdmodel"), os.path.join(out, "inference.pdiparams"))
+    config.disable_gpu()
+    config.disable_glog_info()
+    predictor = inference.create_predictor(config)
+    assert predictor.get_input_names() == list(INPUTS)
+    sample = sample_batch(tokenizer)
+    for name in INPUTS:
+        predictor.get_input_handle(name).reshape(sample[name].shape)
+        predictor.get_input_handle(name).copy_from_cpu(sample[name])
+    predictor.run()
+    static = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    with paddle.no_grad():
+        dynamic = sub(**{k: paddle.to_tensor(sample[k]) for k in INPUTS}).numpy()
+    assert np.abs(static - dynamic).max() <= 1e-5
+
+
+def test_export_refuses_bad_width_and_mismatch(ofa_run, monkeypatch):
+    from ofa_bert import export_model
+    from ofa_bert.submodel import load_submodel
+
+    out = ofa_run["root"] / "export-bad"
+    with pytest.raises(UserError, match="keeps 2.4 of 12 attention heads"):
+        export_model.export(ofa_run["ofa_dir"], 0.2, str(out), 1e-5)
+    monkeypatch.setattr(export_model, "Predictor", lambda prefix, options: lambda batch: [np.zeros((5, 2))])
+    with pytest.raises(SystemExit) as exc:
+        export_model.main(["--model_dir", ofa_run["ofa_dir"], "--width_mult", "0.5", "--output_dir", str(out)])
+    assert exc.value.code == 1
+    assert not out.exists()
+    with pytest.raises(UserError, match="not an exported OFA sub-model"):
+        load_submodel(ofa_run["teacher"])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_submodel_parameters_closed_form(width):
+    import paddle
+    import paddlenlp.transformers as ppt
+
+    from ofa_bert.submodel import count_parameters, extract_submodel
+
+    cfg = dict(vocab_size=62, num_hidden_layers=2, max_position_embeddings=64, type_vocab_size=2, **TINY)
+    paddle.seed(0)
+    model = ppt.BertForSequenceClassification(ppt.BertConfig(**cfg, num_labels=3))
+    model.eval()
+    sub = extract_submodel(model, width)
+    assert count_parameters(sub) == expected_parameters(cfg, width, 3)
+    ids = paddle.to_tensor([[2, 10, 11, 3, 0]])
+    with paddle.no_grad():
+        logits = sub(ids)
+        if width == 1.0:  # the full-width sub-model is the model itself
+            assert np.abs((logits - model(ids)).numpy()).max() == 0
+
+
+def test_widths_must_keep_whole_heads():
+    import paddlenlp.transformers as ppt
+
+    from ofa_bert.submodel import width_dims
+
+    config = ppt.BertConfig(hidden_size=48, num_attention_heads=12, intermediate_size=64)
+    assert [width_dims(config, w) for w in WIDTHS] == [(12, 64), (10, 53), (8, 43), (6, 32)]
+    with pytest.raises(UserError, match="keeps 8.4 of 12 attention heads; use a multiple of 1/12"):
+        width_dims(config, 0.7)
+    with pytest.raises(UserError, match="must be in"):
+        width_dims(config, 0)
+
+
+def test_bert_base_closed_form():
+    """The numbers quoted in ofa_bert/README.md (bert-base-uncased: type_vocab_size 2)."""
+    base = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+    assert [expected_parameters(base, w, 0) for w in WIDTHS] == [109482240, 95315712, 81149184, 66982656]
+
+
+def test_tinybert_fit_denses_are_skipped(tmp_path):
+    """TinyBERT general checkpoints (pytorch_model.bin) carry fit_denses.<i> Linears: skipped."""
+    import torch
+    from safetensors.torch import load_file
+
+    from common.compare import compare
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "bert", **TINY)
+    weights = os.path.join(torch_dir, "model.safetensors")
+    state = load_file(weights)
+    extra = {f"fit_denses.{i}.{p}": torch.ones((96, 48) if p == "weight" else (96,))
+             for i in range(3) for p in ("weight", "bias")}
+    extra["fit_dense.weight"], extra["fit_dense.bias"] = torch.ones((96, 48)), torch.ones(96)
+    torch.save({**state, **extra}, os.path.join(torch_dir, "pytorch_model.bin"))
+    os.remove(weights)
+    report = convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+    assert sorted(report.skipped) == sorted(extra)
+    assert max(d.max_abs for d in compare(torch_dir, str(tmp_path / "paddle"))) <= 1e-5
