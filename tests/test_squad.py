@@ -288,3 +288,32 @@ def test_tiny_bert_trains_predicts_and_resumes(tiny_bert, tmp_path):
     squad_main("bert", "BertForQuestionAnswering", argv + ["--max_steps", "6"])
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and [h["step"] for h in state["log_history"] if "loss" in h] == [2, 4, 6]
+
+
+def test_mobilebert_run_squad_script_end_to_end(tmp_path):
+    """mobilebert/run_squad.py as a user runs it: a tiny converted MobileBERT, v2 recipe flags."""
+    from common.convert import convert_checkpoint
+    from mobilebert.spec import SPEC
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "mobilebert", hidden_size=32, embedding_size=16,
+                          intra_bottleneck_size=16, intermediate_size=32, num_attention_heads=2,
+                          num_feedforward_networks=2, trigram_input=True, normalization_type="no_norm")
+    paddle_dir = str(tmp_path / "paddle")
+    convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "mobilebert", "run_squad.py"), "--model_name_or_path", paddle_dir,
+         "--train_file", real_slice(), "--predict_file", real_slice(), "--version_2_with_negative",
+         "--null_score_diff_threshold", "-1.5", "--max_train_samples", "12", "--max_predict_samples", "12",
+         "--max_seq_length", "64", "--doc_stride", "32", "--max_query_length", "16", "--output_dir", str(out),
+         "--do_train", "--max_steps", "2",
+         "--per_device_train_batch_size", "8", "--learning_rate", "8e-5", "--lr_scheduler_type", "cosine",
+         "--warmup_ratio", "0.1", "--weight_decay", "0.1", "--adam_epsilon", "1e-6", "--adam_beta2", "0.98",
+         "--report_to", "none"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["predict"]["samples"] == 12 and metrics["predict"]["total"] == 12
+    for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "args.json"):
+        assert (out / name).is_file(), name
