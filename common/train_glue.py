@@ -88,7 +88,7 @@ def param_groups(model, weight_decay: float, lr_scale: Callable[[str], float] | 
 
 
 def layerwise_lr_decay(layer_depth: Callable[[str, int], int], decay: float) -> Callable[[object, str], float]:
-    """ELECTRA's layer-wise learning-rate decay (``_get_layer_lrs``) as an ``lr_scale`` for :func:`glue_main`.
+    """ELECTRA's layer-wise learning-rate decay (``_get_layer_lrs``): the ``lr_scale(model, name)`` of ``--layer_decay``.
 
     ``layer_depth(name, num_layers)`` places a parameter: 0 for the embeddings, ``i + 1`` for
     encoder layer ``i``, ``num_layers + 2`` for the task head; its learning rate is multiplied by
@@ -183,14 +183,11 @@ def glue_main(
     model_type: str,
     model_class_name: str,
     argv: list[str] | None = None,
-    lr_scale: Callable[[object, str], float] | None = None,
     layer_depth: Callable[[str, int], int] | None = None,
 ) -> dict:
     """Fine-tune and/or evaluate ``model_class_name`` on a GLUE task; returns the final metrics.
 
-    ``lr_scale(model, name)`` optionally gives each parameter a learning-rate multiplier.
-    ``layer_depth(name, num_layers)`` enables ``--layer_decay`` (see :func:`layerwise_lr_decay`),
-    whose multipliers replace ``lr_scale``'s.
+    ``layer_depth(name, num_layers)`` enables ``--layer_decay`` (see :func:`layerwise_lr_decay`).
     """
     from paddlenlp.trainer import PdArgumentParser, set_seed
 
@@ -205,6 +202,7 @@ def glue_main(
     ckpt = open_paddle_checkpoint(model_args.model_name_or_path, model_type)
     training_args.metric_for_best_model = PRIMARY_METRIC.get(task.name, "accuracy")
     training_args.greater_is_better = True
+    lr_scale = None
     if training_args.layer_decay is not None:
         if layer_depth is None:
             raise UserError(f"--layer_decay is not supported for {model_type} (no layer depths defined)")
