@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 
+from common.checkpoint import require_dir
 from common.errors import UserError
 
 # Importing the module makes ``paddlenlp.transformers`` hold the right classes for the type:
@@ -32,7 +33,7 @@ def paddle_class(class_name: str, model_type: str) -> type:
 
 def load_model_dir(path: str):
     """The model saved in a PaddleNLP model directory (config.json names its class and model_type), in eval mode."""
-    config_path = os.path.join(path, "config.json")
+    config_path = os.path.join(require_dir(path, "model directory"), "config.json")
     if not os.path.isfile(config_path):
         raise UserError(f"{config_path}: missing (not a model directory)")
     with open(config_path, encoding="utf-8") as f:

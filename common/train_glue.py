@@ -64,6 +64,10 @@ class GlueTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.eval_steps = self.save_steps
+        if (self.bf16 or self.fp16) and self.device == "cpu":
+            # paddle.amp.auto_cast only warns and does nothing off GPU / XPU (and paddle's CPU matmul
+            # has no bf16 kernel): the run would be fp32 while its args say otherwise.
+            raise UserError("--bf16 / --fp16: paddle 2.6's mixed precision runs on GPU and XPU only, not on CPU")
         super().__post_init__()
 
 

@@ -48,6 +48,21 @@ class Embeddings(pm.ConvBertEmbeddings):
         return self.dropout(self.layer_norm(embeddings))
 
 
+class SeparableConv1D(pm.SeparableConv1D):
+    """PaddleNLP's layer (same parameters) computed channels-first: depthwise ``conv1d`` on [B, C, L],
+    then the pointwise 1x1 convolution as a matmul.
+
+    PaddleNLP's channels-last (``NLC``) convolutions break ``paddle.inference`` with oneDNN in paddle
+    2.6.2: the output comes back as [B, C, L] where [B, L, C] is expected (a shape error).
+    """
+
+    def forward(self, hidden_states):
+        depthwise = self.depthwise
+        x = F.conv1d(hidden_states.transpose([0, 2, 1]), depthwise.weight, padding=depthwise._padding,
+                     groups=depthwise._groups)
+        return paddle.matmul(x.transpose([0, 2, 1]), self.pointwise.weight.squeeze(-1), transpose_y=True) + self.bias
+
+
 class SelfAttention(pm.MultiHeadAttentionWithConv):
     """HF ``ConvBertSelfAttention``'s sizes; PaddleNLP's forward (same computation) is kept.
 
@@ -76,7 +91,7 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         self.k_proj = nn.Linear(hidden_size, self.all_head_size)
         self.v_proj = nn.Linear(hidden_size, self.all_head_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
-        self.key_conv_attn_layer = pm.SeparableConv1D(hidden_size, self.all_head_size, conv_kernel_size)
+        self.key_conv_attn_layer = SeparableConv1D(hidden_size, self.all_head_size, conv_kernel_size)
         self.conv_kernel_layer = nn.Linear(self.all_head_size, heads * conv_kernel_size)
         self.conv_out_layer = nn.Linear(hidden_size, self.all_head_size)
 

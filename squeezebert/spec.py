@@ -5,6 +5,7 @@ have the same [out, in/groups, 1] layout, so only the two Linear layers are tran
 """
 from common.convert import ModelSpec
 from common.errors import UserError
+import squeezebert.modeling  # noqa: F401  (the models built from here use its matmul convolutions)
 
 # PaddleNLP's SqueezeBERT init hook sets every LayerNorm epsilon to 1e-12, while HF's embedding
 # LayerNorm uses config.layer_norm_eps: only checkpoints with 1e-12 (all published ones) convert exactly.

@@ -1,0 +1,344 @@
+"""Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16) against torch
+(eager fp32, bf16 autocast), inference and one fine-tuning step, with FLOP rates. See --help.
+
+Models are full-size official configs with random weights, the same in both frameworks
+(``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
+random sequences; inference runs in eval mode without gradients, a training step in train mode
+(dropout) with AdamW. Times are the median of ``--runs`` after ``--warmup`` runs, with the thread
+count fixed for both frameworks. Writes ``results.json``, ``results.md`` and ``results.png``
+under ``--output_dir``; exit code 1 when any measurement failed (the others are still written).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import common  # noqa: F401  (zlib before paddle)
+import numpy as np
+from common.bench_models import MODELS, Model, build_pair, hf_config, make_batch
+from common.bench_report import markdown, plot
+from common.errors import UserError, cli
+from common.flops import TRAINING_STEP_FACTOR, forward_flops
+from common.fsutil import write_json
+from common.hardware import cpu_info
+
+INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16", "torch_fp32", "torch_bf16")
+TRAIN_BACKENDS = ("paddle_train", "torch_train")
+BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
+BF16_BACKENDS = ("paddle_infer_bf16", "torch_bf16")
+# For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base
+# (2 shared Zen 5 cores, batch 8; paddle's dygraph GEMM is MKL's, slow on AMD; inference is oneDNN's).
+ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 33, "paddle_infer_fp32": 150, "paddle_infer_bf16": 200,
+                              "torch_fp32": 80, "torch_bf16": 150, "paddle_train": 30, "torch_train": 80}
+# Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
+# spins 200 ms after a parallel region) would take cores from the first runs.
+SETTLE_S = 0.3
+
+
+@dataclass
+class Settings:
+    models: list[str]
+    backends: list[str]
+    batch_sizes: list[int]
+    seq_len: int
+    train_batch_size: int
+    train_seq_len: int
+    warmup: int
+    runs: int
+    train_runs: int
+    threads: int
+    quick: bool
+
+
+def timed(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def inference_step(backend: str, torch_model, paddle_model, predictors: dict, batch: dict) -> Callable[[], np.ndarray]:
+    """One forward pass of ``batch`` on ``backend``, returning the logits (computation finished)."""
+    if backend.startswith("torch"):
+        import torch
+
+        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+        bf16 = backend == "torch_bf16"
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return torch_model(**inputs).logits.float().numpy()
+        return run
+    if backend == "paddle_dygraph":
+        import paddle
+
+        inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
+
+        def run():
+            with paddle.no_grad():
+                return paddle_model(**inputs).numpy()
+        return run
+    predictor = predictors[backend]
+    if isinstance(predictor, Exception):  # export or predictor creation failed: a row with the error
+        raise predictor
+    return lambda: predictor(batch)[0]
+
+
+def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable[[], float]:
+    """One fine-tuning step (forward, cross-entropy, backward, AdamW) on ``batch``, returning the loss."""
+    labels = np.arange(len(batch["input_ids"])) % 2
+    if backend == "torch_train":
+        import torch
+
+        torch_model.train()
+        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+        target = torch.from_numpy(labels)
+        opt = torch.optim.AdamW(torch_model.parameters(), lr=1e-5)
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(torch_model(**inputs).logits, target)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+        return step
+    import paddle
+    import paddle.nn.functional as F
+
+    paddle_model.train()
+    inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
+    target = paddle.to_tensor(labels)
+    opt = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=paddle_model.parameters())
+
+    def step():
+        loss = F.cross_entropy(paddle_model(**inputs), target)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        return float(loss)
+    return step
+
+
+def measure(kind: str, key: tuple, make: Callable[[], Callable], s: Settings, flops: int, peak: float) -> dict:
+    """A result row for ``make()``'s call; a failure becomes a row with ``error`` and the run goes on."""
+    model, backend, bs, seq = key
+    row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
+    try:
+        fn = make()
+        time.sleep(0 if s.quick else SETTLE_S)
+        times = timed(fn, *((1, s.train_runs) if kind == "train" else (s.warmup, s.runs)))
+    except Exception as exc:  # noqa: BLE001  (reported in the row, the table and the exit code)
+        message = str(exc).strip().splitlines()
+        return row | {"error": f"{type(exc).__name__}: {message[0][:300] if message else ''}"}
+    median = statistics.median(times)
+    rate = flops * bs / median / 1e9
+    return row | {"ms_per_batch": 1e3 * median, "seq_per_s": bs / median, "gflop_per_s": rate,
+                  "pct_of_peak": 100 * rate / peak, "runs_ms": [1e3 * t for t in times]}
+
+
+def describe(row: dict) -> str:
+    head = f"  {row['backend']:<18} {row['batch_size']:>3} x {row['seq_len']}"
+    if "error" in row:
+        return f"{head}: FAILED {row['error']}"
+    return (f"{head}: {row['ms_per_batch']:9.1f} ms {row['seq_per_s']:8.1f} seq/s "
+            f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak")
+
+
+def _predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
+    """``paddle.inference`` predictors by backend (the exception instead where one cannot be made)."""
+    from common.inference import Predictor, PredictorOptions, export_static
+
+    if not backends:
+        return {}
+    try:
+        prefix = export_static(paddle_model, tmp)
+    except Exception as exc:  # noqa: BLE001  (becomes the rows' error)
+        return {b: exc for b in backends}
+    predictors = {}
+    for backend in backends:
+        try:
+            predictors[backend] = Predictor(prefix, PredictorOptions(threads=threads, precision=backend.rsplit("_", 1)[1]))
+        except Exception as exc:  # noqa: BLE001
+            predictors[backend] = exc
+    return predictors
+
+
+def failed_model(model: Model, s: Settings, exc: Exception) -> tuple[dict, list[dict]]:
+    """The summary and an error row per backend and batch size of a model that could not be built."""
+    error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    rows = [{"kind": "inference", "model": model.name, "backend": b, "batch_size": bs, "seq_len": s.seq_len,
+             "error": error} for b in s.backends if b in INFERENCE_BACKENDS for bs in s.batch_sizes]
+    rows += [{"kind": "train", "model": model.name, "backend": b, "batch_size": s.train_batch_size,
+              "seq_len": s.train_seq_len, "error": error} for b in s.backends if b in TRAIN_BACKENDS]
+    return {"model_type": model.model_type, "note": model.note, "error": error}, rows
+
+
+def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[dict]]:
+    """(model summary, result rows) for one model on the selected backends."""
+    start = time.perf_counter()
+    torch_model, paddle_model, cfg = build_pair(model, s.quick)
+    vocab = cfg["vocab_size"]
+    check = make_batch(2, min(16, s.seq_len), vocab, seed=1)
+    ref = inference_step("torch_fp32", torch_model, paddle_model, {}, check)()
+    got = inference_step("paddle_dygraph", torch_model, paddle_model, {}, check)()
+    flops = forward_flops(cfg, s.seq_len)
+    train_flops = TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
+    summary = {
+        "model_type": model.model_type, "note": model.note, "config": cfg, "gflops_per_seq": flops / 1e9,
+        "train_gflops_per_seq": train_flops / 1e9,
+        "parameters": int(sum(p.numel() for p in torch_model.parameters())),
+        "parity_max_abs_logit_diff": float(np.abs(ref - got).max()), "max_abs_logit": float(np.abs(ref).max()),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        predictors = _predictors(paddle_model, [b for b in s.backends if b.startswith("paddle_infer")], s.threads, tmp)
+        summary["setup_s"] = time.perf_counter() - start
+        print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq, "
+              f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
+              f"setup {summary['setup_s']:.0f} s", flush=True)
+        for backend in [b for b in s.backends if b in INFERENCE_BACKENDS]:
+            peak = machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]
+            for bs in s.batch_sizes:
+                batch = make_batch(bs, s.seq_len, vocab)
+                rows.append(measure("inference", (model.name, backend, bs, s.seq_len),
+                                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch),
+                                    s, flops, peak))
+                print(describe(rows[-1]), flush=True)
+        predictors.clear()
+    for backend in [b for b in s.backends if b in TRAIN_BACKENDS]:
+        batch = make_batch(s.train_batch_size, s.train_seq_len, vocab)
+        rows.append(measure("train", (model.name, backend, s.train_batch_size, s.train_seq_len),
+                            lambda: train_step(backend, torch_model, paddle_model, batch),
+                            s, train_flops, machine["peak_fp32_gflops"]))
+        print(describe(rows[-1]), flush=True)
+    return summary, rows
+
+
+def estimate_seconds(s: Settings) -> float:
+    """Rough wall time: each backend's FLOPs at :data:`ESTIMATE_GFLOPS_PER_THREAD`, plus model setup."""
+    total = 0.0
+    for name in s.models:
+        cfg = hf_config(MODELS[name], s.quick).to_dict()
+        for backend in s.backends:
+            if backend in TRAIN_BACKENDS:
+                flops = (1 + s.train_runs) * s.train_batch_size * TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
+                pauses = 1
+            else:
+                flops = (s.warmup + s.runs) * sum(s.batch_sizes) * forward_flops(cfg, s.seq_len)
+                pauses = len(s.batch_sizes)
+            total += flops / (s.threads * ESTIMATE_GFLOPS_PER_THREAD[backend] * 1e9) + pauses * SETTLE_S * (not s.quick)
+        total += 1 if s.quick else 15  # build, convert, export, predictors
+        if name == "mobilebert-uncased" and "paddle_infer_bf16" in s.backends and not s.quick:
+            total += 150  # paddle's bf16 IR passes on its 2,168-op graph (2.5 min measured)
+    return total
+
+
+def _names(value: str, known: tuple, what: str) -> list[str]:
+    names = [v for v in value.split(",") if v]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise UserError(f"unknown {what}: {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    cores = len(os.sched_getaffinity(0))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated (default all: {','.join(MODELS)})")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default all: {','.join(BACKENDS)})")
+    parser.add_argument("--batch_sizes", default="1,16,32", help="inference batch sizes (default 1,16,32)")
+    parser.add_argument("--seq_len", type=int, default=128, help="sequence length (default 128; e.g. 64 or 256)")
+    parser.add_argument("--train_batch_size", type=int, default=32, help="fine-tuning step batch size (default 32)")
+    parser.add_argument("--train_seq_len", type=int, help="fine-tuning step sequence length (default --seq_len)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs first (default 2)")
+    parser.add_argument("--runs", type=int, default=5, help="timed inference runs; the median is reported (default 5)")
+    parser.add_argument("--train_runs", type=int, default=3, help="timed training steps after 1 warm-up (default 3)")
+    parser.add_argument("--threads", type=int, default=cores, help=f"threads of both frameworks (default all cores: {cores})")
+    parser.add_argument("--peak_ghz", type=float, help="clock for the peak FLOP rate (default /proc/cpuinfo's cpu MHz)")
+    parser.add_argument("--output_dir", default="runs/benchmark", help="for results.json, results.md, results.png")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seq_len, args.batch_sizes, args.warmup, args.runs, args.train_runs, args.train_batch_size = 16, "1,2", 1, 2, 2, 2
+    try:
+        sizes = sorted({int(b) for b in args.batch_sizes.split(",") if b})
+    except ValueError:
+        raise UserError(f"--batch_sizes must be integers, not {args.batch_sizes!r}") from None
+    if not sizes or min(sizes) < 1 or min(args.runs, args.train_runs, args.threads, args.train_batch_size) < 1:
+        raise UserError("batch sizes, --runs, --train_runs, --train_batch_size and --threads must be >= 1")
+    if args.seq_len < 2 or args.warmup < 0:
+        raise UserError("--seq_len must be >= 2 and --warmup >= 0")
+    settings = Settings(
+        models=_names(args.models, tuple(MODELS), "model"), backends=_names(args.backends, BACKENDS, "backend"),
+        batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
+        train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
+        train_runs=args.train_runs, threads=args.threads, quick=args.quick,
+    )
+    return settings, args
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns the results (also written under ``--output_dir``)."""
+    import paddle
+    import torch
+    import transformers
+
+    s, args = parse_args(argv)
+    paddle.base.core.set_num_threads(s.threads)
+    torch.set_num_threads(s.threads)
+    machine = cpu_info(s.threads, args.peak_ghz)
+    print(f"{machine['cpu']}, {s.threads} threads: peak fp32 {machine['peak_fp32_gflops']:.0f} GFLOP/s, "
+          f"bf16 {machine['peak_bf16_gflops']:.0f} GFLOP/s (assumed: {'; '.join(machine['assumptions'])})")
+    estimate = estimate_seconds(s)
+    print(f"{len(s.models)} models x {len(s.backends)} backends, batches {s.batch_sizes} x {s.seq_len}: "
+          f"about {estimate / 60:.0f} min (rough: rates per backend assumed, see ESTIMATE_GFLOPS_PER_THREAD)",
+          flush=True)
+    started = time.perf_counter()
+    results = {
+        "settings": asdict(s),
+        "machine": machine,
+        "versions": {"python": platform.python_version(), "paddle": paddle.__version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": np.__version__},
+        "models": {},
+        "results": [],
+    }
+    for name in s.models:
+        try:
+            results["models"][name], rows = bench_model(MODELS[name], s, machine)
+        except Exception as exc:  # noqa: BLE001  (reported; the other models still run)
+            print(f"{name}: FAILED to build: {type(exc).__name__}: {exc}", flush=True)
+            results["models"][name], rows = failed_model(MODELS[name], s, exc)
+        results["results"] += rows
+        gc.collect()
+    results["wall_s"], results["estimate_s"] = time.perf_counter() - started, estimate
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json(os.path.join(args.output_dir, "results.json"), results)
+    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(results))
+    plot(results, os.path.join(args.output_dir, "results.png"))
+    if any(r.get("pct_of_peak", 0) > 100 for r in results["results"]):
+        print(f"warning: rates above the assumed peak: the clock is above {machine['ghz']:.2f} GHz; "
+              "pass --peak_ghz at the boost clock for meaningful % of peak")
+    failed = sum("error" in r for r in results["results"])
+    print(f"wrote {args.output_dir}/results.json, results.md, results.png in {results['wall_s'] / 60:.1f} min"
+          + (f"; {failed} measurements FAILED (see results.md)" if failed else ""))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(1 if any("error" in r for r in main()["results"]) else 0)

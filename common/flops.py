@@ -1,0 +1,115 @@
+"""Forward FLOPs per sequence from a model's config (Hugging Face / PaddleNLP config.json keys).
+
+Counted: every matrix multiplication and convolution of the embeddings projection and the
+encoder, 2 FLOPs per multiply-add (a grouped layer costs 1/groups of the dense one). Not
+counted: embedding lookups, softmax, normalisation, activations, residual additions, and
+the pooler and task heads (one [CLS] vector per sequence: 2·H² FLOPs, < 0.1 % for BERT-base).
+A training step (forward + backward) counts :data:`TRAINING_STEP_FACTOR` forwards: the backward
+pass has two matmuls (input and weight gradients) per forward matmul.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from common.errors import UserError
+
+TRAINING_STEP_FACTOR = 3
+
+
+def linear(tokens: int, n_in: int, n_out: int, groups: int = 1) -> int:
+    """A (grouped) linear layer or 1x1 convolution over ``tokens`` positions."""
+    return 2 * tokens * n_in * n_out // groups
+
+
+def attention(seq: int, width: int) -> int:
+    """Scores (Q·Kᵀ) and the weighted sum (P·V) over ``seq`` positions, ``width`` = heads x head size."""
+    return 2 * 2 * seq * seq * width
+
+
+def _attention_widths(cfg: dict) -> list[int]:
+    """BERT: heads x head size per layer; heads pruned by HF (``pruned_heads``) or kept by an OFA
+    sub-model (``ofa_attention_heads``) narrow the projections, the head size stays."""
+    heads, layers = cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    head_size = cfg["hidden_size"] // heads
+    if cfg.get("ofa_attention_heads"):
+        return [cfg["ofa_attention_heads"] * head_size] * layers
+    pruned = {int(k): len(set(v)) for k, v in (cfg.get("pruned_heads") or {}).items()}
+    return [(heads - pruned.get(i, 0)) * head_size for i in range(layers)]
+
+
+def bert(cfg: dict, seq: int) -> int:
+    """Per layer: Q, K, V, output projections, attention, two FFN linears."""
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    return sum(4 * linear(seq, h, a) + attention(seq, a) + 2 * linear(seq, h, i) for a in _attention_widths(cfg))
+
+
+def squeezebert(cfg: dict, seq: int) -> int:
+    """BERT's layer with grouped 1x1 convolutions (q/k/v, post-attention, intermediate, output groups)."""
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    layer = (
+        sum(linear(seq, h, h, cfg[g]) for g in ("q_groups", "k_groups", "v_groups"))
+        + attention(seq, h)
+        + linear(seq, h, h, cfg["post_attention_groups"])
+        + linear(seq, h, i, cfg["intermediate_groups"])
+        + linear(seq, i, h, cfg["output_groups"])
+    )
+    return cfg["num_hidden_layers"] * layer
+
+
+def mobilebert(cfg: dict, seq: int) -> int:
+    """Trigram embedding projection; per layer: input (and shared Q/K) bottlenecks, attention in the
+    bottleneck width, ``num_feedforward_networks`` FFNs, the output bottleneck back to ``hidden_size``."""
+    h, e, i = cfg["hidden_size"], cfg["embedding_size"], cfg["intermediate_size"]
+    use_bottleneck = cfg.get("use_bottleneck", True)
+    t = cfg.get("intra_bottleneck_size", 128) if use_bottleneck else h  # HF's true_hidden_size
+    trigram = cfg.get("trigram_input", True)
+    embed = linear(seq, 3 * e if trigram else e, h) if trigram or e != h else 0
+    layer = 0
+    if use_bottleneck:
+        layer += linear(seq, h, t)  # bottleneck.input
+        if cfg.get("key_query_shared_bottleneck", True) and not cfg.get("use_bottleneck_attention", False):
+            layer += linear(seq, h, t)  # bottleneck.attention (shared query / key input)
+        layer += linear(seq, t, h)  # output.bottleneck
+    value_in = t if cfg.get("use_bottleneck_attention", False) else h
+    layer += 2 * linear(seq, t, t) + linear(seq, value_in, t) + attention(seq, t) + linear(seq, t, t)
+    layer += cfg.get("num_feedforward_networks", 4) * (linear(seq, t, i) + linear(seq, i, t))
+    return embed + cfg["num_hidden_layers"] * layer
+
+
+def convbert(cfg: dict, seq: int) -> int:
+    """Embedding projection; per layer: ``heads // head_ratio`` attention heads of size
+    ``hidden // heads // 2`` (width A = hidden / 2 for ratio 2), the span-based dynamic convolution
+    (separable key convolution, kernel generator, its value projection, kernel-size weighted sums),
+    the output projection and the (grouped) FFN."""
+    h, e, i = cfg["hidden_size"], cfg.get("embedding_size", cfg["hidden_size"]), cfg["intermediate_size"]
+    k, groups = cfg.get("conv_kernel_size", 9), cfg.get("num_groups", 1)
+    heads = max(cfg["num_attention_heads"] // cfg.get("head_ratio", 2), 1)
+    a = heads * (h // heads // 2)
+    embed = linear(seq, e, h) if e != h else 0
+    layer = (
+        3 * linear(seq, h, a)  # query, key, value
+        + attention(seq, a)
+        + 2 * seq * h * k + linear(seq, h, a)  # separable convolution: depthwise, pointwise
+        + linear(seq, a, heads * k)  # dynamic kernels
+        + linear(seq, h, a)  # conv_out_layer
+        + 2 * seq * a * k  # each position: a kernel-size weighted sum per channel
+        + linear(seq, h, h)  # output projection of [attention, convolution]
+        + linear(seq, h, i, groups) + linear(seq, i, h, groups)
+    )
+    return embed + cfg["num_hidden_layers"] * layer
+
+
+COUNTERS: dict[str, Callable[[dict, int], int]] = {
+    "bert": bert,
+    "squeezebert": squeezebert,
+    "mobilebert": mobilebert,
+    "convbert": convbert,
+}
+
+
+def forward_flops(cfg: dict, seq: int) -> int:
+    """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict)."""
+    counter = COUNTERS.get(cfg.get("model_type", ""))
+    if counter is None:
+        raise UserError(f"no FLOP count for model_type {cfg.get('model_type')!r} (known: {', '.join(COUNTERS)})")
+    return counter(cfg, seq)

@@ -1,0 +1,111 @@
+"""Export a PaddleNLP model directory to a static inference model and check it against dygraph.
+
+``--model_dir`` is any model directory of this repo (a converted checkpoint or a ``run_glue.py``
+output directory: config.json names the class and model_type). ``--output_dir`` receives,
+atomically, ``inference.pdmodel`` / ``inference.pdiparams`` (inputs ``input_ids``,
+``token_type_ids``, ``attention_mask``: int64 ``[batch, seq]``), the tokenizer and
+``export.json``. The exported model is run by ``paddle.inference`` (fp32, with and without
+oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared with the dygraph
+model; over ``--atol`` nothing is written and the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import common  # noqa: F401  (zlib before paddle)
+import numpy as np
+from common.compare import SAMPLES
+from common.errors import cli
+from common.fsutil import atomic_dir, write_json
+from common.inference import INPUTS, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
+from common.models import load_model_dir
+
+
+def padded_batch(tokenizer) -> dict[str, np.ndarray]:
+    """:data:`common.compare.SAMPLES` tokenised and padded to the longest, with the attention mask."""
+    rows = [tokenizer(a, b) if b else tokenizer(a) for a, b in SAMPLES]
+    width = max(len(r["input_ids"]) for r in rows)
+    batch = {name: [] for name in INPUTS}
+    for r in rows:
+        pad = width - len(r["input_ids"])
+        batch["input_ids"].append(r["input_ids"] + [tokenizer.pad_token_id] * pad)
+        batch["token_type_ids"].append(r["token_type_ids"] + [0] * pad)
+        batch["attention_mask"].append([1] * len(r["input_ids"]) + [0] * pad)
+    return {k: np.array(v, dtype=np.int64) for k, v in batch.items()}
+
+
+def output_names(architecture: str, count: int) -> list[str]:
+    if architecture.endswith("ForSequenceClassification"):
+        return ["logits"]
+    return ["sequence_output", "pooled_output"][:count]
+
+
+class _Mismatch(Exception):
+    """Raised inside ``atomic_dir`` so that a failed check leaves nothing behind."""
+
+
+def export(model_dir: str, output_dir: str, atol: float, threads: int) -> dict:
+    """Export and check; returns the report written to export.json. Over ``atol``,
+    ``report["ok"]`` is False and nothing is written."""
+    import paddle
+    from paddlenlp.transformers import AutoTokenizer
+
+    model = load_model_dir(model_dir)
+    architecture = model.config.architectures[0]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = padded_batch(tokenizer)
+    ref = run_dygraph(model, batch)
+    report = {
+        "model_dir": os.path.abspath(model_dir),
+        "model_type": model.config.model_type,
+        "architecture": architecture,
+        "inputs": list(INPUTS),
+        "outputs": output_names(architecture, len(ref)),
+        "paddle_version": paddle.__version__,
+        "atol": atol,
+        "check_batch": {"sequences": len(SAMPLES), "shape": list(batch["input_ids"].shape), "padded": True},
+    }
+    try:
+        with atomic_dir(output_dir) as tmp:
+            prefix = export_static(model, tmp)
+            tokenizer.save_pretrained(tmp)
+            report["max_abs_diff"] = {}
+            for label, onednn in (("onednn", True), ("native", False)):
+                got = Predictor(prefix, PredictorOptions(threads=threads, onednn=onednn))(batch)
+                report["max_abs_diff"][label] = dict(zip(report["outputs"], max_abs_diff(ref, got)))
+            report["worst"] = max(v for diffs in report["max_abs_diff"].values() for v in diffs.values())
+            report["ok"] = bool(report["worst"] <= atol)  # NaN fails
+            if not report["ok"]:
+                raise _Mismatch
+            write_json(os.path.join(tmp, "export.json"), report)
+    except _Mismatch:
+        pass
+    return report
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", required=True,
+                        help="PaddleNLP model directory: config.json, model_state.pdparams, tokenizer")
+    parser.add_argument("--output_dir", required=True, help="where the static model goes (written atomically)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed vs dygraph (default 1e-4)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads of the predictor (default all cores)")
+    args = parser.parse_args(argv)
+    report = export(args.model_dir, args.output_dir, args.atol, args.threads)
+    for label, diffs in report["max_abs_diff"].items():
+        print(f"{label:<7} " + "  ".join(f"{name} max_abs_diff={d:.3e}" for name, d in diffs.items()))
+    print(f"max_abs_diff={report['worst']:.3e}")
+    if not report["ok"]:
+        print(f"FAIL: max_abs_diff {report['worst']:.3e} > atol {args.atol:.1e}; nothing written", file=sys.stderr)
+        return 1
+    print(f"OK: within atol {args.atol:.1e}; wrote {args.output_dir} ({json.dumps(report['outputs'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""SqueezeBERT's grouped 1x1 convolutions as batched matmuls: same parameters, same results, faster.
+
+Importing this module makes PaddleNLP 2.8.1's SqueezeBERT layers (q/k/v, post-attention,
+intermediate, output) build :class:`PointwiseConv1D` instead of ``nn.Conv1D``. The parameters keep
+their names, shapes and layout ([out, in / groups, 1] weight, [out] bias), so checkpoints load as
+before. Every entry point of this folder imports it (``spec.py`` does); nothing in site-packages
+is edited.
+"""
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+from paddlenlp.transformers.squeezebert import modeling as _pm
+
+
+class PointwiseConv1D(nn.Conv1D):
+    """``nn.Conv1D`` with kernel size 1 on [batch, channels, length] inputs, computed as one batched
+    matmul of the [groups, out / groups, in / groups] weight with the [batch, groups, in / groups,
+    length] input: no im2col, no per-group loop (paddle's conv2d kernel), no layout change."""
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size=1, groups=groups)
+
+    def forward(self, x):
+        groups, out_channels, in_per_group = self._groups, self.weight.shape[0], self.weight.shape[1]
+        # 4-D like the input: paddle 2.6.2's matmul backward fails on a 3-D operand broadcast against a 4-D one.
+        weight = self.weight.reshape([1, groups, out_channels // groups, in_per_group])
+        # The input's own sizes, not 0 / -1 (oneDNN inference misreads those): dynamic under to_static.
+        batch, length = x.shape[0], x.shape[2]
+        y = paddle.matmul(weight, x.reshape([batch, groups, in_per_group, length]))
+        return y.reshape([batch, out_channels, length]) + self.bias.unsqueeze(-1)
+
+
+# The layers holding convolutions, and their attribute names.
+_CONVS = {
+    "SqueezeBertSelfAttention": ("query", "key", "value"),
+    "ConvDropoutLayerNorm": ("conv1d",),
+    "ConvActivation": ("conv1d",),
+}
+
+
+def _with_pointwise(init, names: tuple[str, ...]):
+    """``init``, then its ``names`` convolutions rebuilt as :class:`PointwiseConv1D` (the model's
+    init hook and checkpoint loading come after)."""
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for name in names:
+            conv = getattr(self, name)
+            setattr(self, name, PointwiseConv1D(conv._in_channels, conv._out_channels, conv._groups))
+
+    return __init__
+
+
+def _apply() -> None:
+    if getattr(_pm, "_compact_bert_pointwise", False):
+        return
+    for class_name, names in _CONVS.items():
+        cls = getattr(_pm, class_name)
+        cls.__init__ = _with_pointwise(cls.__init__, names)
+    _pm._compact_bert_pointwise = True
+
+
+_apply()

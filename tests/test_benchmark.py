@@ -1,0 +1,333 @@
+"""FLOP counts, static export + paddle.inference against dygraph, and the benchmark end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from common.errors import UserError
+from common.flops import forward_flops
+from tiny_checkpoints import save_tiny
+
+# Tiny configs shaped like the real ones (groups, bottlenecks, head_ratio, embedding projection):
+# name -> (model_type, config overrides), for the export checks.
+TINY = {
+    "bert": ("bert", {}),
+    "squeezebert": ("squeezebert", dict(embedding_size=32, q_groups=2, k_groups=2, v_groups=2, intermediate_groups=2,
+                                        output_groups=2)),
+    "convbert-small": ("convbert", dict(embedding_size=16, pad_token_id=0)),
+    "convbert-base": ("convbert", dict(embedding_size=32, pad_token_id=0)),
+    "mobilebert": ("mobilebert", dict(embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16,
+                                      intermediate_size=32, num_feedforward_networks=2)),
+}
+
+
+def _mobilebert_importable():
+    try:
+        import mobilebert.fixes  # noqa: F401
+        import mobilebert.spec  # noqa: F401
+    except Exception as exc:  # noqa: BLE001  (being written by others: skip, say why)
+        return f"mobilebert.fixes does not import yet: {type(exc).__name__}: {exc}"
+    return None
+
+
+MOBILEBERT_SKIP = _mobilebert_importable()
+EXPORTED = ["bert", "squeezebert", "convbert-small", "convbert-base",
+            pytest.param("mobilebert", marks=pytest.mark.skipif(bool(MOBILEBERT_SKIP), reason=str(MOBILEBERT_SKIP)))]
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+@pytest.mark.parametrize("seq", [64, 128, 256])
+def test_bert_base_flops_closed_form(seq):
+    h, i, s = 768, 3072, seq
+    assert forward_flops(transformers.BertConfig().to_dict(), s) == 12 * (2 * s * (4 * h * h + 2 * h * i) + 4 * s * s * h)
+    assert forward_flops(transformers.BertConfig().to_dict(), 128) == 22_347_251_712  # ~22.3 GFLOPs
+
+
+@pytest.mark.parametrize("seq", [64, 128, 256])
+def test_squeezebert_flops_closed_form(seq):
+    """q/k/v, intermediate and output convolutions in 4 groups, post-attention dense."""
+    h, i, s = 768, 3072, seq
+    layer = 2 * s * (3 * h * h // 4 + h * h + h * i // 4 + i * h // 4) + 4 * s * s * h
+    assert forward_flops(transformers.SqueezeBertConfig().to_dict(), s) == 12 * layer
+    assert round(forward_flops(transformers.SqueezeBertConfig().to_dict(), 128) / 1e9, 1) == 7.4
+
+
+FLOP_CASES = {
+    "bert": transformers.BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=96),
+    "bert-pruned": transformers.BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=96,
+                                           pruned_heads={0: [1], 1: [0, 2]}),
+    "squeezebert": transformers.SqueezeBertConfig(hidden_size=64, embedding_size=64, num_attention_heads=4,
+                                                  intermediate_size=128, q_groups=2, k_groups=4, output_groups=2),
+    "mobilebert": transformers.MobileBertConfig(hidden_size=64, embedding_size=16, intra_bottleneck_size=32,
+                                                true_hidden_size=32, num_attention_heads=4, intermediate_size=48,
+                                                num_feedforward_networks=3),
+    "mobilebert-bottleneck-attention": transformers.MobileBertConfig(
+        hidden_size=64, embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32, num_attention_heads=4,
+        intermediate_size=48, use_bottleneck_attention=True, trigram_input=False),
+    "convbert": transformers.ConvBertConfig(hidden_size=64, embedding_size=32, num_attention_heads=4,
+                                            intermediate_size=96, num_groups=2),
+    "convbert-one-head": transformers.ConvBertConfig(hidden_size=64, embedding_size=64, num_attention_heads=2,
+                                                     head_ratio=4, conv_kernel_size=5, intermediate_size=96),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOP_CASES))
+def test_flops_match_torch_flop_counter(name):
+    """Our count equals torch's FlopCounterMode on the HF model (minus its [CLS] pooler)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = FLOP_CASES[name]
+    config.update(dict(num_hidden_layers=2, vocab_size=100))
+    model = transformers.AutoModel.from_config(config, attn_implementation="eager").eval()
+    ids = torch.randint(5, 100, (1, 16))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    pooler = 2 * config.hidden_size**2 if getattr(model, "pooler", None) is not None else 0
+    assert forward_flops(config.to_dict(), 16) == counter.get_total_flops() - pooler
+
+
+def test_flops_unknown_model_type():
+    with pytest.raises(UserError, match="no FLOP count"):
+        forward_flops({"model_type": "gpt2"}, 8)
+
+
+# ---------------------------------------------------------------- export
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    """{name: converted tiny classifier directory} for :data:`TINY`."""
+    import importlib
+
+    from common.bench_models import SPECS
+    from common.convert import convert_checkpoint
+
+    root = tmp_path_factory.mktemp("export")
+    dirs = {}
+    for name, (model_type, extra) in TINY.items():
+        if model_type == "mobilebert" and MOBILEBERT_SKIP:
+            continue
+        torch_dir = save_tiny(str(root / f"{name}-torch"), model_type, head="classification", **extra)
+        dirs[name] = str(root / f"{name}-paddle")
+        convert_checkpoint(torch_dir, dirs[name], importlib.import_module(SPECS[model_type]).SPEC, quiet=True)
+    return dirs
+
+
+def _padded(batch: int, seq: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, seq + 1, size=batch)
+    lengths[0] = seq
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(5, 60, size=(batch, seq)), 0)
+    token_type = ((np.arange(seq)[None, :] >= lengths[:, None] // 2) & (mask == 1)).astype(np.int64)
+    return {"input_ids": ids, "token_type_ids": token_type, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
+    """export.py: within 1e-4 of dygraph on the padded comparison batch (checked by the CLI itself),
+    then any other batch shape through paddle.inference, fp32 with and without oneDNN; bf16 runs."""
+    import export
+    from common.inference import Predictor, PredictorOptions, max_abs_diff, run_dygraph
+    from common.models import load_model_dir
+
+    out = tmp_path / "static"
+    assert export.main(["--model_dir", classifiers[name], "--output_dir", str(out)]) == 0
+    assert "OK: within atol 1.0e-04" in capsys.readouterr().out
+    report = json.loads((out / "export.json").read_text())
+    assert report["ok"] and report["outputs"] == ["logits"] and report["worst"] <= 1e-4
+    assert report["check_batch"]["padded"] and set(report["max_abs_diff"]) == {"onednn", "native"}
+
+    model = load_model_dir(classifiers[name])
+    batch = _padded(3, 13, seed=7)
+    ref = run_dygraph(model, batch)
+    for onednn in (True, False):
+        got = Predictor(str(out / "inference"), PredictorOptions(threads=2, onednn=onednn))(batch)
+        assert max(max_abs_diff(ref, got)) <= 1e-4
+    bf16 = Predictor(str(out / "inference"), PredictorOptions(threads=2, precision="bf16"))(batch)
+    assert bf16[0].shape == ref[0].shape and np.isfinite(bf16[0]).all()
+
+
+def test_export_base_model_outputs(tmp_path):
+    """A base model exports (sequence_output, pooled_output)."""
+    import export
+    from common.convert import convert_checkpoint
+    from ofa_bert.spec import SPEC
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "bert")
+    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+    report = export.export(str(tmp_path / "paddle"), str(tmp_path / "static"), 1e-4, 2)
+    assert report["ok"] and report["outputs"] == ["sequence_output", "pooled_output"]
+
+
+def test_export_of_a_run_glue_output_dir(classifiers, tmp_path):
+    """A fine-tuned run_glue output directory is a model directory."""
+    import export
+    from common.train_glue import glue_main
+    from test_run_glue import keyword_task
+
+    run = tmp_path / "run"
+    glue_main("bert", "BertForSequenceClassification", [
+        "--model_name_or_path", classifiers["bert"], "--task_name", "sst2", "--data_dir", keyword_task(tmp_path / "data"),
+        "--output_dir", str(run), "--do_train", "--max_steps", "2", "--save_steps", "2", "--max_train_samples", "16",
+        "--max_eval_samples", "8", "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "true",
+    ])
+    assert export.main(["--model_dir", str(run), "--output_dir", str(tmp_path / "static")]) == 0
+
+
+def test_export_over_tolerance_writes_nothing(classifiers, tmp_path, capsys):
+    import export
+
+    out = tmp_path / "static"
+    assert export.main(["--model_dir", classifiers["bert"], "--output_dir", str(out), "--atol", "-1"]) == 1
+    assert "FAIL" in capsys.readouterr().err and not out.exists()
+
+
+def test_predictor_options_refused():
+    import paddle
+
+    from common.inference import PredictorOptions
+
+    if not paddle.is_compiled_with_cuda():
+        with pytest.raises(UserError, match="CPU-only build"):
+            PredictorOptions(device="gpu").check()
+    with pytest.raises(UserError, match="need device gpu"):
+        PredictorOptions(tensorrt=True).check()
+    with pytest.raises(UserError, match="onednn must be on"):
+        PredictorOptions(precision="bf16", onednn=False).check()
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def test_benchmark_quick_end_to_end(tmp_path):
+    import benchmark
+
+    models = ["bert-base-uncased", "squeezebert-uncased", "conv-bert-small", "ofa-bert-base-w0.5"]
+    if not MOBILEBERT_SKIP:
+        models.append("mobilebert-uncased")
+    out = tmp_path / "bench"
+    benchmark.main(["--quick", "--models", ",".join(models), "--output_dir", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"settings", "machine", "versions", "models", "results", "wall_s", "estimate_s"}
+    assert set(results["machine"]) >= {"cpu", "threads", "ghz", "peak_fp32_gflops", "peak_bf16_gflops", "assumptions"}
+    assert set(results["models"]) == set(models)
+    for summary in results["models"].values():
+        assert summary["parity_max_abs_logit_diff"] < 1e-5 and summary["gflops_per_seq"] > 0
+    rows = results["results"]
+    assert not [r for r in rows if "error" in r]
+    inference = [r for r in rows if r["kind"] == "inference"]
+    assert len(inference) == len(models) * len(benchmark.INFERENCE_BACKENDS) * 2  # batch sizes 1 and 2
+    assert len([r for r in rows if r["kind"] == "train"]) == len(models) * len(benchmark.TRAIN_BACKENDS)
+    for r in rows:
+        assert {"ms_per_batch", "seq_per_s", "gflop_per_s", "pct_of_peak", "runs_ms"} <= set(r)
+        assert r["ms_per_batch"] > 0 and len(r["runs_ms"]) == 2
+    table = (out / "results.md").read_text().splitlines()
+    for model in models:
+        for backend in benchmark.INFERENCE_BACKENDS:
+            assert sum(line.startswith(f"| {model} | {backend} |") for line in table) == 1
+    assert (out / "results.png").stat().st_size > 10_000
+
+
+def test_benchmark_rejects_unknown_names():
+    import benchmark
+
+    with pytest.raises(UserError, match="unknown backend"):
+        benchmark.parse_args(["--backends", "tensorflow"])
+    with pytest.raises(UserError, match="unknown model"):
+        benchmark.parse_args(["--models", "gpt2"])
+
+
+# ---------------------------------------------------------------- speed work
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_pointwise_conv_is_conv1d(groups):
+    """SqueezeBERT's matmul convolution computes nn.Conv1D's forward and gradients."""
+    import paddle
+
+    from squeezebert.modeling import PointwiseConv1D
+
+    fast, ref = PointwiseConv1D(16, 32, groups), paddle.nn.Conv1D(16, 32, 1, groups=groups)
+    ref.weight.set_value(fast.weight)
+    ref.bias.set_value(fast.bias)
+    grads = []
+    for layer in (fast, ref):
+        x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 16, 7)).astype("float32"), stop_gradient=False)
+        out = layer(x)
+        out.square().sum().backward()
+        grads.append((out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_squeezebert_builds_pointwise_convolutions_with_the_same_names():
+    import paddlenlp.transformers as ppt
+
+    import squeezebert.spec  # noqa: F401
+    from squeezebert.modeling import PointwiseConv1D
+
+    config = ppt.SqueezeBertConfig(hidden_size=32, embedding_size=32, num_attention_heads=4, intermediate_size=64,
+                                   num_hidden_layers=1, q_groups=2, intermediate_groups=4)
+    model = ppt.SqueezeBertModel(config)
+    layer = model.encoder.layers[0]
+    convs = [layer.attention.query, layer.attention.key, layer.attention.value, layer.post_attention.conv1d,
+             layer.intermediate.conv1d, layer.output.conv1d]
+    assert all(isinstance(c, PointwiseConv1D) for c in convs)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["encoder.layers.0.attention.query.weight"] == [32, 16, 1]
+    assert shapes["encoder.layers.0.intermediate.conv1d.weight"] == [64, 8, 1]
+
+
+def test_export_leaves_the_dygraph_model_alone(classifiers, tmp_path):
+    """to_static replaces sublayers' forward with converted code; export_static rolls it back."""
+    from common.inference import export_static
+    from common.models import load_model_dir
+
+    model = load_model_dir(classifiers["squeezebert"])
+    export_static(model, str(tmp_path))
+    for layer in model.sublayers(include_self=True):
+        forward = vars(layer).get("forward")
+        assert forward is None or forward.__func__ is type(layer).forward, type(layer).__name__
+
+
+def test_mixed_precision_refused_on_cpu(tmp_path):
+    """paddle's AMP is a no-op on CPU: --bf16 would silently train in fp32."""
+    from common.train_glue import GlueTrainingArguments
+
+    with pytest.raises(UserError, match="GPU and XPU only"):
+        GlueTrainingArguments(output_dir=str(tmp_path), bf16=True, device="cpu")
+
+
+def test_benchmark_failures_become_rows(tmp_path, monkeypatch):
+    """A model that cannot be built and a predictor that cannot be made are reported, the rest still runs."""
+    import benchmark
+    import common.inference
+
+    real_build, real_predictor = benchmark.build_pair, common.inference.Predictor
+
+    def build(model, quick):
+        if model.name == "tinybert-4l-312d":
+            raise RuntimeError("no such model")
+        return real_build(model, quick)
+
+    def predictor(prefix, options=None):
+        if options.precision == "bf16":
+            raise RuntimeError("no bf16 here")
+        return real_predictor(prefix, options)
+
+    monkeypatch.setattr(benchmark, "build_pair", build)
+    monkeypatch.setattr(common.inference, "Predictor", predictor)
+    out = tmp_path / "bench"
+    results = benchmark.main(["--quick", "--models", "bert-base-uncased,tinybert-4l-312d",
+                              "--backends", "paddle_infer_fp32,paddle_infer_bf16,torch_train", "--output_dir", str(out)])
+    errors = {(r["model"], r["backend"]) for r in results["results"] if "error" in r}
+    assert errors == {("bert-base-uncased", "paddle_infer_bf16"), ("tinybert-4l-312d", "paddle_infer_fp32"),
+                      ("tinybert-4l-312d", "paddle_infer_bf16"), ("tinybert-4l-312d", "torch_train")}
+    table = (out / "results.md").read_text()
+    assert "| bert-base-uncased | paddle_infer_bf16 | 0.00128 | failed | failed | - | - |" in table
+    assert "tinybert-4l-312d: FAILED: RuntimeError: no such model" in table
