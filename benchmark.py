@@ -34,10 +34,12 @@ INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16"
 TRAIN_BACKENDS = ("paddle_train", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 BF16_BACKENDS = ("paddle_infer_bf16", "torch_bf16")
-# For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base
-# (2 shared Zen 5 cores, batch 8; paddle's dygraph GEMM is MKL's, slow on AMD; inference is oneDNN's).
-ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 33, "paddle_infer_fp32": 150, "paddle_infer_bf16": 200,
-                              "torch_fp32": 80, "torch_bf16": 150, "paddle_train": 30, "torch_train": 80}
+FP32_OF = {"paddle_infer_bf16": "paddle_infer_fp32", "torch_bf16": "torch_fp32"}  # for the bf16 logit delta
+# For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
+# SqueezeBERT (2 Sapphire Rapids cores, batch 16; paddle's training and dygraph run single-threaded
+# elementwise kernels, paddle.inference bf16 uses AMX). Slower machines take longer.
+ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_infer_bf16": 150,
+                              "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "torch_train": 55}
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
 # spins 200 ms after a parallel region) would take cores from the first runs.
 SETTLE_S = 0.3
@@ -58,16 +60,16 @@ class Settings:
     quick: bool
 
 
-def timed(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
-    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
+def timed(fn: Callable[[], object], warmup: int, runs: int) -> tuple[list[float], object]:
+    """(seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls, the last call's result)."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, value = [], None
     for _ in range(runs):
         start = time.perf_counter()
-        fn()
+        value = fn()
         times.append(time.perf_counter() - start)
-    return times
+    return times, value
 
 
 def inference_step(backend: str, torch_model, paddle_model, predictors: dict, batch: dict) -> Callable[[], np.ndarray]:
@@ -132,29 +134,32 @@ def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable
     return step
 
 
-def measure(kind: str, key: tuple, make: Callable[[], Callable], s: Settings, flops: int, peak: float) -> dict:
-    """A result row for ``make()``'s call; a failure becomes a row with ``error`` and the run goes on."""
+def measure(kind: str, key: tuple, make: Callable[[], Callable], s: Settings, flops: int,
+            peak: float) -> tuple[dict, object]:
+    """(a result row, the last result) for ``make()``'s call; a failure becomes a row with ``error``
+    (and result None) and the run goes on."""
     model, backend, bs, seq = key
     row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
     try:
         fn = make()
         time.sleep(0 if s.quick else SETTLE_S)
-        times = timed(fn, *((1, s.train_runs) if kind == "train" else (s.warmup, s.runs)))
+        times, value = timed(fn, *((1, s.train_runs) if kind == "train" else (s.warmup, s.runs)))
     except Exception as exc:  # noqa: BLE001  (reported in the row, the table and the exit code)
         message = str(exc).strip().splitlines()
-        return row | {"error": f"{type(exc).__name__}: {message[0][:300] if message else ''}"}
+        return row | {"error": f"{type(exc).__name__}: {message[0][:300] if message else ''}"}, None
     median = statistics.median(times)
     rate = flops * bs / median / 1e9
     return row | {"ms_per_batch": 1e3 * median, "seq_per_s": bs / median, "gflop_per_s": rate,
-                  "pct_of_peak": 100 * rate / peak, "runs_ms": [1e3 * t for t in times]}
+                  "pct_of_peak": 100 * rate / peak, "runs_ms": [1e3 * t for t in times]}, value
 
 
 def describe(row: dict) -> str:
     head = f"  {row['backend']:<18} {row['batch_size']:>3} x {row['seq_len']}"
     if "error" in row:
         return f"{head}: FAILED {row['error']}"
+    delta = f", max |logit - fp32| {row['max_abs_logit_diff_vs_fp32']:.2g}" if "max_abs_logit_diff_vs_fp32" in row else ""
     return (f"{head}: {row['ms_per_batch']:9.1f} ms {row['seq_per_s']:8.1f} seq/s "
-            f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak")
+            f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak{delta}")
 
 
 def _predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
@@ -209,20 +214,25 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
         print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq, "
               f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
               f"setup {summary['setup_s']:.0f} s", flush=True)
-        for backend in [b for b in s.backends if b in INFERENCE_BACKENDS]:
+        logits = {}  # (backend, batch size) -> the last run's logits, for the bf16 delta
+        for backend in [b for b in INFERENCE_BACKENDS if b in s.backends]:  # fp32 before bf16
             peak = machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]
             for bs in s.batch_sizes:
                 batch = make_batch(bs, s.seq_len, vocab)
-                rows.append(measure("inference", (model.name, backend, bs, s.seq_len),
-                                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch),
-                                    s, flops, peak))
-                print(describe(rows[-1]), flush=True)
+                row, logits[backend, bs] = measure(
+                    "inference", (model.name, backend, bs, s.seq_len),
+                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch), s, flops, peak)
+                ref = logits.get((FP32_OF.get(backend), bs))
+                if ref is not None and logits[backend, bs] is not None:
+                    row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits[backend, bs] - ref).max())
+                rows.append(row)
+                print(describe(row), flush=True)
         predictors.clear()
     for backend in [b for b in s.backends if b in TRAIN_BACKENDS]:
         batch = make_batch(s.train_batch_size, s.train_seq_len, vocab)
         rows.append(measure("train", (model.name, backend, s.train_batch_size, s.train_seq_len),
                             lambda: train_step(backend, torch_model, paddle_model, batch),
-                            s, train_flops, machine["peak_fp32_gflops"]))
+                            s, train_flops, machine["peak_fp32_gflops"])[0])
         print(describe(rows[-1]), flush=True)
     return summary, rows
 
@@ -291,6 +301,15 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     return settings, args
 
 
+def write_results(results: dict, output_dir: str) -> None:
+    """results.json, results.md and results.png under ``output_dir``."""
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(os.path.join(output_dir, "results.json"), results)
+    with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(results))
+    plot(results, os.path.join(output_dir, "results.png"))
+
+
 @cli
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the results (also written under ``--output_dir``)."""
@@ -324,13 +343,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}: FAILED to build: {type(exc).__name__}: {exc}", flush=True)
             results["models"][name], rows = failed_model(MODELS[name], s, exc)
         results["results"] += rows
+        results["wall_s"], results["estimate_s"] = time.perf_counter() - started, estimate
+        write_results(results, args.output_dir)  # after every model: an interrupted run keeps what it measured
         gc.collect()
-    results["wall_s"], results["estimate_s"] = time.perf_counter() - started, estimate
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_json(os.path.join(args.output_dir, "results.json"), results)
-    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(results))
-    plot(results, os.path.join(args.output_dir, "results.png"))
     if any(r.get("pct_of_peak", 0) > 100 for r in results["results"]):
         print(f"warning: rates above the assumed peak: the clock is above {machine['ghz']:.2f} GHz; "
               "pass --peak_ghz at the boost clock for meaningful % of peak")

@@ -1,11 +1,30 @@
 """Shared machinery for the compact-BERT reproductions.
 
-Paddle 2.6.2 exports zlib symbols of its own: ``zlib`` must be loaded before
-``paddle`` or the first zlib user (scipy, gzip, aiohttp) crashes the process.
-Every entry point imports ``common`` first, so this is the one place it happens.
+Every entry point imports ``common`` before ``paddle``, so the process-wide settings that must
+precede paddle's native libraries live here, once:
+
+- Paddle 2.6.2 exports zlib symbols of its own: ``zlib`` must be loaded before ``paddle`` or the
+  first zlib user (scipy, gzip, aiohttp) crashes the process.
+- Paddle's dygraph GEMMs are MKL's (``libmklml_intel.so``, an MKL of 2019), which on AMD CPUs
+  dispatches to its generic SSE path: about 3x slower than its AVX2 one on this repo's Zen 5
+  machine. ``MKL_DEBUG_CPU_TYPE=5`` selects the AVX2 kernels (this MKL still honours it; torch's
+  newer MKL ignores it and is fast anyway). Set only on AMD and only when the user has not set it.
 """
+import os
 import warnings
 import zlib  # noqa: F401  (must precede any paddle import)
+
+
+def _is_amd() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
+    except OSError:
+        return False
+
+
+if _is_amd():
+    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
 
 # Import-time noise from the pinned stack (jieba's pkg_resources, setuptools' distutils shim).
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

@@ -12,6 +12,95 @@ def _backends(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["backend"] for r in rows))
 
 
+# Issue #6's targets for this CPU; OFA: the published latency ratio of width 2/3 to width 1.0.
+TARGET_PADDLE_OVER_TORCH = 0.8
+TARGET_SQUEEZEBERT_SPEEDUP = 2.5
+TARGET_BF16_SPEEDUP = 3.0
+TARGET_OFA_W05 = 0.55
+BF16_DELTA_BACKENDS = ("paddle_infer_bf16", "torch_bf16")
+PUBLISHED_OFA = {"ofa-bert-base-w0.667": "0.63-0.71"}
+OFA_WIDTHS = (("bert-base-uncased", "1.0"), ("ofa-bert-base-w0.833", "0.833"), ("ofa-bert-base-w0.667", "0.667"),
+              ("ofa-bert-base-w0.5", "0.5"))
+
+
+def _ms(rows: list[dict]) -> dict:
+    return {(r["model"], r["backend"], r["batch_size"]): r["ms_per_batch"] for r in rows if "error" not in r}
+
+
+def _ratios(ms: dict, sizes: list[int], num: tuple, den: tuple) -> dict[int, float]:
+    """Batch size -> ms of ``num`` / ms of ``den`` ((model, backends...) pairs; the fastest backend
+    counts), where both were measured."""
+    out = {}
+    for b in sizes:
+        n = [ms[num[0], k, b] for k in num[1:] if (num[0], k, b) in ms]
+        d = [ms[den[0], k, b] for k in den[1:] if (den[0], k, b) in ms]
+        if n and d:
+            out[b] = min(n) / min(d)
+    return out
+
+
+def _target_row(what: str, model: str, ratios: dict[int, float], ok, note: str = "") -> str:
+    """A table row; ``ok`` (None: no target) decides "met" per ratio."""
+    if not ratios:
+        return f"| {what} | {model} | not measured | - | {note} |"
+    cells = ", ".join(f"@{b}: {r:.2f}x" for b, r in ratios.items())
+    met = "-" if ok is None else "yes" if all(ok(r) for r in ratios.values()) else "no"
+    return f"| {what} | {model} | {cells} | {met} | {note} |"
+
+
+def targets(results: dict) -> list[str]:
+    """Markdown lines: each target of issue #6, computed from the measured rows (ratios of ms per
+    batch at each batch size; "met" means at every batch size)."""
+    s = results["settings"]
+    sizes, models = s["batch_sizes"], list(results["models"])
+    inf, train = _ms(_by_kind(results, "inference")), _ms(_by_kind(results, "train"))
+    lines = ["| target | model | measured (ratio of ms per batch, @batch size) | met | note |", "|---|---|---|---|---|"]
+    fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
+    bf16 = f"paddle inference bf16 / torch bf16 autocast <= {TARGET_PADDLE_OVER_TORCH}"
+    for m in models:
+        lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, "paddle_dygraph", "paddle_infer_fp32"),
+                                                  (m, "torch_fp32")), lambda r: r <= TARGET_PADDLE_OVER_TORCH))
+    for m in models:
+        lines.append(_target_row(bf16, m, _ratios(inf, sizes, (m, "paddle_infer_bf16"), (m, "torch_bf16")),
+                                 lambda r: r <= TARGET_PADDLE_OVER_TORCH))
+    if {"bert-base-uncased", "squeezebert-uncased"} <= set(models):
+        for backend in ("paddle_infer_fp32", "paddle_infer_bf16", "paddle_dygraph", "torch_fp32"):
+            speedup = _ratios(inf, sizes, ("bert-base-uncased", backend), ("squeezebert-uncased", backend))
+            lines.append(_target_row(f"SqueezeBERT speedup over BERT-base, {backend} >= {TARGET_SQUEEZEBERT_SPEEDUP}",
+                                     "squeezebert-uncased", speedup, lambda r: r >= TARGET_SQUEEZEBERT_SPEEDUP,
+                                     "" if backend.startswith("paddle") else "torch: for reference"))
+    for m in models:
+        for fp, bf in (("paddle_infer_fp32", "paddle_infer_bf16"), ("torch_fp32", "torch_bf16")):
+            lines.append(_target_row(f"bf16 speedup over fp32, {fp.rsplit('_', 1)[0]} >= {TARGET_BF16_SPEEDUP}", m,
+                                     _ratios(inf, sizes, (m, fp), (m, bf)), lambda r: r >= TARGET_BF16_SPEEDUP))
+    for m in models:
+        lines.append(_target_row("paddle fine-tuning step / torch's <= 1", m,
+                                 _ratios(train, [s["train_batch_size"]], (m, "paddle_train"), (m, "torch_train")),
+                                 lambda r: r <= 1))
+    for m, width in OFA_WIDTHS[1:]:
+        if m in models and "bert-base-uncased" in models:
+            for backend in ("paddle_infer_fp32", "paddle_infer_bf16"):
+                ratio = _ratios(inf, sizes, (m, backend), ("bert-base-uncased", backend))
+                limit = TARGET_OFA_W05 if width == "0.5" else None
+                published = PUBLISHED_OFA.get(m)
+                lines.append(_target_row(
+                    f"OFA width {width} latency / width 1.0, {backend}" + (f" <= {limit}" if limit else ""), m, ratio,
+                    (lambda r: r <= limit) if limit else None, f"published: {published}x" if published else ""))
+    deltas = {}
+    for r in _by_kind(results, "inference"):
+        if "max_abs_logit_diff_vs_fp32" in r:
+            key = r["model"], r["backend"]
+            deltas[key] = max(deltas.get(key, 0.0), r["max_abs_logit_diff_vs_fp32"])
+    if deltas:
+        lines += ["", "bf16 logits against the same framework's fp32 logits on the same batches (max |difference| "
+                  "over batch sizes; max |logit| in the model list below):", "",
+                  "| model | paddle inference bf16 | torch bf16 autocast |", "|---|---:|---:|"]
+        for m in models:
+            cells = [f"{deltas[m, b]:.2g}" if (m, b) in deltas else "-" for b in BF16_DELTA_BACKENDS]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     """Inference: a row per model x backend (ms per batch at batch 1, seq/s at the others, GFLOP/s
     and % of peak at the largest batch); training: a row per model x backend."""
@@ -33,7 +122,7 @@ def markdown(results: dict) -> str:
     ]
     rows = _by_kind(results, "inference")
     found = {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
-    for name in s["models"]:
+    for name in results["models"]:  # those measured so far
         gflops = results["models"][name].get("gflops_per_seq", float("nan"))
         for backend in _backends(rows):
             cells = []
@@ -57,6 +146,7 @@ def markdown(results: dict) -> str:
             cells = "failed | - | - | -" if "error" in r else (
                 f"{r['ms_per_batch']:.0f} | {r['seq_per_s']:.1f} | {r['gflop_per_s']:.1f} | {r['pct_of_peak']:.1f}")
             lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} x {r['seq_len']} | {cells} |")
+    lines += ["", "## Targets", "", *targets(results)]
     over = [r for r in results["results"] if r.get("pct_of_peak", 0) > 100]
     if over:
         lines += ["", f"**{len(over)} rates exceed the assumed peak**: the cores ran faster than {m['ghz']:.2f} GHz "
@@ -68,7 +158,8 @@ def markdown(results: dict) -> str:
     lines += ["", "Models (torch-paddle max |logit diff| on the same weights):", ""]
     for name, v in results["models"].items():
         about = f"FAILED: {v['error']}" if "error" in v else (
-            f"{v['parameters'] / 1e6:.3g}M parameters, {v['parity_max_abs_logit_diff']:.1e}")
+            f"{v['parameters'] / 1e6:.3g}M parameters, {v['parity_max_abs_logit_diff']:.1e} "
+            f"(max |logit| {v['max_abs_logit']:.2g})")
         lines.append(f"- {name}: {about}" + (f"; {v['note']}" if v["note"] else ""))
     return "\n".join(lines) + "\n"
 
@@ -81,21 +172,21 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogFormatter
 
-    s = results["settings"]
+    s, models = results["settings"], list(results["models"])
     rows = _by_kind(results, "inference")
     backends = _backends(rows)
     ok = {(r["model"], r["backend"], r["batch_size"]): r for r in rows if "error" not in r}
     small, big = min(s["batch_sizes"]), max(s["batch_sizes"])
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.1 * len(s["models"])), 9))
-    x = np.arange(len(s["models"]))
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.1 * len(models)), 9))
+    x = np.arange(len(models))
     width = 0.8 / max(1, len(backends))
     panels = ((big, "seq_per_s", f"throughput at batch {big} (seq/s, higher is better)"),
               (small, "ms_per_batch", f"latency at batch {small} (ms, lower is better)"))
     for ax, (bs, key, title) in zip(axes, panels):
         for i, backend in enumerate(backends):
-            values = [ok.get((m, backend, bs), {}).get(key, np.nan) for m in s["models"]]
+            values = [ok.get((m, backend, bs), {}).get(key, np.nan) for m in models]
             ax.bar(x + i * width, values, width, label=backend)
-        ax.set_xticks(x + width * (len(backends) - 1) / 2, s["models"], rotation=25, ha="right", fontsize=8)
+        ax.set_xticks(x + width * (len(backends) - 1) / 2, models, rotation=25, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(LogFormatter())  # plain numbers, not powers of ten
         ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))

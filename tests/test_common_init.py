@@ -1,0 +1,27 @@
+"""Process-wide settings that ``import common`` makes before paddle loads."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOW = "import os, common; print(os.environ.get('MKL_DEBUG_CPU_TYPE'))"
+
+
+def _run(env: dict) -> str:
+    return subprocess.run([sys.executable, "-c", SHOW], env=env, cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_mkl_avx2_kernels_selected_on_amd_unless_the_user_chose():
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        amd = "AuthenticAMD" in f.read()
+    assert _run(env) == ("5" if amd else "None")
+    assert _run(env | {"MKL_DEBUG_CPU_TYPE": "4"}) == "4"
+
+
+def test_zlib_users_work_after_paddle():
+    """The zlib crash the import order prevents: gzip after paddle, in one process."""
+    code = "import common, paddle, gzip; print(len(gzip.compress(b'x' * 1000)) < 100)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("True")
