@@ -19,10 +19,7 @@ $PY ofa_bert/convert.py --torch_dir "$MINILM" --paddle_dir weights/paddle/all-Mi
 $PY ofa_bert/compare.py --torch_dir "$MINILM" --paddle_dir weights/paddle/all-MiniLM-L6-v2
 
 echo "== 3. fine-tune on Rotten Tomatoes snippets (label = sign of the mean rating)"
-SDIST=data/downloads/vaderSentiment-3.3.2.tar.gz
-if [ ! -f "$SDIST" ]; then
-  $PY -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: vaderSentiment==3.3.2 -d data/downloads 2>&1 | grep -v "^WARNING: Location" || true
-fi
+SDIST=data/downloads/vaderSentiment-3.3.2.tar.gz  # downloaded by scripts/setup.sh
 $PY -m common.rotten_tomatoes --sdist "$SDIST" --output_dir data/rt_snippets --dev_fraction 0.2 --seed 42
 $PY ofa_bert/run_glue.py \
   --model_name_or_path weights/paddle/all-MiniLM-L6-v2 --task_name sst2 --data_dir data/rt_snippets \
