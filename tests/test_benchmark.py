@@ -256,6 +256,23 @@ def test_pointwise_conv_is_conv1d(groups):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [1, 4])
+def test_pointwise_conv_static_form_is_conv1d(groups):
+    """The form to_static traces (split into groups, one matmul each) computes nn.Conv1D's forward."""
+    import paddle
+
+    from squeezebert.modeling import PointwiseConv1D
+
+    fast, ref = PointwiseConv1D(16, 32, groups), paddle.nn.Conv1D(16, 32, 1, groups=groups)
+    ref.weight.set_value(fast.weight)
+    ref.bias.set_value(fast.bias)
+    static = paddle.jit.to_static(fast, input_spec=[paddle.static.InputSpec([None, 16, None], "float32")], full_graph=True)
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 16, 7)).astype("float32"))
+    program = str(static.forward.concrete_program.main_program)
+    assert ("split" in program) == (groups > 1) and "reshape" not in program
+    np.testing.assert_allclose(static(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_squeezebert_builds_pointwise_convolutions_with_the_same_names():
     import paddlenlp.transformers as ppt
 
