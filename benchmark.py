@@ -24,7 +24,7 @@ from typing import Callable
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
 from common.bench_models import MODELS, Model, build_pair, hf_config, make_batch
-from common.bench_report import markdown, plot
+from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import write_json
@@ -33,8 +33,6 @@ from common.hardware import cpu_info
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16", "torch_fp32", "torch_bf16")
 TRAIN_BACKENDS = ("paddle_train", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
-BF16_BACKENDS = ("paddle_infer_bf16", "torch_bf16")
-FP32_OF = {"paddle_infer_bf16": "paddle_infer_fp32", "torch_bf16": "torch_fp32"}  # for the bf16 logit delta
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16; paddle's training and dygraph run single-threaded
 # elementwise kernels, paddle.inference bf16 uses AMX). Slower machines take longer.

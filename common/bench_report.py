@@ -17,7 +17,8 @@ TARGET_PADDLE_OVER_TORCH = 0.8
 TARGET_SQUEEZEBERT_SPEEDUP = 2.5
 TARGET_BF16_SPEEDUP = 3.0
 TARGET_OFA_W05 = 0.55
-BF16_DELTA_BACKENDS = ("paddle_infer_bf16", "torch_bf16")
+FP32_OF = {"paddle_infer_bf16": "paddle_infer_fp32", "torch_bf16": "torch_fp32"}  # bf16 backend -> its fp32 twin
+BF16_BACKENDS = tuple(FP32_OF)
 PUBLISHED_OFA = {"ofa-bert-base-w0.667": "0.63-0.71"}
 OFA_WIDTHS = (("bert-base-uncased", "1.0"), ("ofa-bert-base-w0.833", "0.833"), ("ofa-bert-base-w0.667", "0.667"),
               ("ofa-bert-base-w0.5", "0.5"))
@@ -70,7 +71,7 @@ def targets(results: dict) -> list[str]:
                                      "squeezebert-uncased", speedup, lambda r: r >= TARGET_SQUEEZEBERT_SPEEDUP,
                                      "" if backend.startswith("paddle") else "torch: for reference"))
     for m in models:
-        for fp, bf in (("paddle_infer_fp32", "paddle_infer_bf16"), ("torch_fp32", "torch_bf16")):
+        for bf, fp in FP32_OF.items():
             lines.append(_target_row(f"bf16 speedup over fp32, {fp.rsplit('_', 1)[0]} >= {TARGET_BF16_SPEEDUP}", m,
                                      _ratios(inf, sizes, (m, fp), (m, bf)), lambda r: r >= TARGET_BF16_SPEEDUP))
     for m in models:
@@ -96,7 +97,7 @@ def targets(results: dict) -> list[str]:
                   "over batch sizes; max |logit| in the model list below):", "",
                   "| model | paddle inference bf16 | torch bf16 autocast |", "|---|---:|---:|"]
         for m in models:
-            cells = [f"{deltas[m, b]:.2g}" if (m, b) in deltas else "-" for b in BF16_DELTA_BACKENDS]
+            cells = [f"{deltas[m, b]:.2g}" if (m, b) in deltas else "-" for b in BF16_BACKENDS]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 

@@ -27,13 +27,14 @@ class PointwiseConv1D(nn.Conv1D):
         super().__init__(in_channels, out_channels, kernel_size=1, groups=groups)
 
     def forward(self, x):
-        groups, out_channels, in_per_group = self._groups, self.weight.shape[0], self.weight.shape[1]
+        groups = self._groups
         if not paddle.in_dynamic_mode():  # being converted by to_static
             weight = self.weight.squeeze(-1)  # [out, in / groups]
             if groups == 1:
                 return paddle.matmul(weight, x) + self.bias.unsqueeze(-1)
             parts = zip(paddle.split(weight, groups, axis=0), paddle.split(x, groups, axis=1))
             return paddle.concat([paddle.matmul(w, xg) for w, xg in parts], axis=1) + self.bias.unsqueeze(-1)
+        out_channels, in_per_group = self.weight.shape[0], self.weight.shape[1]
         # 4-D like the input: paddle 2.6.2's matmul backward fails on a 3-D operand broadcast against a 4-D one.
         weight = self.weight.reshape([1, groups, out_channels // groups, in_per_group])
         batch, length = x.shape[0], x.shape[2]
