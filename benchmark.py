@@ -1,11 +1,12 @@
 """Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16) against torch
-(eager fp32, bf16 autocast), inference and one fine-tuning step, with FLOP rates. See --help.
+(eager fp32, bf16 autocast), inference and one fine-tuning step (paddle with its own kernels and with
+``common/train_kernels.py``'s), with FLOP rates. See --help.
 
 Models are full-size official configs with random weights, the same in both frameworks
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
 random sequences; inference runs in eval mode without gradients, a training step in train mode
 (dropout) with AdamW. Times are the median of ``--runs`` after ``--warmup`` runs, with the thread
-count fixed for both frameworks. Writes ``results.json``, ``results.md`` and ``results.png``
+count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``). Writes ``results.json``, ``results.md`` and ``results.png``
 under ``--output_dir``; exit code 1 when any measurement failed (the others are still written).
 """
 from __future__ import annotations
@@ -29,15 +30,18 @@ from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import write_json
 from common.hardware import cpu_info
+from common.malloc import retain_freed_memory
 
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16", "torch_fp32", "torch_bf16")
-TRAIN_BACKENDS = ("paddle_train", "torch_train")
+# paddle_train: paddle's own kernels; paddle_train_kernels: common/train_kernels.py's (what run_glue uses on CPU).
+TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16; paddle's training and dygraph run single-threaded
 # elementwise kernels, paddle.inference bf16 uses AMX). Slower machines take longer.
 ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_infer_bf16": 150,
-                              "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "torch_train": 55}
+                              "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 60,
+                              "torch_train": 55}
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
 # spins 200 ms after a parallel region) would take cores from the first runs.
 SETTLE_S = 0.3
@@ -117,7 +121,9 @@ def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable
         return step
     import paddle
     import paddle.nn.functional as F
+    from common.train_kernels import use_train_kernels
 
+    use_train_kernels(paddle_model, backend == "paddle_train_kernels")
     paddle_model.train()
     inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
     target = paddle.to_tensor(labels)
@@ -316,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     s, args = parse_args(argv)
+    retain_freed_memory()  # for every backend alike (common/malloc.py)
     paddle.base.core.set_num_threads(s.threads)
     torch.set_num_threads(s.threads)
     machine = cpu_info(s.threads, args.peak_ghz)

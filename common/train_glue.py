@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
@@ -56,6 +57,12 @@ class GlueTrainingArguments(TrainingArguments):
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "checkpoints kept (the best stays)"})
     device: str = field(default="gpu" if paddle.is_compiled_with_cuda() else "cpu", metadata={"help": "cpu or gpu"})
     report_to: Optional[list[str]] = field(default_factory=lambda: ["visualdl"], metadata={"help": "visualdl or none"})
+    train_kernels: bool = field(
+        default=True,
+        metadata={"help": "CPU: train with this repo's multi-threaded kernels for dropout, layer norm, GELU, "
+                  "attention softmax and bias adds, and glibc keeping freed memory (common/train_kernels.py, "
+                  "common/malloc.py); false: paddle's own kernels. Same math; dropout draws differ"},
+    )
     layer_decay: Optional[float] = field(
         default=None,
         metadata={"help": "layer-wise LR decay in (0, 1] (ELECTRA): LR x decay^(num_layers + 2 - depth), depth 0 "
@@ -69,6 +76,20 @@ class GlueTrainingArguments(TrainingArguments):
             # has no bf16 kernel): the run would be fp32 while its args say otherwise.
             raise UserError("--bf16 / --fp16: paddle 2.6's mixed precision runs on GPU and XPU only, not on CPU")
         super().__post_init__()
+
+
+def speed_up_training(model, training_args) -> None:
+    """On CPU with ``--train_kernels`` (the default): the kernel-backed layers and malloc setting."""
+    if training_args.do_train and training_args.train_kernels and training_args.device == "cpu":
+        from common.malloc import retain_freed_memory
+        from common.train_kernels import use_train_kernels
+
+        retain_freed_memory()
+        try:
+            use_train_kernels(model)
+        except RuntimeError as exc:  # no compiler, or it failed: train anyway, slower
+            warnings.warn(f"--train_kernels: the kernels did not build ({str(exc)[:300]}); training with paddle's "
+                          "own kernels (--train_kernels false silences this)")
 
 
 def no_decay(name: str) -> bool:
@@ -228,6 +249,7 @@ def glue_main(
         has_head = ckpt.architecture.endswith("ForSequenceClassification")
         id2label = ckpt.config.get("id2label") if has_head else None
         model, labels = _load_model(model_class_name, ckpt.path, task, id2label)
+        speed_up_training(model, training_args)
         trainer, datasets = _trainer(model, labels, ckpt.path, task, examples, data_args, training_args, lr_scale)
         if training_args.should_save:
             os.makedirs(training_args.output_dir, exist_ok=True)

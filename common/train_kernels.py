@@ -1,0 +1,167 @@
+"""Faster fine-tuning on CPU: multi-threaded custom operators (``train_kernels.cc``) in a model's layers.
+
+paddle 2.6.2 runs dropout, layer norm and GELU gradients, bias-gradient reductions and strided
+copies on one thread, and draws dropout masks one element at a time: on 2 cores they took more
+time than the GEMMs of a fine-tuning step. :func:`use_train_kernels` switches the plain paddle
+layers of a model (``nn.Dropout``, ``nn.LayerNorm``, ``nn.Linear``, ``nn.MultiHeadAttention``,
+``nn.TransformerEncoderLayer``; exact types, so OFA's super layers are left alone) to subclasses
+that call these operators in train mode: dropout from a counter-based hash, layer norm, bias add,
+bias + GELU, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
+Parameters, state dict and eval mode are unchanged; gradients equal paddle's (dropout aside).
+The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
+``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import os
+import platform
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_kernels.cc")
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # fast-math: vectorised erff/expf (glibc libmvec)
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line for line in f if line.startswith("flags")), platform.processor())
+    except OSError:
+        return platform.processor()
+
+
+@functools.lru_cache(maxsize=None)
+def kernels():
+    """The compiled operator module (built once per source, CPU flags and paddle version)."""
+    from paddle.utils.cpp_extension import load
+
+    # OpenMP from paddle's libiomp5 (MKL's runtime), not gcc's libgomp: one thread pool, sized by
+    # paddle.set_num_threads; two runtimes' spinning threads would fight over the cores.
+    ldflags = [f"-L{os.path.join(os.path.dirname(paddle.__file__), 'libs')}", "-l:libiomp5.so"]
+    with open(SOURCE, "rb") as f:
+        key = hashlib.sha256(f.read() + _cpu_flags().encode() + paddle.__version__.encode()
+                             + " ".join(CFLAGS + ldflags).encode()).hexdigest()[:16]
+    root = os.environ.get("COMPACT_BERT_KERNELS") or os.path.join(os.path.expanduser("~"), ".cache", "compact_bert", "kernels")
+    build = os.path.join(root, key)
+    os.makedirs(build, exist_ok=True)
+    with open(os.path.join(build, "lock"), "w") as lock:  # data-parallel ranks build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return load(name="compact_bert_train_kernels", sources=[SOURCE], extra_cxx_cflags=CFLAGS,
+                    extra_ldflags=ldflags, build_directory=build, verbose=False)
+
+
+def _seed() -> int:
+    """A dropout seed from paddle's generator, so ``paddle.seed`` makes runs repeatable."""
+    high, low = paddle.randint(0, 2**31 - 1, [2], dtype="int64").tolist()  # randint's bounds are int32
+    return high << 31 | low
+
+
+def _dense(x: paddle.Tensor) -> paddle.Tensor:
+    return x if x.is_contiguous() else x.contiguous()
+
+
+def _fp32(x: paddle.Tensor) -> bool:
+    return x.dtype == paddle.float32 and x.place.is_cpu_place()
+
+
+def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
+    """Train-mode ``F.dropout(x, p)`` (upscale_in_train) on all threads."""
+    return kernels().ct_dropout(_dense(x), float(p), _seed())[0]
+
+
+def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    return kernels().ct_bias_add(_dense(x), bias)
+
+
+def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, epsilon: float) -> paddle.Tensor:
+    return kernels().ct_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x):
+        if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and _fp32(x):
+            return dropout(x, self.p)
+        return super().forward(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        if (self.training and self.weight is not None and self.bias is not None and len(self._normalized_shape) == 1
+                and _fp32(x)):
+            return layer_norm(x, self.weight, self.bias, self._epsilon)
+        return super().forward(x)
+
+
+class Linear(nn.Linear):
+    def forward(self, x):
+        if self.training and self.bias is not None and _fp32(x):
+            return bias_add(paddle.matmul(x, self.weight), self.bias)
+        return super().forward(x)
+
+
+class MultiHeadAttention(nn.MultiHeadAttention):
+    """Attention whose heads split and merge with one copy each, and whose scale, mask, softmax and
+    dropout are one operator, in train mode."""
+
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        if not self.training or cache is not None or self.need_weights or not _fp32(query):
+            return super().forward(query, key, value, attn_mask, cache)
+        key = query if key is None else key
+        value = query if value is None else value
+        q, k, v = (kernels().ct_swap12(proj(x).reshape([0, 0, self.num_heads, self.head_dim]))
+                   for proj, x in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value)))
+        product = paddle.matmul(q, k, transpose_y=True)
+        batch, _, _, keys = product.shape
+        if attn_mask is None:
+            attn_mask = paddle.zeros([batch, 1, 1, keys], product.dtype)
+        else:
+            attn_mask = nn.layer.transformer._convert_attention_mask(attn_mask, product.dtype)
+            if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
+                return super().forward(query, key, value, attn_mask, cache)
+            attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
+        weights = kernels().ct_softmax_dropout(product, _dense(attn_mask), self.head_dim**-0.5,
+                                               float(self.dropout or 0.0), _seed())[0]
+        out = kernels().ct_swap12(paddle.matmul(weights, v))
+        return self.out_proj(out.reshape([0, 0, self.num_heads * self.head_dim]))
+
+
+class TransformerEncoderLayer(nn.TransformerEncoderLayer):
+    """Post-norm encoder layer whose FFN bias and GELU are one operator in train mode."""
+
+    def forward(self, src, src_mask=None, cache=None, output_attentions=False):
+        if (not self.training or cache is not None or output_attentions or self.normalize_before
+                or self.activation is not F.gelu or self.linear1.bias is None or not _fp32(src)):
+            # output_attentions: PaddleNLP's replacement of the forward takes it
+            return super().forward(src, src_mask, cache, **({"output_attentions": True} if output_attentions else {}))
+        self.self_attn.need_weights = False
+        src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
+        src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
+        hidden = kernels().ct_bias_gelu(paddle.matmul(src, self.linear1.weight), self.linear1.bias)
+        return self.norm2(src + self.dropout2(self.linear2(self.dropout(hidden))))
+
+
+SWAPS = {base: fast for fast in (Dropout, LayerNorm, Linear, MultiHeadAttention, TransformerEncoderLayer)
+         for base in fast.__bases__}
+
+
+UNSWAPS = {fast: base for base, fast in SWAPS.items()}
+
+
+def use_train_kernels(model: nn.Layer, enable: bool = True) -> int:
+    """Switch ``model``'s plain paddle layers to the kernel-backed ones in place (``enable`` False:
+    back); returns how many layers were switched."""
+    if enable:
+        kernels()  # compile (or load) before the first step
+    table = SWAPS if enable else UNSWAPS
+    switched = 0
+    for layer in model.sublayers(include_self=True):
+        other = table.get(type(layer))
+        if other is not None:
+            layer.__class__ = other
+            switched += 1
+    return switched

@@ -1,0 +1,153 @@
+"""common/train_kernels.py: the custom operators against paddle's own ops, values and gradients."""
+import dataclasses
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from common import train_kernels as tk
+from common.bench_models import MODELS, build_pair
+from common.malloc import retain_freed_memory
+
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def _grads(model, batch, labels):
+    loss = F.cross_entropy(model(**batch), labels)
+    loss.backward()
+    return float(loss), {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _padded_batch(vocab):
+    """Three sequences of 12 tokens, two padded (mask 0), both token types."""
+    rng = np.random.default_rng(3)
+    mask = np.array([[1] * 12, [1] * 8 + [0] * 4, [1] * 5 + [0] * 7])
+    return {"input_ids": paddle.to_tensor(rng.integers(5, vocab, (3, 12)) * mask),
+            "token_type_ids": paddle.to_tensor(np.array([[0] * 6 + [1] * 6] * 3)),
+            "attention_mask": paddle.to_tensor(mask)}
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "squeezebert-uncased", "mobilebert-uncased", "conv-bert-small"])
+def test_kernels_give_paddles_loss_and_gradients(name):
+    """With dropout off, a train-mode step through the kernels equals paddle's own, every gradient."""
+    model = MODELS[name]
+    model = dataclasses.replace(model, quick={**model.quick, **NO_DROPOUT})
+    _, plain, cfg = build_pair(model, quick=True)
+    _, fast, _ = build_pair(model, quick=True)
+    switched = tk.use_train_kernels(fast)
+    assert switched > 0
+    plain.train(), fast.train()
+    batch, labels = _padded_batch(cfg["vocab_size"]), paddle.to_tensor([0, 1, 1])
+    loss, want = _grads(plain, batch, labels)
+    fast_loss, got = _grads(fast, batch, labels)
+    assert fast_loss == pytest.approx(loss, abs=1e-6)
+    assert set(got) == set(want)
+    worst = max(float(np.abs(got[n] - want[n]).max()) for n in want)
+    assert worst < 1e-5, worst
+    assert tk.use_train_kernels(fast, False) == switched
+    assert all(type(layer) not in tk.UNSWAPS for layer in fast.sublayers())
+
+
+def test_bert_attention_and_ffn_use_the_fused_operators():
+    """The BERT encoder layers run the fused paths (not paddle's fallback) in train mode."""
+    _, model, _ = build_pair(MODELS["bert-base-uncased"], quick=True)
+    tk.use_train_kernels(model)
+    types = {type(layer) for layer in model.sublayers()}
+    assert {tk.MultiHeadAttention, tk.TransformerEncoderLayer, tk.Linear, tk.LayerNorm, tk.Dropout} <= types
+
+
+def test_eval_mode_and_state_dict_unchanged():
+    _, model, cfg = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    batch = _padded_batch(cfg["vocab_size"])
+    keys = list(model.state_dict())
+    with paddle.no_grad():
+        before = model(**batch).numpy()
+        tk.use_train_kernels(model)
+        after = model(**batch).numpy()
+    np.testing.assert_array_equal(before, after)
+    assert list(model.state_dict()) == keys
+
+
+def test_dropout_keeps_1_minus_p_scaled_and_its_gradient_uses_the_same_mask():
+    x = paddle.rand([1000, 1000]) + 0.5
+    x.stop_gradient = False
+    out = tk.dropout(x, 0.1)
+    kept = (out != 0).numpy()
+    assert abs(kept.mean() - 0.9) < 4 * np.sqrt(0.09 / kept.size)  # 4 sigma of a Bernoulli(0.9) mean
+    np.testing.assert_allclose(out.numpy()[kept], x.numpy()[kept] / 0.9, rtol=1e-6)
+    out.backward(paddle.full_like(x, 2.0))
+    np.testing.assert_allclose(x.grad.numpy(), kept * 2.0 / 0.9, rtol=1e-6)
+
+
+def test_dropout_draws_follow_paddle_seed():
+    x = paddle.ones([64, 64])
+    paddle.seed(7)
+    first, second = tk.dropout(x, 0.5).numpy(), tk.dropout(x, 0.5).numpy()
+    paddle.seed(7)
+    np.testing.assert_array_equal(tk.dropout(x, 0.5).numpy(), first)
+    assert (first != second).any()
+
+
+def test_attention_softmax_dropout_against_paddle():
+    """dropout(softmax(s * scale + mask)) and its gradient, against paddle's ops with the same keep-mask."""
+    rng = np.random.default_rng(0)
+    scores = paddle.to_tensor(rng.normal(size=(2, 3, 5, 7)).astype("float32"), stop_gradient=False)
+    mask = paddle.to_tensor(np.where(rng.random((2, 1, 1, 7)) < 0.3, -1e4, 0.0).astype("float32"))
+    grad = paddle.to_tensor(rng.normal(size=(2, 3, 5, 7)).astype("float32"))
+    out = tk.kernels().ct_softmax_dropout(scores, mask, 0.5, 0.2, 1234)[0]
+    out.backward(grad)
+    keep = paddle.to_tensor((out != 0).numpy().astype("float32"))
+    ref_scores = paddle.to_tensor(scores.numpy(), stop_gradient=False)
+    ref = F.softmax(ref_scores * 0.5 + mask) * keep / 0.8
+    ref.backward(grad)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-6)
+    np.testing.assert_allclose(scores.grad.numpy(), ref_scores.grad.numpy(), atol=1e-6)
+    assert 0.5 < float(keep.mean()) < 1  # some dropped, most kept
+
+
+def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 6, 10)).astype("float32")
+    w, b = rng.normal(size=10).astype("float32"), rng.normal(size=10).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(4, 6, 10)).astype("float32"))
+    cases = {
+        "layer_norm": (lambda t, w_, b_: tk.layer_norm(t, w_, b_, 1e-5), lambda t, w_, b_: F.layer_norm(t, 10, w_, b_, 1e-5)),
+        "bias_gelu": (lambda t, w_, b_: tk.kernels().ct_bias_gelu(t, b_) * w_, lambda t, w_, b_: F.gelu(t + b_) * w_),
+        "bias_add": (lambda t, w_, b_: tk.bias_add(t, b_) * w_, lambda t, w_, b_: (t + b_) * w_),
+        "swap12": (lambda t, w_, b_: tk.kernels().ct_swap12(t.reshape([4, 6, 2, 5])) * 2,
+                   lambda t, w_, b_: t.reshape([4, 6, 2, 5]).transpose([0, 2, 1, 3]) * 2),
+    }
+    for name, (ours, theirs) in cases.items():
+        results = []
+        for fn in (ours, theirs):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w, b)]
+            out = fn(*ts)
+            out.backward(grad.reshape(out.shape))
+            results.append([out.numpy()] + [t.grad.numpy() if t.grad is not None else None for t in ts])
+        for got, want in zip(*results):
+            if want is None:
+                continue
+            np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
+
+
+def test_retain_freed_memory_applies_on_glibc():
+    assert retain_freed_memory() is True
+
+
+def test_trainer_falls_back_to_paddles_kernels_when_the_build_fails(monkeypatch):
+    from types import SimpleNamespace
+
+    from common.train_glue import speed_up_training
+
+    def broken():
+        raise RuntimeError("g++: not found")
+
+    monkeypatch.setattr(tk, "kernels", broken)
+    _, model, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    args = SimpleNamespace(do_train=True, train_kernels=True, device="cpu")
+    with pytest.warns(UserWarning, match=r"did not build \(g\+\+: not found\); training with paddle's own kernels"):
+        speed_up_training(model, args)
+    assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
+    speed_up_training(model, SimpleNamespace(do_train=True, train_kernels=False, device="cpu"))  # off: untouched
+    assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
