@@ -40,7 +40,7 @@ BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16; paddle's training and dygraph run single-threaded
 # elementwise kernels, paddle.inference bf16 uses AMX). Slower machines take longer.
 ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_infer_bf16": 150,
-                              "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 60,
+                              "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 80,
                               "torch_train": 55}
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
 # spins 200 ms after a parallel region) would take cores from the first runs.

@@ -86,7 +86,7 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and _fp32(x):
             return dropout(x, self.p)
-        return super().forward(x)
+        return nn.Dropout.forward(self, x)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -94,14 +94,14 @@ class LayerNorm(nn.LayerNorm):
         if (self.training and self.weight is not None and self.bias is not None and len(self._normalized_shape) == 1
                 and _fp32(x)):
             return layer_norm(x, self.weight, self.bias, self._epsilon)
-        return super().forward(x)
+        return nn.LayerNorm.forward(self, x)
 
 
 class Linear(nn.Linear):
     def forward(self, x):
         if self.training and self.bias is not None and _fp32(x):
             return bias_add(paddle.matmul(x, self.weight), self.bias)
-        return super().forward(x)
+        return nn.Linear.forward(self, x)
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
@@ -110,7 +110,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         if not self.training or cache is not None or self.need_weights or not _fp32(query):
-            return super().forward(query, key, value, attn_mask, cache)
+            return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         key = query if key is None else key
         value = query if value is None else value
         q, k, v = (kernels().ct_swap12(proj(x).reshape([0, 0, self.num_heads, self.head_dim]))
@@ -122,7 +122,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         else:
             attn_mask = nn.layer.transformer._convert_attention_mask(attn_mask, product.dtype)
             if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
-                return super().forward(query, key, value, attn_mask, cache)
+                return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
             attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
         weights = kernels().ct_softmax_dropout(product, _dense(attn_mask), self.head_dim**-0.5,
                                                float(self.dropout or 0.0), _seed())[0]
@@ -136,8 +136,9 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not self.training or cache is not None or output_attentions or self.normalize_before
                 or self.activation is not F.gelu or self.linear1.bias is None or not _fp32(src)):
-            # output_attentions: PaddleNLP's replacement of the forward takes it
-            return super().forward(src, src_mask, cache, **({"output_attentions": True} if output_attentions else {}))
+            # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
+            # named (not super()): paddle.jit.to_static cannot convert a bare super().
+            return nn.TransformerEncoderLayer.forward(self, src, src_mask, cache, **({"output_attentions": True} if output_attentions else {}))
         self.self_attn.need_weights = False
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
         src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
@@ -158,10 +159,11 @@ def use_train_kernels(model: nn.Layer, enable: bool = True) -> int:
     if enable:
         kernels()  # compile (or load) before the first step
     table = SWAPS if enable else UNSWAPS
-    switched = 0
-    for layer in model.sublayers(include_self=True):
-        other = table.get(type(layer))
-        if other is not None:
-            layer.__class__ = other
-            switched += 1
-    return switched
+    layers = [(name, layer) for name, layer in model.named_sublayers(include_self=True) if type(layer) in table]
+    for name, layer in layers:
+        if "forward" in layer.__dict__:
+            raise RuntimeError(f"layer {name or '(model)'}: its forward is set on the instance, so a change "
+                               "of class would not take effect")
+    for _, layer in layers:
+        layer.__class__ = table[type(layer)]
+    return len(layers)

@@ -299,8 +299,22 @@ def test_export_leaves_the_dygraph_model_alone(classifiers, tmp_path):
     model = load_model_dir(classifiers["squeezebert"])
     export_static(model, str(tmp_path))
     for layer in model.sublayers(include_self=True):
-        forward = vars(layer).get("forward")
-        assert forward is None or forward.__func__ is type(layer).forward, type(layer).__name__
+        assert "forward" not in vars(layer), type(layer).__name__  # the class's forward, not a bound copy
+
+
+def test_predictor_run_keeps_the_callers_thread_count(classifiers, tmp_path):
+    """paddle.inference leaves the calling thread's math library at 1 thread after a run; Predictor
+    restores the count the caller had, so dygraph work after it keeps its threads."""
+    import paddle
+
+    from common.inference import Predictor, PredictorOptions, export_static, math_threads
+    from common.models import load_model_dir
+
+    prefix = export_static(load_model_dir(classifiers["bert"]), str(tmp_path))
+    predictor = Predictor(prefix, PredictorOptions(threads=1))
+    paddle.base.core.set_num_threads(2)
+    predictor({n: np.ones((1, 4), dtype=np.int64) for n in ("input_ids", "token_type_ids", "attention_mask")})
+    assert math_threads() == 2
 
 
 def test_mixed_precision_refused_on_cpu(tmp_path):

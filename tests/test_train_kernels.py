@@ -151,3 +151,23 @@ def test_trainer_falls_back_to_paddles_kernels_when_the_build_fails(monkeypatch)
     assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
     speed_up_training(model, SimpleNamespace(do_train=True, train_kernels=False, device="cpu"))  # off: untouched
     assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
+
+
+def test_kernels_apply_after_a_static_export(tmp_path):
+    """export_static leaves no instance-level forward behind, so the class switch takes effect."""
+    from common.inference import export_static
+
+    _, model, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    export_static(model, str(tmp_path))
+    assert not [n for n, layer in model.named_sublayers(include_self=True) if "forward" in layer.__dict__]
+    tk.use_train_kernels(model)
+    attention = next(layer for layer in model.sublayers() if isinstance(layer, paddle.nn.MultiHeadAttention))
+    assert attention.forward.__func__ is tk.MultiHeadAttention.forward
+
+
+def test_kernels_refuse_a_layer_whose_forward_is_set_on_the_instance():
+    _, model, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    layer = next(layer for layer in model.sublayers() if type(layer) is paddle.nn.LayerNorm)
+    layer.forward = lambda x: x
+    with pytest.raises(RuntimeError, match="forward is set on the instance"):
+        tk.use_train_kernels(model)
