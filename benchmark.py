@@ -37,8 +37,8 @@ INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16"
 TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
-# SqueezeBERT (2 Sapphire Rapids cores, batch 16; paddle's training and dygraph run single-threaded
-# elementwise kernels, paddle.inference bf16 uses AMX). Slower machines take longer.
+# SqueezeBERT (2 Sapphire Rapids cores, batch 16, paddle.inference bf16 on AMX; paddle_train_kernels:
+# 2 AMD EPYC cores). Slower machines take longer.
 ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_infer_bf16": 150,
                               "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 80,
                               "torch_train": 55}
