@@ -6,8 +6,9 @@ Models are full-size official configs with random weights, the same in both fram
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
 random sequences; inference runs in eval mode without gradients, a training step in train mode
 (dropout) with AdamW. Times are the median of ``--runs`` after ``--warmup`` runs, with the thread
-count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``). Writes ``results.json``, ``results.md`` and ``results.png``
-under ``--output_dir``; exit code 1 when any measurement failed (the others are still written).
+count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``).
+Writes ``results.json``, ``results.md`` and ``results.png`` under ``--output_dir``; exit code 1
+when any measurement failed (the others are still written).
 """
 from __future__ import annotations
 

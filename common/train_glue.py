@@ -82,14 +82,16 @@ def speed_up_training(model, training_args) -> None:
     """On CPU with ``--train_kernels`` (the default): the kernel-backed layers and malloc setting."""
     if training_args.do_train and training_args.train_kernels and training_args.device == "cpu":
         from common.malloc import retain_freed_memory
-        from common.train_kernels import use_train_kernels
+        from common import train_kernels
 
         retain_freed_memory()
         try:
-            use_train_kernels(model)
+            train_kernels.kernels()
         except RuntimeError as exc:  # no compiler, or it failed: train anyway, slower
             warnings.warn(f"--train_kernels: the kernels did not build ({str(exc)[:300]}); training with paddle's "
                           "own kernels (--train_kernels false silences this)")
+            return
+        train_kernels.use_train_kernels(model)
 
 
 def no_decay(name: str) -> bool:

@@ -33,13 +33,35 @@ void check_float(const paddle::Tensor& t, const char* what) {
 
 int64_t last_dim(const paddle::Tensor& t) { return t.shape().back(); }
 
-// Column sums of a [rows, n] matrix: per-thread partial sums, then added up.
+// Per-thread accumulators of ``width`` floats each (reductions over rows without atomics), summed
+// at the end.
+class PartialSums {
+ public:
+  PartialSums(int threads, int64_t width)
+      : threads_(threads), width_(width), data_(static_cast<size_t>(threads) * width, 0.f) {}
+  float* of(int thread) { return data_.data() + static_cast<size_t>(thread) * width_; }
+  // out[i] = sum over threads of the accumulator's element offset + i, for i < n.
+  void sum(int64_t offset, int64_t n, float* out) const {
+    for (int64_t i = 0; i < n; ++i) {
+      float s = 0.f;
+      for (int t = 0; t < threads_; ++t) s += data_[static_cast<size_t>(t) * width_ + offset + i];
+      out[i] = s;
+    }
+  }
+
+ private:
+  int threads_;
+  int64_t width_;
+  std::vector<float> data_;
+};
+
+// Column sums of a [rows, n] matrix.
 void column_sums(const float* x, int64_t rows, int64_t n, float* out) {
   const int threads = omp_get_max_threads();
-  std::vector<float> partial(static_cast<size_t>(threads) * n, 0.f);
+  PartialSums partial(threads, n);
 #pragma omp parallel num_threads(threads)
   {
-    float* acc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * n;
+    float* acc = partial.of(omp_get_thread_num());
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* row = x + r * n;
@@ -47,11 +69,25 @@ void column_sums(const float* x, int64_t rows, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) acc[i] += row[i];
     }
   }
-  for (int64_t i = 0; i < n; ++i) {
-    float s = 0.f;
-    for (int t = 0; t < threads; ++t) s += partial[static_cast<size_t>(t) * n + i];
-    out[i] = s;
+  partial.sum(0, n, out);
+}
+
+// Out = f(X + B) over rows of the last dimension, B that dimension's bias.
+template <class F>
+paddle::Tensor map_with_bias(const paddle::Tensor& x, const paddle::Tensor& b, const char* what, F f) {
+  check_float(x, what);
+  check_float(b, "bias");
+  const int64_t n = last_dim(x), rows = x.numel() / n;
+  PD_CHECK(b.numel() == n, "bias size ", b.numel(), " != last dimension ", n);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pb = b.data<float>();
+  float* po = out.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) po[r * n + i] = f(px[r * n + i] + pb[i]);
   }
+  return out;
 }
 
 }  // namespace
@@ -105,19 +141,7 @@ PD_BUILD_GRAD_OP(ct_dropout)
 // ---- bias add (a Linear's bias): Out = X + B over the last dimension ----------------------------
 
 std::vector<paddle::Tensor> BiasAddForward(const paddle::Tensor& x, const paddle::Tensor& b) {
-  check_float(x, "bias_add input");
-  check_float(b, "bias");
-  const int64_t n = last_dim(x), rows = x.numel() / n;
-  PD_CHECK(b.numel() == n, "bias size ", b.numel(), " != last dimension ", n);
-  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  const float *px = x.data<float>(), *pb = b.data<float>();
-  float* po = out.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) po[r * n + i] = px[r * n + i] + pb[i];
-  }
-  return {out};
+  return {map_with_bias(x, b, "bias_add input", [](float v) { return v; })};
 }
 
 std::vector<paddle::Tensor> BiasAddBackward(const paddle::Tensor& b, const paddle::Tensor& dout) {
@@ -143,22 +167,7 @@ PD_BUILD_GRAD_OP(ct_bias_add)
 // ---- bias + exact (erf) GELU: Out = gelu(X + B) ------------------------------------------------
 
 std::vector<paddle::Tensor> BiasGeluForward(const paddle::Tensor& x, const paddle::Tensor& b) {
-  check_float(x, "bias_gelu input");
-  check_float(b, "bias");
-  const int64_t n = last_dim(x), rows = x.numel() / n;
-  PD_CHECK(b.numel() == n, "bias size ", b.numel(), " != last dimension ", n);
-  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  const float *px = x.data<float>(), *pb = b.data<float>();
-  float* po = out.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = px[r * n + i] + pb[i];
-      po[r * n + i] = 0.5f * v * (1.f + erff(v * kInvSqrt2));
-    }
-  }
-  return {out};
+  return {map_with_bias(x, b, "bias_gelu input", [](float v) { return 0.5f * v * (1.f + erff(v * kInvSqrt2)); })};
 }
 
 std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const paddle::Tensor& b,
@@ -235,10 +244,10 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
   const float *pr = rstd.data<float>(), *pd = dout.data<float>();
   float* pdx = dx.data<float>();
   const int threads = omp_get_max_threads();
-  std::vector<float> partial(static_cast<size_t>(threads) * 2 * n, 0.f);  // per thread: dgamma, dbeta
+  PartialSums partial(threads, 2 * n);  // per thread: dgamma, then dbeta
 #pragma omp parallel num_threads(threads)
   {
-    float* acc_g = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * n;
+    float* acc_g = partial.of(omp_get_thread_num());
     float* acc_b = acc_g + n;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
@@ -261,16 +270,8 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
       }
     }
   }
-  float *pdg = dgamma.data<float>(), *pdb = dbeta.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    float g = 0.f, b = 0.f;
-    for (int t = 0; t < threads; ++t) {
-      g += partial[static_cast<size_t>(t) * 2 * n + i];
-      b += partial[static_cast<size_t>(t) * 2 * n + n + i];
-    }
-    pdg[i] = g;
-    pdb[i] = b;
-  }
+  partial.sum(0, n, dgamma.data<float>());
+  partial.sum(n, n, dbeta.data<float>());
   return {dx, dgamma, dbeta};
 }
 

@@ -46,7 +46,8 @@ def kernels():
     with open(SOURCE, "rb") as f:
         key = hashlib.sha256(f.read() + _cpu_flags().encode() + paddle.__version__.encode()
                              + " ".join(CFLAGS + ldflags).encode()).hexdigest()[:16]
-    root = os.environ.get("COMPACT_BERT_KERNELS") or os.path.join(os.path.expanduser("~"), ".cache", "compact_bert", "kernels")
+    root = (os.environ.get("COMPACT_BERT_KERNELS")
+            or os.path.join(os.path.expanduser("~"), ".cache", "compact_bert", "kernels"))
     build = os.path.join(root, key)
     os.makedirs(build, exist_ok=True)
     with open(os.path.join(build, "lock"), "w") as lock:  # data-parallel ranks build it once
@@ -138,7 +139,8 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
                 or self.activation is not F.gelu or self.linear1.bias is None or not _fp32(src)):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
-            return nn.TransformerEncoderLayer.forward(self, src, src_mask, cache, **({"output_attentions": True} if output_attentions else {}))
+            extra = {"output_attentions": True} if output_attentions else {}
+            return nn.TransformerEncoderLayer.forward(self, src, src_mask, cache, **extra)
         self.self_attn.need_weights = False
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
         src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))

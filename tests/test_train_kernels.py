@@ -112,7 +112,8 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
     w, b = rng.normal(size=10).astype("float32"), rng.normal(size=10).astype("float32")
     grad = paddle.to_tensor(rng.normal(size=(4, 6, 10)).astype("float32"))
     cases = {
-        "layer_norm": (lambda t, w_, b_: tk.layer_norm(t, w_, b_, 1e-5), lambda t, w_, b_: F.layer_norm(t, 10, w_, b_, 1e-5)),
+        "layer_norm": (lambda t, w_, b_: tk.layer_norm(t, w_, b_, 1e-5),
+                       lambda t, w_, b_: F.layer_norm(t, 10, w_, b_, 1e-5)),
         "bias_gelu": (lambda t, w_, b_: tk.kernels().ct_bias_gelu(t, b_) * w_, lambda t, w_, b_: F.gelu(t + b_) * w_),
         "bias_add": (lambda t, w_, b_: tk.bias_add(t, b_) * w_, lambda t, w_, b_: (t + b_) * w_),
         "swap12": (lambda t, w_, b_: tk.kernels().ct_swap12(t.reshape([4, 6, 2, 5])) * 2,
