@@ -30,7 +30,7 @@ from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import write_json
-from common.hardware import cpu_info
+from common.hardware import cpu_info, onednn_bf16_missing
 from common.malloc import retain_freed_memory
 
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16", "torch_fp32", "torch_bf16")
@@ -273,7 +273,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     cores = len(os.sched_getaffinity(0))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated (default all: {','.join(MODELS)})")
-    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default all: {','.join(BACKENDS)})")
+    missing = onednn_bf16_missing()
+    defaults = [b for b in BACKENDS if not (missing and b == "paddle_infer_bf16")]
+    parser.add_argument("--backends", default=",".join(defaults),
+                        help=f"comma-separated (default all: {','.join(BACKENDS)}; paddle_infer_bf16 only on CPUs "
+                             "with AVX-512, which paddle's oneDNN bfloat16 kernels need)")
     parser.add_argument("--batch_sizes", default="1,16,32", help="inference batch sizes (default 1,16,32)")
     parser.add_argument("--seq_len", type=int, default=128, help="sequence length (default 128; e.g. 64 or 256)")
     parser.add_argument("--train_batch_size", type=int, default=32, help="fine-tuning step batch size (default 32)")
@@ -297,8 +301,12 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         raise UserError("batch sizes, --runs, --train_runs, --train_batch_size and --threads must be >= 1")
     if args.seq_len < 2 or args.warmup < 0:
         raise UserError("--seq_len must be >= 2 and --warmup >= 0")
+    backends = _names(args.backends, BACKENDS, "backend")
+    if missing and "paddle_infer_bf16" in backends:
+        raise UserError(f"--backends paddle_infer_bf16: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU "
+                        f"lacks {', '.join(missing)} (paddle would run fp32)")
     settings = Settings(
-        models=_names(args.models, tuple(MODELS), "model"), backends=_names(args.backends, BACKENDS, "backend"),
+        models=_names(args.models, tuple(MODELS), "model"), backends=backends,
         batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
         train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
         train_runs=args.train_runs, threads=args.threads, quick=args.quick,

@@ -194,7 +194,8 @@ def plot(results: dict, path: str) -> None:
         ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
         ax.set_title(f"{title}, sequence length {s['seq_len']}", fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0].legend(fontsize=8, ncol=len(backends), loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    if backends:  # a training-only run has no inference bars
+        axes[0].legend(fontsize=8, ncol=len(backends), loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.suptitle(f"{results['machine']['cpu']}, {s['threads']} threads", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,6 +21,21 @@ def _cpuinfo() -> tuple[str, set[str], float | None]:
     return name, flags, mhz
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo)."""
+    return _cpuinfo()[1]
+
+
+# oneDNN's avx512_core: paddle.inference's bfloat16 switch does nothing on a CPU without it.
+ONEDNN_BF16_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+
+
+def onednn_bf16_missing() -> list[str]:
+    """The CPU flags that paddle's oneDNN bfloat16 kernels need and this CPU lacks (empty: supported)."""
+    flags = cpu_flags()
+    return [f for f in ONEDNN_BF16_FLAGS if f not in flags]
+
+
 def _max_ghz() -> float | None:
     """The highest clock the kernel reports (cpufreq's cpuinfo_max_freq: the boost clock); None in most VMs."""
     try:

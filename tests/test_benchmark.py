@@ -8,6 +8,7 @@ import transformers
 
 from common.errors import UserError
 from common.flops import forward_flops
+from common.hardware import onednn_bf16_missing
 from tiny_checkpoints import save_tiny
 
 # Tiny configs shaped like the real ones (groups, bottlenecks, head_ratio, embedding projection):
@@ -135,8 +136,13 @@ def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
     for onednn in (True, False):
         got = Predictor(str(out / "inference"), PredictorOptions(threads=2, onednn=onednn))(batch)
         assert max(max_abs_diff(ref, got)) <= 1e-4
-    bf16 = Predictor(str(out / "inference"), PredictorOptions(threads=2, precision="bf16"))(batch)
-    assert bf16[0].shape == ref[0].shape and np.isfinite(bf16[0]).all()
+    if onednn_bf16_missing():  # e.g. an AVX2-only CPU, where paddle would run fp32 and call it bf16
+        with pytest.raises(UserError, match="bf16 on CPU: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU lacks avx512"):
+            Predictor(str(out / "inference"), PredictorOptions(threads=2, precision="bf16"))
+    else:
+        bf16 = Predictor(str(out / "inference"), PredictorOptions(threads=2, precision="bf16"))(batch)
+        assert bf16[0].shape == ref[0].shape and np.isfinite(bf16[0]).all()
+        assert 0 < max(max_abs_diff(ref, bf16)) < 0.05  # bf16 really ran
 
 
 def test_export_base_model_outputs(tmp_path):
@@ -205,8 +211,10 @@ def test_benchmark_quick_end_to_end(tmp_path):
         assert summary["parity_max_abs_logit_diff"] < 1e-5 and summary["gflops_per_seq"] > 0
     rows = results["results"]
     assert not [r for r in rows if "error" in r]
+    # paddle.inference bf16 needs AVX-512 (common/hardware.py): by default it runs only where it is supported
+    backends = [b for b in benchmark.INFERENCE_BACKENDS if b != "paddle_infer_bf16" or not onednn_bf16_missing()]
     inference = [r for r in rows if r["kind"] == "inference"]
-    assert len(inference) == len(models) * len(benchmark.INFERENCE_BACKENDS) * 2  # batch sizes 1 and 2
+    assert len(inference) == len(models) * len(backends) * 2  # batch sizes 1 and 2
     assert len([r for r in rows if r["kind"] == "train"]) == len(models) * len(benchmark.TRAIN_BACKENDS)
     for r in rows:
         assert {"ms_per_batch", "seq_per_s", "gflop_per_s", "pct_of_peak", "runs_ms"} <= set(r)
@@ -217,7 +225,7 @@ def test_benchmark_quick_end_to_end(tmp_path):
             assert 0 < r["max_abs_logit_diff_vs_fp32"] < 0.05
     table = (out / "results.md").read_text().splitlines()
     for model in models:
-        for backend in benchmark.INFERENCE_BACKENDS:
+        for backend in backends:
             assert sum(line.startswith(f"| {model} | {backend} |") for line in table) == 1
         assert sum(line.startswith("| paddle's best fp32 path / torch eager fp32 <= 0.8 | " + model) for line in table) == 1
     assert sum(line.startswith("| OFA width 0.5 latency / width 1.0, paddle_infer_") for line in table) == 2
@@ -344,6 +352,7 @@ def test_benchmark_failures_become_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, "build_pair", build)
     monkeypatch.setattr(common.inference, "Predictor", predictor)
+    monkeypatch.setattr(benchmark, "onednn_bf16_missing", lambda: [])  # bf16 asked for on any CPU
     out = tmp_path / "bench"
     results = benchmark.main(["--quick", "--models", "bert-base-uncased,tinybert-4l-312d",
                               "--backends", "paddle_infer_fp32,paddle_infer_bf16,torch_train", "--output_dir", str(out)])
@@ -418,3 +427,36 @@ def test_interrupted_benchmark_keeps_finished_models(tmp_path, monkeypatch):
     assert {(r["model"], r["backend"]) for r in results["results"]} == {
         ("tinybert-4l-312d", "paddle_infer_fp32"), ("tinybert-4l-312d", "torch_fp32")}
     assert "| tinybert-4l-312d | paddle_infer_fp32 |" in (out / "results.md").read_text()
+
+
+def test_training_only_run_writes_its_table_and_plot(tmp_path):
+    """No inference backend: the fine-tuning table is written and the (empty) plot does not fail."""
+    import benchmark
+
+    out = tmp_path / "bench"
+    benchmark.main(["--quick", "--models", "squeezebert-uncased", "--backends", "paddle_train_kernels,torch_train",
+                    "--output_dir", str(out)])
+    table = (out / "results.md").read_text()
+    assert "| squeezebert-uncased | paddle_train_kernels | 2 x 16 |" in table
+    assert "| squeezebert-uncased | torch_train | 2 x 16 |" in table
+    assert (out / "results.png").stat().st_size > 0
+
+
+def test_paddle_bf16_needs_avx512(monkeypatch):
+    """On a CPU without AVX-512 paddle.inference's bf16 switch silently runs fp32: the benchmark leaves
+    it out by default and refuses it when asked; the predictor refuses it too."""
+    import benchmark
+    import common.inference
+    from common.inference import PredictorOptions
+
+    monkeypatch.setattr(benchmark, "onednn_bf16_missing", lambda: ["avx512f", "avx512bw"])
+    settings, _ = benchmark.parse_args([])
+    assert "paddle_infer_bf16" not in settings.backends and "torch_bf16" in settings.backends
+    with pytest.raises(UserError, match=r"paddle_infer_bf16: paddle's oneDNN bfloat16 kernels need AVX-512; "
+                                        r"this CPU lacks avx512f, avx512bw \(paddle would run fp32\)"):
+        benchmark.parse_args(["--backends", "paddle_infer_bf16"])
+    monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: ["avx512bw"])
+    with pytest.raises(UserError, match="need AVX-512; this CPU lacks avx512bw"):
+        PredictorOptions(precision="bf16").check()
+    monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: [])
+    PredictorOptions(precision="bf16").check()
