@@ -6,6 +6,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -14,6 +15,12 @@ namespace {
 
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+inline float gelu(float v) { return 0.5f * v * (1.f + erff(v * kInvSqrt2)); }
+
+inline float gelu_grad(float v) {
+  return 0.5f * (1.f + erff(v * kInvSqrt2)) + v * kInvSqrt2Pi * expf(-0.5f * v * v);
+}
 
 // Bernoulli keep-draw of element i for a seed: a splitmix64 hash, kept when its top 32 bits are
 // at or above p * 2^32 (the same element and seed always give the same draw).
@@ -167,7 +174,7 @@ PD_BUILD_GRAD_OP(ct_bias_add)
 // ---- bias + exact (erf) GELU: Out = gelu(X + B) ------------------------------------------------
 
 std::vector<paddle::Tensor> BiasGeluForward(const paddle::Tensor& x, const paddle::Tensor& b) {
-  return {map_with_bias(x, b, "bias_gelu input", [](float v) { return 0.5f * v * (1.f + erff(v * kInvSqrt2)); })};
+  return {map_with_bias(x, b, "bias_gelu input", [](float v) { return gelu(v); })};
 }
 
 std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const paddle::Tensor& b,
@@ -182,10 +189,7 @@ std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const padd
   for (int64_t r = 0; r < rows; ++r) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float v = px[r * n + i] + pb[i];
-      const float cdf = 0.5f * (1.f + erff(v * kInvSqrt2));
-      const float pdf = kInvSqrt2Pi * expf(-0.5f * v * v);
-      pg[r * n + i] = pd[r * n + i] * (cdf + v * pdf);
+      pg[r * n + i] = pd[r * n + i] * gelu_grad(px[r * n + i] + pb[i]);
     }
   }
   column_sums(pg, rows, n, db.data<float>());
@@ -407,3 +411,279 @@ std::vector<paddle::Tensor> Swap12(const paddle::Tensor& x) {
 PD_BUILD_OP(ct_swap12).Inputs({"X"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(Swap12));
 
 PD_BUILD_GRAD_OP(ct_swap12).Inputs({paddle::Grad("Out")}).Outputs({paddle::Grad("X")}).SetKernelFn(PD_KERNEL(Swap12));
+
+// ---- channels-first [batch, channels, length] layers (SqueezeBERT) ------------------------------
+
+extern "C" void cblas_sgemm(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a,
+                            int lda, const float* b, int ldb, float beta, float* c, int ldc);  // paddle's MKL
+
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+// C (m x n, ldc) = op(A) op(B) + beta C, row-major; inside a parallel region MKL runs on the calling thread.
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+              static_cast<int>(ldc));
+}
+
+struct ConvShape {
+  int64_t batch, in, out, length, groups, in_g, out_g;
+};
+
+ConvShape conv_shape(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b, int64_t groups) {
+  check_float(x, "pointwise_conv input");
+  check_float(w, "pointwise_conv weight");
+  check_float(b, "pointwise_conv bias");
+  const auto xs = x.shape(), ws = w.shape();
+  PD_CHECK(xs.size() == 3, "pointwise_conv input must be [batch, channels, length]");
+  PD_CHECK(groups > 0 && xs[1] % groups == 0, "channels ", xs[1], " not divisible by groups ", groups);
+  ConvShape s{xs[0], xs[1], ws[0], xs[2], groups, xs[1] / groups, ws[0] / groups};
+  PD_CHECK(w.numel() == s.out * s.in_g && s.out % groups == 0, "pointwise_conv weight must be [out, in / groups(, 1)]");
+  PD_CHECK(b.numel() == s.out, "pointwise_conv bias size != out channels");
+  return s;
+}
+
+// Y[b] = W X[b] + bias, per sample and group (one GEMM each, spread over the threads).
+paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                            const ConvShape& s) {
+  auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
+  float* py = y.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t g = 0; g < s.groups; ++g) {
+      float* out = py + (n * s.out + g * s.out_g) * s.length;
+      for (int64_t c = 0; c < s.out_g; ++c) {
+        const float v = pb[g * s.out_g + c];
+#pragma omp simd
+        for (int64_t l = 0; l < s.length; ++l) out[c * s.length + l] = v;
+      }
+      gemm(false, false, s.out_g, s.length, s.in_g, pw + g * s.out_g * s.in_g, s.in_g,
+           px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length);
+    }
+  }
+  return y;
+}
+
+// dX = W^T dY per sample and group; dW = sum over samples of dY X^T (threads split groups and row
+// blocks, never a sum); dBias = dY summed over samples and positions.
+std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle::Tensor& w, const float* pd,
+                                          const ConvShape& s) {
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  auto db = paddle::empty({s.out}, w.dtype(), w.place());
+  const float *px = x.data<float>(), *pw = w.data<float>();
+  float *pdx = dx.data<float>(), *pdw = dw.data<float>(), *pdb = db.data<float>();
+  const int threads = omp_get_max_threads();
+  const int64_t blocks = (threads + s.groups - 1) / s.groups, rows = (s.out_g + blocks - 1) / blocks;
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int64_t n = 0; n < s.batch; ++n) {
+      for (int64_t g = 0; g < s.groups; ++g) {
+        gemm(true, false, s.in_g, s.length, s.out_g, pw + g * s.out_g * s.in_g, s.in_g,
+             pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f, pdx + (n * s.in + g * s.in_g) * s.length,
+             s.length);
+      }
+    }
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t first = blk * rows, count = std::min(rows, s.out_g - first);
+        if (count <= 0) continue;
+        const int64_t c0 = g * s.out_g + first;
+        for (int64_t n = 0; n < s.batch; ++n) {
+          gemm(false, true, count, s.in_g, s.length, pd + (n * s.out + c0) * s.length, s.length,
+               px + (n * s.in + g * s.in_g) * s.length, s.length, n ? 1.f : 0.f, pdw + c0 * s.in_g, s.in_g);
+        }
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < s.out; ++c) {
+      float sum = 0.f;
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const float* row = pd + (n * s.out + c) * s.length;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t l = 0; l < s.length; ++l) sum += row[l];
+      }
+      pdb[c] = sum;
+    }
+  }
+  return {dx, dw, db};
+}
+
+}  // namespace
+
+// ---- grouped 1x1 convolution: Out[b] = W X[b] + Bias, X [batch, in, length], W [out, in / groups(, 1)]
+
+std::vector<paddle::Tensor> PointwiseConvForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                 const paddle::Tensor& b, int64_t groups) {
+  return {conv_forward(x, w, b, conv_shape(x, w, b, groups))};
+}
+
+std::vector<paddle::Tensor> PointwiseConvBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                  const paddle::Tensor& b, const paddle::Tensor& dout,
+                                                  int64_t groups) {
+  check_float(dout, "pointwise_conv gradient");
+  return conv_backward(x, w, dout.data<float>(), conv_shape(x, w, b, groups));
+}
+
+PD_BUILD_OP(ct_pointwise_conv)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out"})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(PointwiseConvForward));
+
+PD_BUILD_GRAD_OP(ct_pointwise_conv)
+    .Inputs({"X", "W", "B", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(PointwiseConvBackward));
+
+// ---- the same followed by exact GELU: Out = gelu(Pre), Pre = W X + Bias (kept for the gradient) --
+
+std::vector<paddle::Tensor> PointwiseConvGeluForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                     const paddle::Tensor& b, int64_t groups) {
+  auto pre = conv_forward(x, w, b, conv_shape(x, w, b, groups));
+  auto out = paddle::empty(pre.shape(), pre.dtype(), pre.place());
+  const float* pp = pre.data<float>();
+  float* po = out.data<float>();
+  const int64_t n = pre.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) po[i] = gelu(pp[i]);
+  return {out, pre};
+}
+
+std::vector<paddle::Tensor> PointwiseConvGeluBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                      const paddle::Tensor& b, const paddle::Tensor& pre,
+                                                      const paddle::Tensor& dout, int64_t groups) {
+  check_float(dout, "pointwise_conv_gelu gradient");
+  auto dpre = paddle::empty(pre.shape(), pre.dtype(), pre.place());
+  const float *pp = pre.data<float>(), *pd = dout.data<float>();
+  float* pg = dpre.data<float>();
+  const int64_t n = pre.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) pg[i] = pd[i] * gelu_grad(pp[i]);
+  return conv_backward(x, w, pg, conv_shape(x, w, b, groups));
+}
+
+PD_BUILD_OP(ct_pointwise_conv_gelu)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out", "Pre"})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(PointwiseConvGeluForward));
+
+PD_BUILD_GRAD_OP(ct_pointwise_conv_gelu)
+    .Inputs({"X", "W", "B", "Pre", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(PointwiseConvGeluBackward));
+
+// ---- layer norm over the channels of [batch, channels, length]: per (sample, position) -----------
+
+std::vector<paddle::Tensor> ChannelLayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma,
+                                                    const paddle::Tensor& beta, float epsilon) {
+  check_float(x, "channel_layer_norm input");
+  check_float(gamma, "channel_layer_norm weight");
+  check_float(beta, "channel_layer_norm bias");
+  const auto shape = x.shape();
+  PD_CHECK(shape.size() == 3, "channel_layer_norm input must be [batch, channels, length]");
+  const int64_t batch = shape[0], c = shape[1], len = shape[2];
+  PD_CHECK(gamma.numel() == c && beta.numel() == c, "channel_layer_norm weight/bias size != channels ", c);
+  auto out = paddle::empty(shape, x.dtype(), x.place());
+  auto mean = paddle::empty({batch, len}, x.dtype(), x.place());
+  auto rstd = paddle::empty({batch, len}, x.dtype(), x.place());
+  const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>();
+  float *po = out.data<float>(), *pm = mean.data<float>(), *pr = rstd.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < batch; ++n) {
+    const float* xs = px + n * c * len;
+    float *mu = pm + n * len, *rs = pr + n * len;
+    for (int64_t l = 0; l < len; ++l) mu[l] = rs[l] = 0.f;
+    for (int64_t ch = 0; ch < c; ++ch) {
+#pragma omp simd
+      for (int64_t l = 0; l < len; ++l) mu[l] += xs[ch * len + l];
+    }
+    for (int64_t l = 0; l < len; ++l) mu[l] /= c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+#pragma omp simd
+      for (int64_t l = 0; l < len; ++l) rs[l] += (xs[ch * len + l] - mu[l]) * (xs[ch * len + l] - mu[l]);
+    }
+    for (int64_t l = 0; l < len; ++l) rs[l] = 1.f / std::sqrt(rs[l] / c + epsilon);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      float* o = po + (n * c + ch) * len;
+#pragma omp simd
+      for (int64_t l = 0; l < len; ++l) o[l] = (xs[ch * len + l] - mu[l]) * rs[l] * pg[ch] + pb[ch];
+    }
+  }
+  return {out, mean, rstd};
+}
+
+std::vector<paddle::Tensor> ChannelLayerNormBackward(const paddle::Tensor& x, const paddle::Tensor& gamma,
+                                                     const paddle::Tensor& mean, const paddle::Tensor& rstd,
+                                                     const paddle::Tensor& dout) {
+  check_float(dout, "channel_layer_norm gradient");
+  const auto shape = x.shape();
+  const int64_t batch = shape[0], c = shape[1], len = shape[2];
+  auto dx = paddle::empty(shape, x.dtype(), x.place());
+  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  const float *px = x.data<float>(), *pg = gamma.data<float>(), *pm = mean.data<float>();
+  const float *pr = rstd.data<float>(), *pd = dout.data<float>();
+  float* pdx = dx.data<float>();
+  const int threads = omp_get_max_threads();
+  PartialSums partial(threads, 2 * c);  // per thread: dgamma, then dbeta
+#pragma omp parallel num_threads(threads)
+  {
+    float* acc_g = partial.of(omp_get_thread_num());
+    float* acc_b = acc_g + c;
+    std::vector<float> sum_g(len), sum_gx(len);  // per position: sums over channels of dy*gamma, dy*gamma*xhat
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < batch; ++n) {
+      const float *xs = px + n * c * len, *dys = pd + n * c * len, *mu = pm + n * len, *rs = pr + n * len;
+      std::fill(sum_g.begin(), sum_g.end(), 0.f);
+      std::fill(sum_gx.begin(), sum_gx.end(), 0.f);
+      float *sg = sum_g.data(), *sgx = sum_gx.data();
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const float *row = xs + ch * len, *dy = dys + ch * len;
+        float dgam = 0.f, dbet = 0.f;
+#pragma omp simd reduction(+ : dgam, dbet)
+        for (int64_t l = 0; l < len; ++l) {
+          const float xhat = (row[l] - mu[l]) * rs[l];
+          sg[l] += dy[l] * pg[ch];
+          sgx[l] += dy[l] * pg[ch] * xhat;
+          dgam += dy[l] * xhat;
+          dbet += dy[l];
+        }
+        acc_g[ch] += dgam;
+        acc_b[ch] += dbet;
+      }
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const float *row = xs + ch * len, *dy = dys + ch * len;
+        float* out = pdx + (n * c + ch) * len;
+#pragma omp simd
+        for (int64_t l = 0; l < len; ++l) {
+          const float xhat = (row[l] - mu[l]) * rs[l];
+          out[l] = rs[l] * (dy[l] * pg[ch] - sg[l] / c - xhat * sgx[l] / c);
+        }
+      }
+    }
+  }
+  partial.sum(0, c, dgamma.data<float>());
+  partial.sum(c, c, dbeta.data<float>());
+  return {dx, dgamma, dbeta};
+}
+
+PD_BUILD_OP(ct_channel_layer_norm)
+    .Inputs({"X", "Gamma", "Beta"})
+    .Outputs({"Out", "Mean", "Rstd"})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(ChannelLayerNormForward));
+
+PD_BUILD_GRAD_OP(ct_channel_layer_norm)
+    .Inputs({"X", "Gamma", "Mean", "Rstd", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
+    .SetKernelFn(PD_KERNEL(ChannelLayerNormBackward));

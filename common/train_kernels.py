@@ -17,22 +17,15 @@ import fcntl
 import functools
 import hashlib
 import os
-import platform
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from common.hardware import cpu_flags
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_kernels.cc")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # fast-math: vectorised erff/expf (glibc libmvec)
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line for line in f if line.startswith("flags")), platform.processor())
-    except OSError:
-        return platform.processor()
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,9 +35,11 @@ def kernels():
 
     # OpenMP from paddle's libiomp5 (MKL's runtime), not gcc's libgomp: one thread pool, sized by
     # paddle.set_num_threads; two runtimes' spinning threads would fight over the cores.
-    ldflags = [f"-L{os.path.join(os.path.dirname(paddle.__file__), 'libs')}", "-l:libiomp5.so"]
+    # MKL's GEMM: paddle's own copy (the channels-first convolutions).
+    libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+    ldflags = [f"-L{libs}", "-l:libmklml_intel.so", "-l:libiomp5.so"]
     with open(SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + _cpu_flags().encode() + paddle.__version__.encode()
+        key = hashlib.sha256(f.read() + " ".join(sorted(cpu_flags())).encode() + paddle.__version__.encode()
                              + " ".join(CFLAGS + ldflags).encode()).hexdigest()[:16]
     root = (os.environ.get("COMPACT_BERT_KERNELS")
             or os.path.join(os.path.expanduser("~"), ".cache", "compact_bert", "kernels"))
@@ -66,7 +61,8 @@ def _dense(x: paddle.Tensor) -> paddle.Tensor:
     return x if x.is_contiguous() else x.contiguous()
 
 
-def _fp32(x: paddle.Tensor) -> bool:
+def is_fp32(x: paddle.Tensor) -> bool:
+    """A float32 tensor on the CPU (what the operators take)."""
     return x.dtype == paddle.float32 and x.place.is_cpu_place()
 
 
@@ -83,9 +79,29 @@ def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps
     return kernels().ct_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
 
 
+def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p: float) -> paddle.Tensor:
+    """``dropout(softmax(scores * scale + mask), p)`` over the last axis; scores [batch, heads, query,
+    key], mask additive [batch, 1, 1 or query, key]."""
+    return kernels().ct_softmax_dropout(_dense(scores), _dense(mask), float(scale), float(p), _seed())[0]
+
+
+def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int,
+                   gelu: bool = False) -> paddle.Tensor:
+    """A grouped 1x1 convolution of [batch, channels, length] (weight [out, in / groups(, 1)]) plus
+    bias, one MKL GEMM per sample and group; ``gelu``: exact GELU after it."""
+    op = kernels().ct_pointwise_conv_gelu if gelu else kernels().ct_pointwise_conv
+    out = op(_dense(x), weight, bias, int(groups))
+    return out[0] if gelu else out
+
+
+def channel_layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, epsilon: float) -> paddle.Tensor:
+    """Layer norm over the channels of [batch, channels, length]."""
+    return kernels().ct_channel_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
+
+
 class Dropout(nn.Dropout):
     def forward(self, x):
-        if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and _fp32(x):
+        if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and is_fp32(x):
             return dropout(x, self.p)
         return nn.Dropout.forward(self, x)
 
@@ -93,14 +109,14 @@ class Dropout(nn.Dropout):
 class LayerNorm(nn.LayerNorm):
     def forward(self, x):
         if (self.training and self.weight is not None and self.bias is not None and len(self._normalized_shape) == 1
-                and _fp32(x)):
+                and is_fp32(x)):
             return layer_norm(x, self.weight, self.bias, self._epsilon)
         return nn.LayerNorm.forward(self, x)
 
 
 class Linear(nn.Linear):
     def forward(self, x):
-        if self.training and self.bias is not None and _fp32(x):
+        if self.training and self.bias is not None and is_fp32(x):
             return bias_add(paddle.matmul(x, self.weight), self.bias)
         return nn.Linear.forward(self, x)
 
@@ -110,7 +126,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
     dropout are one operator, in train mode."""
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
-        if not self.training or cache is not None or self.need_weights or not _fp32(query):
+        if not self.training or cache is not None or self.need_weights or not is_fp32(query):
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         key = query if key is None else key
         value = query if value is None else value
@@ -125,8 +141,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
             if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
                 return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
             attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
-        weights = kernels().ct_softmax_dropout(product, _dense(attn_mask), self.head_dim**-0.5,
-                                               float(self.dropout or 0.0), _seed())[0]
+        weights = softmax_dropout(product, attn_mask, self.head_dim**-0.5, self.dropout or 0.0)
         out = kernels().ct_swap12(paddle.matmul(weights, v))
         return self.out_proj(out.reshape([0, 0, self.num_heads * self.head_dim]))
 
@@ -136,7 +151,7 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not self.training or cache is not None or output_attentions or self.normalize_before
-                or self.activation is not F.gelu or self.linear1.bias is None or not _fp32(src)):
+                or self.activation is not F.gelu or self.linear1.bias is None or not is_fp32(src)):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
             extra = {"output_attentions": True} if output_attentions else {}
@@ -153,6 +168,14 @@ SWAPS = {base: fast for fast in (Dropout, LayerNorm, Linear, MultiHeadAttention,
 
 
 UNSWAPS = {fast: base for base, fast in SWAPS.items()}
+
+
+def register(fast: type) -> type:
+    """Class decorator for a model folder's kernel-backed layer: ``fast`` (a subclass of exactly one
+    layer class) replaces its base in :func:`use_train_kernels`."""
+    (base,) = fast.__bases__
+    SWAPS[base], UNSWAPS[fast] = fast, base
+    return fast
 
 
 def use_train_kernels(model: nn.Layer, enable: bool = True) -> int:

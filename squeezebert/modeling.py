@@ -9,8 +9,11 @@ is edited.
 from __future__ import annotations
 
 import paddle
+import paddle.nn.functional as F
 from paddle import nn
 from paddlenlp.transformers.squeezebert import modeling as _pm
+
+from common import train_kernels as tk
 
 
 class PointwiseConv1D(nn.Conv1D):
@@ -40,6 +43,63 @@ class PointwiseConv1D(nn.Conv1D):
         batch, length = x.shape[0], x.shape[2]
         y = paddle.matmul(weight, x.reshape([batch, groups, in_per_group, length]))
         return y.reshape([batch, out_channels, length]) + self.bias.unsqueeze(-1)
+
+
+# Fine-tuning on CPU: kernel-backed versions of the layers above (common/train_kernels.py switches
+# a model to them in train mode; eval mode and export run the forwards above).
+
+
+@tk.register
+class TrainPointwiseConv1D(PointwiseConv1D):
+    """One GEMM per sample and group, bias included (paddle's batched matmul sums the weight
+    gradient over a broadcast batch one sample at a time)."""
+
+    def forward(self, x):
+        if self.training and tk.is_fp32(x):
+            return tk.pointwise_conv(x, self.weight, self.bias, self._groups)
+        return PointwiseConv1D.forward(self, x)
+
+
+@tk.register
+class TrainConvActivation(_pm.ConvActivation):
+    """Convolution, bias and exact GELU in one operator."""
+
+    def forward(self, x):
+        conv = self.conv1d
+        if self.training and self.act is F.gelu and isinstance(conv, PointwiseConv1D) and tk.is_fp32(x):
+            return tk.pointwise_conv(x, conv.weight, conv.bias, conv._groups, gelu=True)
+        return _pm.ConvActivation.forward(self, x)
+
+
+@tk.register
+class TrainLayerNorm(_pm.SqueezeBertLayerNorm):
+    """Layer norm over the channels without the two transposes."""
+
+    def forward(self, x):
+        if self.training and tk.is_fp32(x):
+            return tk.channel_layer_norm(x, self.weight, self.bias, self._epsilon)
+        return _pm.SqueezeBertLayerNorm.forward(self, x)
+
+
+@tk.register
+class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
+    """Attention without transposes: scores = Q^T K and context = V P^T on the [batch, heads,
+    head size, length] views of the convolutions' outputs; scale, mask, softmax and dropout are one
+    operator."""
+
+    def forward(self, hidden_states, attention_mask, output_attentions):
+        batch, channels, length = hidden_states.shape
+        mask = attention_mask
+        if (not self.training or output_attentions or not tk.is_fp32(hidden_states) or mask is None
+                or mask.ndim != 4 or mask.shape[0] != batch or mask.shape[1] != 1 or mask.shape[3] != length):
+            return _pm.SqueezeBertSelfAttention.forward(self, hidden_states, attention_mask, output_attentions)
+        heads = [batch, self.num_attention_heads, self.attention_head_size, length]
+        query, key, value = (conv(hidden_states).reshape(heads) for conv in (self.query, self.key, self.value))
+        scores = paddle.matmul(query, key, transpose_x=True)
+        probs = tk.softmax_dropout(scores, mask.astype(scores.dtype).expand([batch, 1, mask.shape[2], length]),
+                                   self.attention_head_size**-0.5, self.dropout.p)
+        context = paddle.matmul(value, probs, transpose_y=True)
+        return {"context_layer": context.reshape([batch, channels, length])}
 
 
 # The layers holding convolutions, and their attribute names.

@@ -35,16 +35,20 @@ def test_kernels_give_paddles_loss_and_gradients(name):
     model = dataclasses.replace(model, quick={**model.quick, **NO_DROPOUT})
     _, plain, cfg = build_pair(model, quick=True)
     _, fast, _ = build_pair(model, quick=True)
+    for a, b in zip(plain.parameters(), fast.parameters()):  # init std 0.02 leaves attention near uniform;
+        if a.ndim > 1:                                       # larger weights make every operator count
+            a.set_value(a * 8)
+            b.set_value(a)
     switched = tk.use_train_kernels(fast)
     assert switched > 0
     plain.train(), fast.train()
     batch, labels = _padded_batch(cfg["vocab_size"]), paddle.to_tensor([0, 1, 1])
     loss, want = _grads(plain, batch, labels)
     fast_loss, got = _grads(fast, batch, labels)
-    assert fast_loss == pytest.approx(loss, abs=1e-6)
+    assert fast_loss == pytest.approx(loss, rel=1e-5)
     assert set(got) == set(want)
-    worst = max(float(np.abs(got[n] - want[n]).max()) for n in want)
-    assert worst < 1e-5, worst
+    worst = max(float(np.abs(got[n] - want[n]).max() / (np.abs(want[n]).max() + 1e-3)) for n in want)
+    assert worst < 1e-4, worst
     assert tk.use_train_kernels(fast, False) == switched
     assert all(type(layer) not in tk.UNSWAPS for layer in fast.sublayers())
 
@@ -130,6 +134,53 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
             if want is None:
                 continue
             np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("groups,gelu", [(1, False), (4, False), (4, True)])
+def test_pointwise_conv_against_paddles_conv1d(groups, gelu):
+    """The grouped 1x1 convolution (+ GELU) and its three gradients against nn.Conv1D, same weights."""
+    paddle.seed(2)
+    conv = paddle.nn.Conv1D(16, 24, 1, groups=groups)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 16, 7)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(3, 24, 7)).astype("float32"))
+    results = []
+    for fn in (lambda t: tk.pointwise_conv(t, conv.weight, conv.bias, groups, gelu),
+               lambda t: F.gelu(conv(t)) if gelu else conv(t)):
+        t = paddle.to_tensor(x, stop_gradient=False)
+        out = fn(t)
+        results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_channel_layer_norm_against_squeezeberts():
+    from paddlenlp.transformers.squeezebert.modeling import SqueezeBertLayerNorm
+
+    rng = np.random.default_rng(4)
+    norm = SqueezeBertLayerNorm(16, epsilon=1e-12)
+    norm.weight.set_value(rng.normal(size=16).astype("float32"))
+    norm.bias.set_value(rng.normal(size=16).astype("float32"))
+    x = (rng.normal(size=(3, 16, 9)) * 3 + 1).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(3, 16, 9)).astype("float32"))
+    results = []
+    for fn in (lambda t: tk.channel_layer_norm(t, norm.weight, norm.bias, 1e-12), norm):
+        t = paddle.to_tensor(x, stop_gradient=False)
+        out = fn(t)
+        results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, norm.weight, norm.bias], [grad])])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_squeezebert_layers_switch_to_the_channels_first_operators():
+    import squeezebert.modeling as sm
+
+    _, model, _ = build_pair(MODELS["squeezebert-uncased"], quick=True)
+    tk.use_train_kernels(model)
+    types = {type(layer) for layer in model.sublayers()}
+    assert {sm.TrainPointwiseConv1D, sm.TrainConvActivation, sm.TrainLayerNorm, sm.TrainSelfAttention} <= types
+    tk.use_train_kernels(model, False)
+    assert {sm.PointwiseConv1D, sm._pm.SqueezeBertLayerNorm} <= {type(layer) for layer in model.sublayers()}
 
 
 def test_retain_freed_memory_applies_on_glibc():
