@@ -203,6 +203,91 @@ PD_BUILD_GRAD_OP(ct_bias_gelu)
     .Outputs({paddle::Grad("X"), paddle::Grad("B")})
     .SetKernelFn(PD_KERNEL(BiasGeluBackward));
 
+// ---- bias + ReLU: Out = max(X + B, 0); the gradient reads Out -----------------------------------
+
+std::vector<paddle::Tensor> BiasReluForward(const paddle::Tensor& x, const paddle::Tensor& b) {
+  return {map_with_bias(x, b, "bias_relu input", [](float v) { return v > 0.f ? v : 0.f; })};
+}
+
+std::vector<paddle::Tensor> BiasReluBackward(const paddle::Tensor& out, const paddle::Tensor& b,
+                                             const paddle::Tensor& dout) {
+  check_float(dout, "bias_relu gradient");
+  const int64_t n = b.numel(), rows = out.numel() / n;
+  auto dx = paddle::empty(out.shape(), out.dtype(), out.place());
+  auto db = paddle::empty(b.shape(), b.dtype(), b.place());
+  const float *po = out.data<float>(), *pd = dout.data<float>();
+  float* pg = dx.data<float>();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < rows * n; ++i) pg[i] = po[i] > 0.f ? pd[i] : 0.f;
+  column_sums(pg, rows, n, db.data<float>());
+  return {dx, db};
+}
+
+PD_BUILD_OP(ct_bias_relu).Inputs({"X", "B"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(BiasReluForward));
+
+PD_BUILD_GRAD_OP(ct_bias_relu)
+    .Inputs({"Out", "B", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("B")})
+    .SetKernelFn(PD_KERNEL(BiasReluBackward));
+
+// ---- elementwise affine over the last dimension (MobileBERT's NoNorm): Out = X * W + B ---------
+
+std::vector<paddle::Tensor> ScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                              const paddle::Tensor& b) {
+  check_float(x, "scale_shift input");
+  check_float(w, "scale_shift weight");
+  check_float(b, "scale_shift bias");
+  const int64_t n = last_dim(x), rows = x.numel() / n;
+  PD_CHECK(w.numel() == n && b.numel() == n, "scale_shift weight/bias size != last dimension ", n);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
+  float* po = out.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) po[r * n + i] = px[r * n + i] * pw[i] + pb[i];
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> ScaleShiftBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                               const paddle::Tensor& dout) {
+  check_float(dout, "scale_shift gradient");
+  const int64_t n = w.numel(), rows = x.numel() / n;
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  auto db = paddle::empty(w.shape(), w.dtype(), w.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pd = dout.data<float>();
+  float* pdx = dx.data<float>();
+  const int threads = omp_get_max_threads();
+  PartialSums partial(threads, 2 * n);  // per thread: dw, then db
+#pragma omp parallel num_threads(threads)
+  {
+    float* acc_w = partial.of(omp_get_thread_num());
+    float* acc_b = acc_w + n;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *row = px + r * n, *dy = pd + r * n;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        pdx[r * n + i] = dy[i] * pw[i];
+        acc_w[i] += dy[i] * row[i];
+        acc_b[i] += dy[i];
+      }
+    }
+  }
+  partial.sum(0, n, dw.data<float>());
+  partial.sum(n, n, db.data<float>());
+  return {dx, dw, db};
+}
+
+PD_BUILD_OP(ct_scale_shift).Inputs({"X", "W", "B"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(ScaleShiftForward));
+
+PD_BUILD_GRAD_OP(ct_scale_shift)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
+    .SetKernelFn(PD_KERNEL(ScaleShiftBackward));
+
 // ---- layer norm over the last dimension: Out = (X - mean) * rstd * Gamma + Beta -----------------
 
 std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma,

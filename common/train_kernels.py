@@ -66,6 +66,17 @@ def is_fp32(x: paddle.Tensor) -> bool:
     return x.dtype == paddle.float32 and x.place.is_cpu_place()
 
 
+def activation(fn) -> str | None:
+    """"gelu" (exact) or "relu" where ``fn`` (a function or PaddleNLP's ACT2FN layer) is one, else None."""
+    from paddlenlp.transformers.activations import GELUActivation
+
+    if fn is F.gelu or (type(fn) is GELUActivation and fn.act is F.gelu):
+        return "gelu"
+    if fn is F.relu or type(fn) is nn.ReLU:
+        return "relu"
+    return None
+
+
 def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
     """Train-mode ``F.dropout(x, p)`` (upscale_in_train) on all threads."""
     return kernels().ct_dropout(_dense(x), float(p), _seed())[0]
@@ -77,6 +88,15 @@ def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
 
 def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, epsilon: float) -> paddle.Tensor:
     return kernels().ct_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
+
+
+def bias_relu(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    return kernels().ct_bias_relu(_dense(x), bias)
+
+
+def scale_shift(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    """``x * weight + bias`` over the last dimension."""
+    return kernels().ct_scale_shift(_dense(x), weight, bias)
 
 
 def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p: float) -> paddle.Tensor:

@@ -12,6 +12,7 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers.mobilebert import modeling as _pm
 
+from common import train_kernels as tk
 from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
@@ -38,6 +39,26 @@ class NoNorm(nn.Layer):
 
     def forward(self, input_tensor):
         return input_tensor * self.weight + self.bias
+
+
+@tk.register
+class TrainNoNorm(NoNorm):
+    """NoNorm as one operator in train mode (common/train_kernels.py)."""
+
+    def forward(self, input_tensor):
+        if self.training and tk.is_fp32(input_tensor):
+            return tk.scale_shift(input_tensor, self.weight, self.bias)
+        return NoNorm.forward(self, input_tensor)
+
+
+@tk.register
+class TrainIntermediate(_pm.MobileBertIntermediate):
+    """Dense, bias and ReLU in train mode: a matmul and one operator."""
+
+    def forward(self, hidden_states):
+        if self.training and tk.activation(self.intermediate_act_fn) == "relu" and tk.is_fp32(hidden_states):
+            return tk.bias_relu(paddle.matmul(hidden_states, self.dense.weight), self.dense.bias)
+        return _pm.MobileBertIntermediate.forward(self, hidden_states)
 
 
 # PaddleNLP's own methods, kept once (tests put them back to show what the fixes change).

@@ -9,7 +9,6 @@ is edited.
 from __future__ import annotations
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 from paddlenlp.transformers.squeezebert import modeling as _pm
 
@@ -66,7 +65,8 @@ class TrainConvActivation(_pm.ConvActivation):
 
     def forward(self, x):
         conv = self.conv1d
-        if self.training and self.act is F.gelu and isinstance(conv, PointwiseConv1D) and tk.is_fp32(x):
+        if (self.training and tk.activation(self.act) == "gelu" and isinstance(conv, PointwiseConv1D)
+                and tk.is_fp32(x)):
             return tk.pointwise_conv(x, conv.weight, conv.bias, conv._groups, gelu=True)
         return _pm.ConvActivation.forward(self, x)
 

@@ -120,6 +120,8 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
                        lambda t, w_, b_: F.layer_norm(t, 10, w_, b_, 1e-5)),
         "bias_gelu": (lambda t, w_, b_: tk.kernels().ct_bias_gelu(t, b_) * w_, lambda t, w_, b_: F.gelu(t + b_) * w_),
         "bias_add": (lambda t, w_, b_: tk.bias_add(t, b_) * w_, lambda t, w_, b_: (t + b_) * w_),
+        "bias_relu": (lambda t, w_, b_: tk.bias_relu(t, b_) * w_, lambda t, w_, b_: F.relu(t + b_) * w_),
+        "scale_shift": (lambda t, w_, b_: tk.scale_shift(t, w_, b_) ** 2, lambda t, w_, b_: (t * w_ + b_) ** 2),
         "swap12": (lambda t, w_, b_: tk.kernels().ct_swap12(t.reshape([4, 6, 2, 5])) * 2,
                    lambda t, w_, b_: t.reshape([4, 6, 2, 5]).transpose([0, 2, 1, 3]) * 2),
     }
@@ -172,15 +174,46 @@ def test_channel_layer_norm_against_squeezeberts():
         np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-def test_squeezebert_layers_switch_to_the_channels_first_operators():
+def _fused_calls(monkeypatch, name, functions):
+    """How often each of ``functions`` (names in common/train_kernels.py, with their keyword
+    arguments) runs in a train-mode forward of the quick ``name`` model with the kernels on."""
+    calls = {}
+    for fn in functions:
+        real = getattr(tk, fn)
+
+        def spy(*args, _real=real, _fn=fn, **kwargs):
+            key = _fn + "".join(f" {k}={v}" for k, v in sorted(kwargs.items()))
+            calls[key] = calls.get(key, 0) + 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(tk, fn, spy)
+    _, model, cfg = build_pair(MODELS[name], quick=True)
+    tk.use_train_kernels(model)
+    model.train()
+    model(**_padded_batch(cfg["vocab_size"]))
+    return model, cfg, calls
+
+
+def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
     import squeezebert.modeling as sm
 
-    _, model, _ = build_pair(MODELS["squeezebert-uncased"], quick=True)
-    tk.use_train_kernels(model)
+    model, cfg, calls = _fused_calls(monkeypatch, "squeezebert-uncased",
+                                     ["pointwise_conv", "channel_layer_norm", "softmax_dropout"])
+    layers = cfg["num_hidden_layers"]
+    # per layer: q, k, v and two convolution + norm blocks; the intermediate convolution fused with GELU
+    assert calls == {"pointwise_conv": 5 * layers, "pointwise_conv gelu=True": layers,
+                     "channel_layer_norm": 2 * layers, "softmax_dropout": layers}
     types = {type(layer) for layer in model.sublayers()}
     assert {sm.TrainPointwiseConv1D, sm.TrainConvActivation, sm.TrainLayerNorm, sm.TrainSelfAttention} <= types
     tk.use_train_kernels(model, False)
     assert {sm.PointwiseConv1D, sm._pm.SqueezeBertLayerNorm} <= {type(layer) for layer in model.sublayers()}
+
+
+def test_mobilebert_runs_nonorm_and_bias_relu_operators(monkeypatch):
+    _, cfg, calls = _fused_calls(monkeypatch, "mobilebert-uncased", ["scale_shift", "bias_relu"])
+    layers, ffns = cfg["num_hidden_layers"], cfg["num_feedforward_networks"]
+    # NoNorms per layer: 2 bottleneck inputs, the attention output, one per extra FFN, the output's own
+    # and its bottleneck's; the embeddings' one. ReLU after every FFN's first dense.
+    assert calls == {"scale_shift": layers * (2 + 1 + (ffns - 1) + 2) + 1, "bias_relu": layers * ffns}
 
 
 def test_retain_freed_memory_applies_on_glibc():
