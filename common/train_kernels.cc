@@ -772,3 +772,195 @@ PD_BUILD_GRAD_OP(ct_channel_layer_norm)
     .Inputs({"X", "Gamma", "Mean", "Rstd", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .SetKernelFn(PD_KERNEL(ChannelLayerNormBackward));
+
+// ---- ConvBERT's span-based dynamic convolution ---------------------------------------------------
+// Positions outside [0, length) read zeros (the "same" padding of odd kernels).
+
+// Depthwise convolution along the length of channels-last X [batch, length, channels] with W
+// [channels, 1, kernel]: Out[b, l, c] = sum_k W[c, k] X[b, l + k - pad, c].
+std::vector<paddle::Tensor> DepthwiseConvForward(const paddle::Tensor& x, const paddle::Tensor& w, int64_t pad) {
+  check_float(x, "depthwise_conv input");
+  check_float(w, "depthwise_conv weight");
+  const auto shape = x.shape();
+  PD_CHECK(shape.size() == 3, "depthwise_conv input must be [batch, length, channels]");
+  const int64_t batch = shape[0], len = shape[1], c = shape[2], kernel = w.numel() / c;
+  PD_CHECK(w.numel() == c * kernel, "depthwise_conv weight must be [channels, 1, kernel]");
+  std::vector<float> wt(kernel * c);  // [kernel, channels]: contiguous over channels
+  const float* pw = w.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t k = 0; k < kernel; ++k) wt[k * c + ch] = pw[ch * kernel + k];
+  auto out = paddle::empty(shape, x.dtype(), x.place());
+  const float* px = x.data<float>();
+  float* po = out.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t l = 0; l < len; ++l) {
+      float* o = po + (b * len + l) * c;
+      for (int64_t ch = 0; ch < c; ++ch) o[ch] = 0.f;
+      for (int64_t k = 0; k < kernel; ++k) {
+        const int64_t src = l + k - pad;
+        if (src < 0 || src >= len) continue;
+        const float *xi = px + (b * len + src) * c, *wk = wt.data() + k * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) o[ch] += wk[ch] * xi[ch];
+      }
+    }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> DepthwiseConvBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                  const paddle::Tensor& dout, int64_t pad) {
+  check_float(dout, "depthwise_conv gradient");
+  const auto shape = x.shape();
+  const int64_t batch = shape[0], len = shape[1], c = shape[2], kernel = w.numel() / c;
+  std::vector<float> wt(kernel * c);
+  const float* pw = w.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t k = 0; k < kernel; ++k) wt[k * c + ch] = pw[ch * kernel + k];
+  auto dx = paddle::empty(shape, x.dtype(), x.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  const float *px = x.data<float>(), *pd = dout.data<float>();
+  float* pdx = dx.data<float>();
+  const int threads = omp_get_max_threads();
+  PartialSums partial(threads, kernel * c);  // per thread: dW as [kernel, channels]
+#pragma omp parallel num_threads(threads)
+  {
+    float* acc = partial.of(omp_get_thread_num());
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t l = 0; l < len; ++l) {
+        float* g = pdx + (b * len + l) * c;  // dX[l] = sum_k W[k] dOut[l - k + pad]
+        const float* xl = px + (b * len + l) * c;
+        for (int64_t ch = 0; ch < c; ++ch) g[ch] = 0.f;
+        for (int64_t k = 0; k < kernel; ++k) {
+          const int64_t dst = l - k + pad;
+          if (dst < 0 || dst >= len) continue;
+          const float *dy = pd + (b * len + dst) * c, *wk = wt.data() + k * c;
+          float* ak = acc + k * c;  // dW[k] += dOut[dst] X[dst + k - pad] = dOut[dst] X[l]
+#pragma omp simd
+          for (int64_t ch = 0; ch < c; ++ch) {
+            g[ch] += wk[ch] * dy[ch];
+            ak[ch] += dy[ch] * xl[ch];
+          }
+        }
+      }
+    }
+  }
+  std::vector<float> sums(kernel * c);
+  partial.sum(0, kernel * c, sums.data());
+  float* pdw = dw.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t k = 0; k < kernel; ++k) pdw[ch * kernel + k] = sums[k * c + ch];
+  return {dx, dw};
+}
+
+PD_BUILD_OP(ct_depthwise_conv)
+    .Inputs({"X", "W"})
+    .Outputs({"Out"})
+    .Attrs({"pad: int64_t"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvForward));
+
+PD_BUILD_GRAD_OP(ct_depthwise_conv)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W")})
+    .Attrs({"pad: int64_t"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvBackward));
+
+// Dynamic convolution of V [batch, length, heads * size] with per-position kernels: P = softmax
+// over k of Logits [batch, length, heads * kernel], Out[b, l, h, :] = sum_k P[b, l, h, k]
+// V[b, l + k - pad, h, :]. P is kept for the gradient.
+std::vector<paddle::Tensor> SpanConvForward(const paddle::Tensor& v, const paddle::Tensor& logits, int64_t heads,
+                                            int64_t pad) {
+  check_float(v, "span_conv values");
+  check_float(logits, "span_conv kernel logits");
+  const auto vs = v.shape(), ks = logits.shape();
+  PD_CHECK(vs.size() == 3 && ks.size() == 3 && vs[0] == ks[0] && vs[1] == ks[1],
+           "span_conv takes [batch, length, heads * size] values and [batch, length, heads * kernel] logits");
+  const int64_t batch = vs[0], len = vs[1], size = vs[2] / heads, kernel = ks[2] / heads;
+  PD_CHECK(vs[2] == heads * size && ks[2] == heads * kernel, "span_conv: channels not divisible by heads");
+  auto out = paddle::empty(vs, v.dtype(), v.place());
+  auto probs = paddle::empty(ks, v.dtype(), v.place());
+  const float *pv = v.data<float>(), *pk = logits.data<float>();
+  float *po = out.data<float>(), *pp = probs.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t l = 0; l < len; ++l) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* z = pk + ((b * len + l) * heads + h) * kernel;
+        float* p = pp + ((b * len + l) * heads + h) * kernel;
+        float mx = z[0], sum = 0.f;
+        for (int64_t k = 1; k < kernel; ++k) mx = z[k] > mx ? z[k] : mx;
+        for (int64_t k = 0; k < kernel; ++k) sum += (p[k] = expf(z[k] - mx));
+        for (int64_t k = 0; k < kernel; ++k) p[k] /= sum;
+        float* o = po + ((b * len + l) * heads + h) * size;
+        for (int64_t d = 0; d < size; ++d) o[d] = 0.f;
+        for (int64_t k = 0; k < kernel; ++k) {
+          const int64_t src = l + k - pad;
+          if (src < 0 || src >= len) continue;
+          const float* vi = pv + ((b * len + src) * heads + h) * size;
+#pragma omp simd
+          for (int64_t d = 0; d < size; ++d) o[d] += p[k] * vi[d];
+        }
+      }
+    }
+  }
+  return {out, probs};
+}
+
+std::vector<paddle::Tensor> SpanConvBackward(const paddle::Tensor& v, const paddle::Tensor& probs,
+                                             const paddle::Tensor& dout, int64_t heads, int64_t pad) {
+  check_float(dout, "span_conv gradient");
+  const auto vs = v.shape(), ks = probs.shape();
+  const int64_t batch = vs[0], len = vs[1], size = vs[2] / heads, kernel = ks[2] / heads;
+  auto dv = paddle::empty(vs, v.dtype(), v.place());
+  auto dlogits = paddle::empty(ks, v.dtype(), v.place());
+  const float *pv = v.data<float>(), *pp = probs.data<float>(), *pd = dout.data<float>();
+  float *pdv = dv.data<float>(), *pdk = dlogits.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t l = 0; l < len; ++l) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t row = (b * len + l) * heads + h;
+        const float *p = pp + row * kernel, *dy = pd + row * size;
+        float* dz = pdk + row * kernel;
+        float dot = 0.f;  // softmax gradient: dZ = P (dP - sum_k P dP), dP[k] = dOut . V[l + k - pad]
+        for (int64_t k = 0; k < kernel; ++k) {
+          const int64_t src = l + k - pad;
+          float dp = 0.f;
+          if (src >= 0 && src < len) {
+            const float* vi = pv + ((b * len + src) * heads + h) * size;
+#pragma omp simd reduction(+ : dp)
+            for (int64_t d = 0; d < size; ++d) dp += dy[d] * vi[d];
+          }
+          dz[k] = dp;
+          dot += p[k] * dp;
+        }
+        for (int64_t k = 0; k < kernel; ++k) dz[k] = p[k] * (dz[k] - dot);
+        float* g = pdv + row * size;  // dV[l] = sum_k P[l - k + pad, k] dOut[l - k + pad]
+        for (int64_t d = 0; d < size; ++d) g[d] = 0.f;
+        for (int64_t k = 0; k < kernel; ++k) {
+          const int64_t dst = l - k + pad;
+          if (dst < 0 || dst >= len) continue;
+          const int64_t r = (b * len + dst) * heads + h;
+          const float pk = pp[r * kernel + k], *di = pd + r * size;
+#pragma omp simd
+          for (int64_t d = 0; d < size; ++d) g[d] += pk * di[d];
+        }
+      }
+    }
+  }
+  return {dv, dlogits};
+}
+
+PD_BUILD_OP(ct_span_conv)
+    .Inputs({"V", "Logits"})
+    .Outputs({"Out", "Probs"})
+    .Attrs({"heads: int64_t", "pad: int64_t"})
+    .SetKernelFn(PD_KERNEL(SpanConvForward));
+
+PD_BUILD_GRAD_OP(ct_span_conv)
+    .Inputs({"V", "Probs", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("V"), paddle::Grad("Logits")})
+    .Attrs({"heads: int64_t", "pad: int64_t"})
+    .SetKernelFn(PD_KERNEL(SpanConvBackward));

@@ -114,6 +114,19 @@ def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
     return out[0] if gelu else out
 
 
+def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:
+    """Depthwise convolution along the length of channels-last [batch, length, channels], weight
+    [channels, 1, kernel], zero padding ``pad`` on both sides."""
+    return kernels().ct_depthwise_conv(_dense(x), weight, int(pad))
+
+
+def span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, pad: int) -> paddle.Tensor:
+    """ConvBERT's dynamic convolution: per position and head, softmax(logits) over the kernel
+    weighs the values at positions l - pad .. l + pad ([batch, length, heads * size] values,
+    [batch, length, heads * kernel] logits)."""
+    return kernels().ct_span_conv(_dense(values), _dense(logits), int(heads), int(pad))[0]
+
+
 def channel_layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, epsilon: float) -> paddle.Tensor:
     """Layer norm over the channels of [batch, channels, length]."""
     return kernels().ct_channel_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
@@ -141,29 +154,38 @@ class Linear(nn.Linear):
         return nn.Linear.forward(self, x)
 
 
+def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, attn_mask, heads: int, p: float):
+    """Multi-head attention of projected [batch, length, heads * size] q, k, v: one copy per head
+    split and merge, and scale + mask + softmax + dropout as one operator. Returns [batch, length,
+    heads * size], or None for a mask it does not take (other than additive [batch, 1, 1 or query, key])."""
+    size = q.shape[-1] // heads
+    q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
+    product = paddle.matmul(q, k, transpose_y=True)
+    batch, _, _, keys = product.shape
+    if attn_mask is None:
+        attn_mask = paddle.zeros([batch, 1, 1, keys], product.dtype)
+    else:
+        attn_mask = nn.layer.transformer._convert_attention_mask(attn_mask, product.dtype)
+        if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
+            return None
+        attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
+    weights = softmax_dropout(product, attn_mask, size**-0.5, p)
+    return kernels().ct_swap12(paddle.matmul(weights, v)).reshape([0, 0, heads * size])
+
+
 class MultiHeadAttention(nn.MultiHeadAttention):
-    """Attention whose heads split and merge with one copy each, and whose scale, mask, softmax and
-    dropout are one operator, in train mode."""
+    """Attention through :func:`attend` in train mode."""
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         if not self.training or cache is not None or self.need_weights or not is_fp32(query):
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         key = query if key is None else key
         value = query if value is None else value
-        q, k, v = (kernels().ct_swap12(proj(x).reshape([0, 0, self.num_heads, self.head_dim]))
-                   for proj, x in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value)))
-        product = paddle.matmul(q, k, transpose_y=True)
-        batch, _, _, keys = product.shape
-        if attn_mask is None:
-            attn_mask = paddle.zeros([batch, 1, 1, keys], product.dtype)
-        else:
-            attn_mask = nn.layer.transformer._convert_attention_mask(attn_mask, product.dtype)
-            if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
-                return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
-            attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
-        weights = softmax_dropout(product, attn_mask, self.head_dim**-0.5, self.dropout or 0.0)
-        out = kernels().ct_swap12(paddle.matmul(weights, v))
-        return self.out_proj(out.reshape([0, 0, self.num_heads * self.head_dim]))
+        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), attn_mask, self.num_heads,
+                     self.dropout or 0.0)
+        if out is None:
+            return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
+        return self.out_proj(out)
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):

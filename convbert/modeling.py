@@ -20,6 +20,7 @@ import paddlenlp.transformers as ppt
 from paddlenlp.transformers.convbert import modeling as pm
 from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
+from common import train_kernels as tk
 from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
@@ -115,6 +116,41 @@ class EncoderLayer(pm.TransformerEncoderLayerWithConv):
         self.self_attn = SelfAttention(d_model, nhead, attn_dropout, conv_kernel_size, head_ratio)
         self.norm1._epsilon = self.norm2._epsilon = layer_norm_eps
         self._config["layer_norm_eps"] = layer_norm_eps
+
+
+# Fine-tuning on CPU: kernel-backed versions of the two layers above (common/train_kernels.py
+# switches a model to them in train mode; eval mode and export run the forwards above).
+
+
+@tk.register
+class TrainSelfAttention(SelfAttention):
+    """The convolution half as two operators (channels-last depthwise convolution; span softmax and
+    weighted sum over shifted positions, no padded copy or stack of K slices); the attention half
+    through :func:`common.train_kernels.attend`."""
+
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        sep = self.key_conv_attn_layer
+        if not (self.training and cache is None and not self.need_weights and tk.is_fp32(query)
+                and (key is None or key is query) and (value is None or value is query)
+                and type(sep) is SeparableConv1D):
+            return SelfAttention.forward(self, query, key, value, attn_mask, cache)
+        q = self.q_proj(query)
+        out = tk.attend(q, self.k_proj(query), self.v_proj(query), attn_mask, self.num_heads, self.dropout.p)
+        if out is None:
+            return SelfAttention.forward(self, query, key, value, attn_mask, cache)
+        depthwise = sep.depthwise.weight
+        mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
+        mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)
+        logits = self.conv_kernel_layer(mixed * q)
+        conv = tk.span_conv(self.conv_out_layer(query), logits, self.num_heads, self.padding)
+        return self.out_proj(paddle.concat([out, conv], axis=-1))
+
+
+@tk.register
+class TrainEncoderLayer(EncoderLayer):
+    """The feed-forward bias and GELU as one operator, as in common/train_kernels.py's encoder layer."""
+
+    forward = tk.TransformerEncoderLayer.forward
 
 
 def _encoder(config) -> nn.TransformerEncoder:

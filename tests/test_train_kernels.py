@@ -216,6 +216,37 @@ def test_mobilebert_runs_nonorm_and_bias_relu_operators(monkeypatch):
     assert calls == {"scale_shift": layers * (2 + 1 + (ffns - 1) + 2) + 1, "bias_relu": layers * ffns}
 
 
+def test_depthwise_and_span_convolutions_against_paddle():
+    """ConvBERT's two operators and their gradients against paddle ops (conv1d; pad, K slices, softmax, matmul)."""
+    rng = np.random.default_rng(5)
+    batch, length, heads, size, kernel = 2, 11, 3, 4, 5
+    x = rng.normal(size=(batch, length, heads * size)).astype("float32")
+    w = rng.normal(size=(heads * size, 1, kernel)).astype("float32")
+    z = rng.normal(size=(batch, length, heads * kernel)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(batch, length, heads * size)).astype("float32"))
+
+    def span_reference(v, logits):
+        probs = F.softmax(logits.reshape([-1, kernel, 1]), axis=1)
+        padded = F.pad(v, [kernel // 2, kernel // 2], data_format="NLC")
+        windows = paddle.stack([padded[:, i:i + length] for i in range(kernel)], axis=-1)
+        return paddle.matmul(windows.reshape([-1, size, kernel]), probs).reshape(v.shape)
+
+    cases = {
+        "depthwise_conv": (lambda a, b: tk.depthwise_conv(a, b, kernel // 2),
+                           lambda a, b: F.conv1d(a, b, padding=kernel // 2, groups=heads * size, data_format="NLC"),
+                           (x, w)),
+        "span_conv": (lambda a, b: tk.span_conv(a, b, heads, kernel // 2), span_reference, (x, z)),
+    }
+    for name, (ours, theirs, arrays) in cases.items():
+        results = []
+        for fn in (ours, theirs):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in arrays]
+            out = fn(*ts)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
+        for got, want in zip(*results):
+            np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
+
+
 def test_retain_freed_memory_applies_on_glibc():
     assert retain_freed_memory() is True
 
@@ -256,3 +287,9 @@ def test_kernels_refuse_a_layer_whose_forward_is_set_on_the_instance():
     layer.forward = lambda x: x
     with pytest.raises(RuntimeError, match="forward is set on the instance"):
         tk.use_train_kernels(model)
+
+
+def test_convbert_runs_the_convolution_and_attention_operators(monkeypatch):
+    _, cfg, calls = _fused_calls(monkeypatch, "conv-bert-small", ["attend", "depthwise_conv", "span_conv"])
+    layers = cfg["num_hidden_layers"]
+    assert calls == {"attend": layers, "depthwise_conv": layers, "span_conv": layers}
