@@ -230,10 +230,13 @@ PD_BUILD_GRAD_OP(ct_bias_relu)
     .Outputs({paddle::Grad("X"), paddle::Grad("B")})
     .SetKernelFn(PD_KERNEL(BiasReluBackward));
 
-// ---- elementwise affine over the last dimension (MobileBERT's NoNorm): Out = X * W + B ---------
+// ---- elementwise affine over the last dimension (MobileBERT's NoNorm): Out = X * W + B, and with
+// a residual: Out = (X + R) * W + B -----------------------------------------------------------------
 
-std::vector<paddle::Tensor> ScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                              const paddle::Tensor& b) {
+namespace {
+
+paddle::Tensor scale_shift(const paddle::Tensor& x, const float* residual, const paddle::Tensor& w,
+                           const paddle::Tensor& b) {
   check_float(x, "scale_shift input");
   check_float(w, "scale_shift weight");
   check_float(b, "scale_shift bias");
@@ -244,21 +247,31 @@ std::vector<paddle::Tensor> ScaleShiftForward(const paddle::Tensor& x, const pad
   float* po = out.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = px + r * n, *rr = residual ? residual + r * n : nullptr;
+    float* o = po + r * n;
+    if (rr) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) po[r * n + i] = px[r * n + i] * pw[i] + pb[i];
+      for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] + rr[i]) * pw[i] + pb[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * pw[i] + pb[i];
+    }
   }
-  return {out};
+  return out;
 }
 
-std::vector<paddle::Tensor> ScaleShiftBackward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                               const paddle::Tensor& dout) {
+// dX = dOut * W (also dR, where a residual is given), dW = column sums of dOut * (X + R), dB =
+// column sums of dOut.
+std::vector<paddle::Tensor> scale_shift_grad(const paddle::Tensor& x, const float* residual, const paddle::Tensor& w,
+                                             const paddle::Tensor& dout) {
   check_float(dout, "scale_shift gradient");
   const int64_t n = w.numel(), rows = x.numel() / n;
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
   auto db = paddle::empty(w.shape(), w.dtype(), w.place());
+  auto dr = residual ? paddle::empty(x.shape(), x.dtype(), x.place()) : dx;
   const float *px = x.data<float>(), *pw = w.data<float>(), *pd = dout.data<float>();
-  float* pdx = dx.data<float>();
+  float *pdx = dx.data<float>(), *pdr = dr.data<float>();
   const int threads = omp_get_max_threads();
   PartialSums partial(threads, 2 * n);  // per thread: dw, then db
 #pragma omp parallel num_threads(threads)
@@ -267,18 +280,31 @@ std::vector<paddle::Tensor> ScaleShiftBackward(const paddle::Tensor& x, const pa
     float* acc_b = acc_w + n;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      const float *row = px + r * n, *dy = pd + r * n;
+      const float *row = px + r * n, *res = residual ? residual + r * n : nullptr, *dy = pd + r * n;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        pdx[r * n + i] = dy[i] * pw[i];
-        acc_w[i] += dy[i] * row[i];
+        pdx[r * n + i] = pdr[r * n + i] = dy[i] * pw[i];
+        acc_w[i] += dy[i] * (res ? row[i] + res[i] : row[i]);
         acc_b[i] += dy[i];
       }
     }
   }
   partial.sum(0, n, dw.data<float>());
   partial.sum(n, n, db.data<float>());
+  if (residual) return {dx, dr, dw, db};
   return {dx, dw, db};
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> ScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                              const paddle::Tensor& b) {
+  return {scale_shift(x, nullptr, w, b)};
+}
+
+std::vector<paddle::Tensor> ScaleShiftBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                               const paddle::Tensor& dout) {
+  return scale_shift_grad(x, nullptr, w, dout);
 }
 
 PD_BUILD_OP(ct_scale_shift).Inputs({"X", "W", "B"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(ScaleShiftForward));
@@ -287,6 +313,28 @@ PD_BUILD_GRAD_OP(ct_scale_shift)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
     .SetKernelFn(PD_KERNEL(ScaleShiftBackward));
+
+std::vector<paddle::Tensor> AddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& r,
+                                                 const paddle::Tensor& w, const paddle::Tensor& b) {
+  check_float(r, "add_scale_shift residual");
+  PD_CHECK(r.shape() == x.shape(), "add_scale_shift: residual shape != input shape");
+  return {scale_shift(x, r.data<float>(), w, b)};
+}
+
+std::vector<paddle::Tensor> AddScaleShiftBackward(const paddle::Tensor& x, const paddle::Tensor& r,
+                                                  const paddle::Tensor& w, const paddle::Tensor& dout) {
+  return scale_shift_grad(x, r.data<float>(), w, dout);
+}
+
+PD_BUILD_OP(ct_add_scale_shift)
+    .Inputs({"X", "R", "W", "B"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(AddScaleShiftForward));
+
+PD_BUILD_GRAD_OP(ct_add_scale_shift)
+    .Inputs({"X", "R", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("R"), paddle::Grad("W"), paddle::Grad("B")})
+    .SetKernelFn(PD_KERNEL(AddScaleShiftBackward));
 
 // ---- layer norm over the last dimension: Out = (X - mean) * rstd * Gamma + Beta -----------------
 

@@ -94,9 +94,12 @@ def bias_relu(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_bias_relu(_dense(x), bias)
 
 
-def scale_shift(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-    """``x * weight + bias`` over the last dimension."""
-    return kernels().ct_scale_shift(_dense(x), weight, bias)
+def scale_shift(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
+                residual: paddle.Tensor | None = None) -> paddle.Tensor:
+    """``x * weight + bias`` over the last dimension; with ``residual``: ``(x + residual) * weight + bias``."""
+    if residual is None:
+        return kernels().ct_scale_shift(_dense(x), weight, bias)
+    return kernels().ct_add_scale_shift(_dense(x), _dense(residual), weight, bias)
 
 
 def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p: float) -> paddle.Tensor:

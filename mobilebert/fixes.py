@@ -51,6 +51,52 @@ class TrainNoNorm(NoNorm):
         return NoNorm.forward(self, input_tensor)
 
 
+def _add_norm(norm: nn.Layer, x, residual):
+    """``norm(x + residual)``: one operator where ``norm`` is a kernel-backed NoNorm in train mode."""
+    if type(norm) is TrainNoNorm and norm.training and tk.is_fp32(x):
+        return tk.scale_shift(x, norm.weight, norm.bias, residual=residual)
+    return norm(x + residual)
+
+
+@tk.register
+class TrainAttention(_pm.MobileBertAttention):
+    """Attention through common/train_kernels.attend, and the residual added inside the NoNorm."""
+
+    def forward(self, query_tensor, key_tensor, value_tensor, hidden_states, attention_mask=None, head_mask=None,
+                output_attentions=None):
+        if self.training and head_mask is None and not output_attentions and tk.is_fp32(query_tensor):
+            context = tk.attend(self.query(query_tensor), self.key(key_tensor), self.value(value_tensor),
+                                attention_mask, self.num_attention_heads, self.attention_dropout.p)
+            if context is not None:
+                projected = self.dense(context)
+                if not self.use_bottleneck:
+                    projected = self.output_dropout(projected)
+                return (_add_norm(self.layer_norm, projected, hidden_states),)
+        return _pm.MobileBertAttention.forward(self, query_tensor, key_tensor, value_tensor, hidden_states,
+                                               attention_mask, head_mask, output_attentions)
+
+
+@tk.register
+class TrainFFNOutput(_pm.FFNOutput):
+    def forward(self, hidden_states, residual_tensor):
+        return _add_norm(self.layer_norm, self.dense(hidden_states), residual_tensor)
+
+
+@tk.register
+class TrainOutputBottleneck(_pm.OutputBottleneck):
+    def forward(self, hidden_states, residual_tensor):
+        return _add_norm(self.layer_norm, self.dropout(self.dense(hidden_states)), residual_tensor)
+
+
+@tk.register
+class TrainOutput(_pm.MobileBertOutput):
+    def forward(self, intermediate_states, residual_tensor_1, residual_tensor_2):
+        layer_output = self.dense(intermediate_states)
+        if not self.use_bottleneck:
+            return _add_norm(self.layer_norm, self.dropout(layer_output), residual_tensor_1)
+        return self.bottleneck(_add_norm(self.layer_norm, layer_output, residual_tensor_1), residual_tensor_2)
+
+
 @tk.register
 class TrainIntermediate(_pm.MobileBertIntermediate):
     """Dense, bias and ReLU in train mode: a matmul and one operator."""

@@ -122,6 +122,8 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
         "bias_add": (lambda t, w_, b_: tk.bias_add(t, b_) * w_, lambda t, w_, b_: (t + b_) * w_),
         "bias_relu": (lambda t, w_, b_: tk.bias_relu(t, b_) * w_, lambda t, w_, b_: F.relu(t + b_) * w_),
         "scale_shift": (lambda t, w_, b_: tk.scale_shift(t, w_, b_) ** 2, lambda t, w_, b_: (t * w_ + b_) ** 2),
+        "add_scale_shift": (lambda t, w_, b_: tk.scale_shift(t, w_, b_, residual=paddle.tanh(t)) * 2,
+                            lambda t, w_, b_: ((t + paddle.tanh(t)) * w_ + b_) * 2),
         "swap12": (lambda t, w_, b_: tk.kernels().ct_swap12(t.reshape([4, 6, 2, 5])) * 2,
                    lambda t, w_, b_: t.reshape([4, 6, 2, 5]).transpose([0, 2, 1, 3]) * 2),
     }
@@ -182,7 +184,8 @@ def _fused_calls(monkeypatch, name, functions):
         real = getattr(tk, fn)
 
         def spy(*args, _real=real, _fn=fn, **kwargs):
-            key = _fn + "".join(f" {k}={v}" for k, v in sorted(kwargs.items()))
+            key = _fn + "".join(f" {k}={'tensor' if isinstance(v, paddle.Tensor) else v}"
+                                for k, v in sorted(kwargs.items()))
             calls[key] = calls.get(key, 0) + 1
             return _real(*args, **kwargs)
         monkeypatch.setattr(tk, fn, spy)
@@ -208,12 +211,14 @@ def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
     assert {sm.PointwiseConv1D, sm._pm.SqueezeBertLayerNorm} <= {type(layer) for layer in model.sublayers()}
 
 
-def test_mobilebert_runs_nonorm_and_bias_relu_operators(monkeypatch):
-    _, cfg, calls = _fused_calls(monkeypatch, "mobilebert-uncased", ["scale_shift", "bias_relu"])
+def test_mobilebert_runs_nonorm_attention_and_bias_relu_operators(monkeypatch):
+    _, cfg, calls = _fused_calls(monkeypatch, "mobilebert-uncased", ["scale_shift", "bias_relu", "attend"])
     layers, ffns = cfg["num_hidden_layers"], cfg["num_feedforward_networks"]
-    # NoNorms per layer: 2 bottleneck inputs, the attention output, one per extra FFN, the output's own
-    # and its bottleneck's; the embeddings' one. ReLU after every FFN's first dense.
-    assert calls == {"scale_shift": layers * (2 + 1 + (ffns - 1) + 2) + 1, "bias_relu": layers * ffns}
+    # NoNorms per layer: 2 bottleneck inputs (no residual); the attention output, one per extra FFN,
+    # the output's own and its bottleneck's (residual added inside); the embeddings' one. ReLU after
+    # every FFN's first dense.
+    assert calls == {"scale_shift": 2 * layers + 1, "scale_shift residual=tensor": layers * (1 + (ffns - 1) + 2),
+                     "bias_relu": layers * ffns, "attend": layers}
 
 
 def test_depthwise_and_span_convolutions_against_paddle():
