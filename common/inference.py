@@ -102,10 +102,10 @@ class PredictorOptions:
             raise UserError("TensorRT and fp16 need device gpu")
         if self.device == "cpu" and self.precision == "bf16" and not self.onednn:
             raise UserError("bf16 on CPU runs oneDNN kernels: onednn must be on")
-        if self.device == "cpu" and self.precision == "bf16" and onednn_bf16_missing():
-            # paddle would only log "CPU does not support BFLOAT16 calculations" and run fp32
+        missing = onednn_bf16_missing() if self.device == "cpu" and self.precision == "bf16" else []
+        if missing:  # paddle would only log "CPU does not support BFLOAT16 calculations" and run fp32
             raise UserError(f"bf16 on CPU: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU lacks "
-                            f"{', '.join(onednn_bf16_missing())}")
+                            f"{', '.join(missing)}")
         if self.device == "gpu" and self.precision == "bf16":
             raise UserError("bf16 is a CPU (oneDNN) precision here; use fp16 with TensorRT on GPU")
         if self.precision == "fp16" and not self.tensorrt:

@@ -1,7 +1,8 @@
 // Multi-threaded fp32 CPU kernels for fine-tuning (paddle custom operators, see common/train_kernels.py).
-// paddle 2.6.2's own CPU kernels for these ops run on one thread; GEMMs stay paddle's (MKL).
-// Every op takes contiguous row-major tensors (the Python side makes them so) whose last dimension
-// is the feature dimension.
+// paddle 2.6.2's own CPU kernels for these ops run on one thread. GEMMs stay paddle's (MKL), except
+// in the grouped 1x1 convolution, which calls the same MKL once per sample and group.
+// Every op takes contiguous row-major tensors (the Python side makes them so); the feature
+// dimension is the last one unless an op's comment gives another layout.
 #include "paddle/extension.h"
 
 #include <omp.h>
@@ -824,6 +825,19 @@ PD_BUILD_GRAD_OP(ct_channel_layer_norm)
 // ---- ConvBERT's span-based dynamic convolution ---------------------------------------------------
 // Positions outside [0, length) read zeros (the "same" padding of odd kernels).
 
+namespace {
+
+// A depthwise weight [channels, 1, kernel] as [kernel, channels]: contiguous over channels.
+std::vector<float> kernel_major(const paddle::Tensor& w, int64_t c, int64_t kernel) {
+  std::vector<float> wt(kernel * c);
+  const float* pw = w.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t k = 0; k < kernel; ++k) wt[k * c + ch] = pw[ch * kernel + k];
+  return wt;
+}
+
+}  // namespace
+
 // Depthwise convolution along the length of channels-last X [batch, length, channels] with W
 // [channels, 1, kernel]: Out[b, l, c] = sum_k W[c, k] X[b, l + k - pad, c].
 std::vector<paddle::Tensor> DepthwiseConvForward(const paddle::Tensor& x, const paddle::Tensor& w, int64_t pad) {
@@ -833,10 +847,7 @@ std::vector<paddle::Tensor> DepthwiseConvForward(const paddle::Tensor& x, const 
   PD_CHECK(shape.size() == 3, "depthwise_conv input must be [batch, length, channels]");
   const int64_t batch = shape[0], len = shape[1], c = shape[2], kernel = w.numel() / c;
   PD_CHECK(w.numel() == c * kernel, "depthwise_conv weight must be [channels, 1, kernel]");
-  std::vector<float> wt(kernel * c);  // [kernel, channels]: contiguous over channels
-  const float* pw = w.data<float>();
-  for (int64_t ch = 0; ch < c; ++ch)
-    for (int64_t k = 0; k < kernel; ++k) wt[k * c + ch] = pw[ch * kernel + k];
+  const std::vector<float> wt = kernel_major(w, c, kernel);
   auto out = paddle::empty(shape, x.dtype(), x.place());
   const float* px = x.data<float>();
   float* po = out.data<float>();
@@ -862,10 +873,7 @@ std::vector<paddle::Tensor> DepthwiseConvBackward(const paddle::Tensor& x, const
   check_float(dout, "depthwise_conv gradient");
   const auto shape = x.shape();
   const int64_t batch = shape[0], len = shape[1], c = shape[2], kernel = w.numel() / c;
-  std::vector<float> wt(kernel * c);
-  const float* pw = w.data<float>();
-  for (int64_t ch = 0; ch < c; ++ch)
-    for (int64_t k = 0; k < kernel; ++k) wt[k * c + ch] = pw[ch * kernel + k];
+  const std::vector<float> wt = kernel_major(w, c, kernel);
   auto dx = paddle::empty(shape, x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
   const float *px = x.data<float>(), *pd = dout.data<float>();

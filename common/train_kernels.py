@@ -7,6 +7,9 @@ layers of a model (``nn.Dropout``, ``nn.LayerNorm``, ``nn.Linear``, ``nn.MultiHe
 ``nn.TransformerEncoderLayer``; exact types, so OFA's super layers are left alone) to subclasses
 that call these operators in train mode: dropout from a counter-based hash, layer norm, bias add,
 bias + GELU, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
+Model folders add their own layers with :func:`register`, built on the model-specific operators
+here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
+ConvBERT's depthwise and span convolutions).
 Parameters, state dict and eval mode are unchanged; gradients equal paddle's (dropout aside).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
 ``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
@@ -157,22 +160,24 @@ class Linear(nn.Linear):
         return nn.Linear.forward(self, x)
 
 
-def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, attn_mask, heads: int, p: float):
-    """Multi-head attention of projected [batch, length, heads * size] q, k, v: one copy per head
-    split and merge, and scale + mask + softmax + dropout as one operator. Returns [batch, length,
-    heads * size], or None for a mask it does not take (other than additive [batch, 1, 1 or query, key])."""
+def additive_mask(attn_mask, batch: int, keys: int, dtype) -> paddle.Tensor | None:
+    """``attn_mask`` as the additive [batch, 1, 1 or query, keys] mask the attention operator takes
+    (zeros for None; paddle's conversion of bool and int masks), or None for a shape it does not take."""
+    if attn_mask is None:
+        return paddle.zeros([batch, 1, 1, keys], dtype)
+    mask = nn.layer.transformer._convert_attention_mask(attn_mask, dtype)
+    if mask.ndim != 4 or mask.shape[0] != batch or mask.shape[1] != 1 or mask.shape[3] != keys:
+        return None
+    return mask.expand([batch, 1, mask.shape[2], keys])
+
+
+def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int, p: float):
+    """Multi-head attention of projected [batch, length, heads * size] q, k, v under an
+    :func:`additive_mask`: one copy per head split and merge, and scale + mask + softmax + dropout as
+    one operator. Returns [batch, length, heads * size]."""
     size = q.shape[-1] // heads
     q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
-    product = paddle.matmul(q, k, transpose_y=True)
-    batch, _, _, keys = product.shape
-    if attn_mask is None:
-        attn_mask = paddle.zeros([batch, 1, 1, keys], product.dtype)
-    else:
-        attn_mask = nn.layer.transformer._convert_attention_mask(attn_mask, product.dtype)
-        if attn_mask.ndim != 4 or attn_mask.shape[1] != 1 or attn_mask.shape[0] != batch:
-            return None
-        attn_mask = attn_mask.expand([batch, 1, attn_mask.shape[2], keys])
-    weights = softmax_dropout(product, attn_mask, size**-0.5, p)
+    weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), mask, size**-0.5, p)
     return kernels().ct_swap12(paddle.matmul(weights, v)).reshape([0, 0, heads * size])
 
 
@@ -180,14 +185,15 @@ class MultiHeadAttention(nn.MultiHeadAttention):
     """Attention through :func:`attend` in train mode."""
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
-        if not self.training or cache is not None or self.need_weights or not is_fp32(query):
-            return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         key = query if key is None else key
         value = query if value is None else value
-        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), attn_mask, self.num_heads,
-                     self.dropout or 0.0)
-        if out is None:
+        mask = None
+        if self.training and cache is None and not self.need_weights and is_fp32(query):
+            mask = additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
+        if mask is None:
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
+        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), mask, self.num_heads,
+                     self.dropout or 0.0)
         return self.out_proj(out)
 
 

@@ -130,14 +130,15 @@ class TrainSelfAttention(SelfAttention):
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         sep = self.key_conv_attn_layer
-        if not (self.training and cache is None and not self.need_weights and tk.is_fp32(query)
+        mask = None
+        if (self.training and cache is None and not self.need_weights and tk.is_fp32(query)
                 and (key is None or key is query) and (value is None or value is query)
                 and type(sep) is SeparableConv1D):
+            mask = tk.additive_mask(attn_mask, query.shape[0], query.shape[1], query.dtype)
+        if mask is None:
             return SelfAttention.forward(self, query, key, value, attn_mask, cache)
         q = self.q_proj(query)
-        out = tk.attend(q, self.k_proj(query), self.v_proj(query), attn_mask, self.num_heads, self.dropout.p)
-        if out is None:
-            return SelfAttention.forward(self, query, key, value, attn_mask, cache)
+        out = tk.attend(q, self.k_proj(query), self.v_proj(query), mask, self.num_heads, self.dropout.p)
         depthwise = sep.depthwise.weight
         mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
         mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)

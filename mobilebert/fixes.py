@@ -64,16 +64,18 @@ class TrainAttention(_pm.MobileBertAttention):
 
     def forward(self, query_tensor, key_tensor, value_tensor, hidden_states, attention_mask=None, head_mask=None,
                 output_attentions=None):
+        mask = None
         if self.training and head_mask is None and not output_attentions and tk.is_fp32(query_tensor):
-            context = tk.attend(self.query(query_tensor), self.key(key_tensor), self.value(value_tensor),
-                                attention_mask, self.num_attention_heads, self.attention_dropout.p)
-            if context is not None:
-                projected = self.dense(context)
-                if not self.use_bottleneck:
-                    projected = self.output_dropout(projected)
-                return (_add_norm(self.layer_norm, projected, hidden_states),)
-        return _pm.MobileBertAttention.forward(self, query_tensor, key_tensor, value_tensor, hidden_states,
-                                               attention_mask, head_mask, output_attentions)
+            mask = tk.additive_mask(attention_mask, query_tensor.shape[0], key_tensor.shape[1], query_tensor.dtype)
+        if mask is None:
+            return _pm.MobileBertAttention.forward(self, query_tensor, key_tensor, value_tensor, hidden_states,
+                                                   attention_mask, head_mask, output_attentions)
+        context = tk.attend(self.query(query_tensor), self.key(key_tensor), self.value(value_tensor), mask,
+                            self.num_attention_heads, self.attention_dropout.p)
+        projected = self.dense(context)
+        if not self.use_bottleneck:
+            projected = self.output_dropout(projected)
+        return (_add_norm(self.layer_norm, projected, hidden_states),)
 
 
 @tk.register

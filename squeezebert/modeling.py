@@ -89,15 +89,15 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
 
     def forward(self, hidden_states, attention_mask, output_attentions):
         batch, channels, length = hidden_states.shape
-        mask = attention_mask
-        if (not self.training or output_attentions or not tk.is_fp32(hidden_states) or mask is None
-                or mask.ndim != 4 or mask.shape[0] != batch or mask.shape[1] != 1 or mask.shape[3] != length):
+        mask = None
+        if self.training and not output_attentions and tk.is_fp32(hidden_states) and attention_mask is not None:
+            mask = tk.additive_mask(attention_mask, batch, length, hidden_states.dtype)
+        if mask is None:
             return _pm.SqueezeBertSelfAttention.forward(self, hidden_states, attention_mask, output_attentions)
         heads = [batch, self.num_attention_heads, self.attention_head_size, length]
         query, key, value = (conv(hidden_states).reshape(heads) for conv in (self.query, self.key, self.value))
         scores = paddle.matmul(query, key, transpose_x=True)
-        probs = tk.softmax_dropout(scores, mask.astype(scores.dtype).expand([batch, 1, mask.shape[2], length]),
-                                   self.attention_head_size**-0.5, self.dropout.p)
+        probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, self.dropout.p)
         context = paddle.matmul(value, probs, transpose_y=True)
         return {"context_layer": context.reshape([batch, channels, length])}
 
