@@ -6,7 +6,9 @@ atomically, ``inference.pdmodel`` / ``inference.pdiparams`` (inputs ``input_ids`
 ``token_type_ids``, ``attention_mask``: int64 ``[batch, seq]``), the tokenizer and
 ``export.json``. The exported model is run by ``paddle.inference`` (fp32, with and without
 oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared with the dygraph
-model; over ``--atol`` nothing is written and the exit code is 1.
+model; over ``--atol`` nothing is written and the exit code is 1. A ConvBERT model's span
+convolution is exported as this repo's CPU operator (``common/train_kernels.cc``; the predictor of
+``common/inference.py`` loads it); ``--portable`` keeps to paddle's own operators.
 """
 from __future__ import annotations
 
@@ -47,9 +49,9 @@ class _Mismatch(Exception):
     """Raised inside ``atomic_dir`` so that a failed check leaves nothing behind."""
 
 
-def export(model_dir: str, output_dir: str, atol: float, threads: int) -> dict:
+def export(model_dir: str, output_dir: str, atol: float, threads: int, portable: bool = False) -> dict:
     """Export and check; returns the report written to export.json. Over ``atol``,
-    ``report["ok"]`` is False and nothing is written."""
+    ``report["ok"]`` is False and nothing is written. ``portable``: paddle's own operators only."""
     import paddle
     from paddlenlp.transformers import AutoTokenizer
 
@@ -66,11 +68,12 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int) -> dict:
         "outputs": output_names(architecture, len(ref)),
         "paddle_version": paddle.__version__,
         "atol": atol,
+        "portable": portable,
         "check_batch": {"sequences": len(SAMPLES), "shape": list(batch["input_ids"].shape), "padded": True},
     }
     try:
         with atomic_dir(output_dir) as tmp:
-            prefix = export_static(model, tmp)
+            prefix = export_static(model, tmp, custom_ops=not portable)
             tokenizer.save_pretrained(tmp)
             report["max_abs_diff"] = {}
             for label, onednn in (("onednn", True), ("native", False)):
@@ -95,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed vs dygraph (default 1e-4)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads of the predictor (default all cores)")
+    parser.add_argument("--portable", action="store_true",
+                        help="paddle's own operators only, for GPUs and other runtimes (default: ConvBERT's span "
+                             "convolution is this repo's CPU operator, 2x faster; needs this repo to run)")
     args = parser.parse_args(argv)
-    report = export(args.model_dir, args.output_dir, args.atol, args.threads)
+    report = export(args.model_dir, args.output_dir, args.atol, args.threads, args.portable)
     for label, diffs in report["max_abs_diff"].items():
         print(f"{label:<7} " + "  ".join(f"{name} max_abs_diff={d:.3e}" for name, d in diffs.items()))
     print(f"max_abs_diff={report['worst']:.3e}")

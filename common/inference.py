@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import paddle
 
+from common import train_kernels
 from common.errors import UserError
 from common.hardware import onednn_bf16_missing
 
@@ -24,6 +25,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # in reverse (``F.pad(x, [0, 0, 0, 1, 0, 0])`` on [B, S, E] pads E instead of S): wrong shapes and
 # heap corruption (MobileBERT's trigram embedding). Paddle's own kernel runs instead.
 ONEDNN_EXCLUDED = frozenset({"pad"})
+CUSTOM_PREFIX = "ct_"  # this repo's operators (common/train_kernels.cc), CPU only
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -48,8 +50,12 @@ def run_dygraph(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> list[np
     return [o.numpy() for o in out]
 
 
-def export_static(model: paddle.nn.Layer, out_dir: str) -> str:
+def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True) -> str:
     """Save ``model`` (in eval mode) as a static inference model in ``out_dir``; returns the path prefix.
+
+    ``custom_ops``: layers may use this repo's CPU operators (``common/train_kernels.py``; ConvBERT's
+    span convolution); the program then runs on the CPU, in a process that can build or load them
+    (:class:`Predictor` does). False: paddle's own operators only.
 
     ``model`` stays a plain dygraph model: the conversion replaces every sublayer's ``forward`` with
     its converted code (50x slower in dygraph on small inputs), which is rolled back afterwards.
@@ -61,7 +67,7 @@ def export_static(model: paddle.nn.Layer, out_dir: str) -> str:
     spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
     static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
     try:
-        with paddle.no_grad():
+        with paddle.no_grad(), train_kernels.export_ops(custom_ops):
             paddle.jit.save(static, prefix)
     finally:
         static.forward.rollback()
@@ -137,7 +143,7 @@ def _config(prefix: str, opt: PredictorOptions):
     config.set_cpu_math_library_num_threads(opt.threads)
     if opt.onednn:
         config.enable_mkldnn()
-        config.set_mkldnn_op(_op_types(prefix) - ONEDNN_EXCLUDED)
+        config.set_mkldnn_op({t for t in _op_types(prefix) - ONEDNN_EXCLUDED if not t.startswith(CUSTOM_PREFIX)})
         config.set_mkldnn_cache_capacity(16)  # primitives cached per input shape
         if opt.precision == "bf16":
             config.enable_mkldnn_bfloat16()
@@ -178,6 +184,12 @@ class Predictor:
         if not os.path.isfile(prefix + ".pdmodel"):
             raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
         self.options = options = options or PredictorOptions()
+        custom = sorted(t for t in _op_types(prefix) if t.startswith(CUSTOM_PREFIX))
+        if custom and options.device != "cpu":
+            raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
+                            "for another device, export with --portable")
+        if custom:
+            train_kernels.kernels()  # registers them in this process
         self.predictor = inference.create_predictor(_config(prefix, options))
         self.inputs = {n: self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()}
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]

@@ -1,4 +1,5 @@
-// Multi-threaded fp32 CPU kernels for fine-tuning (paddle custom operators, see common/train_kernels.py).
+// Multi-threaded fp32 CPU kernels for fine-tuning (paddle custom operators, see common/train_kernels.py);
+// the span convolution also runs in ConvBERT's exported inference models.
 // paddle 2.6.2's own CPU kernels for these ops run on one thread. GEMMs stay paddle's (MKL), except
 // in the grouped 1x1 convolution, which calls the same MKL once per sample and group.
 // Every op takes contiguous row-major tensors (the Python side makes them so); the feature
@@ -1009,11 +1010,20 @@ std::vector<paddle::Tensor> SpanConvBackward(const paddle::Tensor& v, const padd
   return {dv, dlogits};
 }
 
+// In a static graph (ConvBERT's exported models) the outputs take the inputs' shapes and dtype.
+std::vector<std::vector<int64_t>> SpanConvShapes(const std::vector<int64_t>& v, const std::vector<int64_t>& logits) {
+  return {v, logits};
+}
+
+std::vector<paddle::DataType> SpanConvDtypes(const paddle::DataType& v, const paddle::DataType&) { return {v, v}; }
+
 PD_BUILD_OP(ct_span_conv)
     .Inputs({"V", "Logits"})
     .Outputs({"Out", "Probs"})
     .Attrs({"heads: int64_t", "pad: int64_t"})
-    .SetKernelFn(PD_KERNEL(SpanConvForward));
+    .SetKernelFn(PD_KERNEL(SpanConvForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SpanConvShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SpanConvDtypes));
 
 PD_BUILD_GRAD_OP(ct_span_conv)
     .Inputs({"V", "Probs", paddle::Grad("Out")})

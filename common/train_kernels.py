@@ -11,11 +11,13 @@ Model folders add their own layers with :func:`register`, built on the model-spe
 here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
 Parameters, state dict and eval mode are unchanged; gradients equal paddle's (dropout aside).
+Exported inference models use one of them too: ConvBERT's span convolution (see :func:`export_ops`).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
 ``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -61,7 +63,32 @@ def _seed() -> int:
 
 
 def _dense(x: paddle.Tensor) -> paddle.Tensor:
+    if not paddle.in_dynamic_mode():  # a static graph's variables are dense
+        return x
     return x if x.is_contiguous() else x.contiguous()
+
+
+_export_ops = False
+
+
+@contextlib.contextmanager
+def export_ops(enabled: bool = True):
+    """While a model is converted to a static graph inside this block, layers may build operators of
+    this module into it (:func:`in_export`). The exported program then needs this module's library
+    to run (``common.inference.Predictor`` loads it) and runs on the CPU only."""
+    global _export_ops
+    if enabled:
+        kernels()  # registers the operators, so a static graph can hold them
+    previous, _export_ops = _export_ops, enabled
+    try:
+        yield
+    finally:
+        _export_ops = previous
+
+
+def in_export() -> bool:
+    """True while a layer's forward is being converted inside :func:`export_ops`."""
+    return _export_ops and not paddle.in_dynamic_mode()
 
 
 def is_fp32(x: paddle.Tensor) -> bool:

@@ -96,6 +96,24 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         self.conv_kernel_layer = nn.Linear(self.all_head_size, heads * conv_kernel_size)
         self.conv_out_layer = nn.Linear(hidden_size, self.all_head_size)
 
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        """PaddleNLP's forward; converted for export (``common.train_kernels.export_ops``, eval mode),
+        the same attention with the span convolution as one operator instead of PaddleNLP's K
+        slices, ``stack`` and batched matmul (2x faster in paddle.inference on CPU)."""
+        if not (tk.in_export() and cache is None and not self.need_weights and (key is None or key is query)
+                and (value is None or value is query) and type(self.key_conv_attn_layer) is SeparableConv1D):
+            return super().forward(query, key, value, attn_mask, cache)
+        q = self.q_proj(query)
+        heads = [0, 0, self.num_heads, self.head_dim]
+        qh, kh, vh = (x.reshape(heads).transpose([0, 2, 1, 3]) for x in (q, self.k_proj(query), self.v_proj(query)))
+        scores = paddle.matmul(qh, kh, transpose_y=True) * self.scale
+        if attn_mask is not None:
+            scores = scores + nn.layer.transformer._convert_attention_mask(attn_mask, scores.dtype)
+        out = paddle.matmul(F.softmax(scores), vh).transpose([0, 2, 1, 3]).reshape([0, 0, self.all_head_size])
+        logits = self.conv_kernel_layer(self.key_conv_attn_layer(query) * q)
+        conv = tk.span_conv(self.conv_out_layer(query), logits, self.num_heads, self.padding)
+        return self.out_proj(paddle.concat([out, conv], axis=-1))
+
 
 class EncoderLayer(pm.TransformerEncoderLayerWithConv):
     """PaddleNLP's layer with HF's attention sizes and its LayerNorms at ``layer_norm_eps``.

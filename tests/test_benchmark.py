@@ -9,6 +9,7 @@ import transformers
 from common.errors import UserError
 from common.flops import forward_flops
 from common.hardware import onednn_bf16_missing
+from conftest import REPO
 from tiny_checkpoints import save_tiny
 
 # Tiny configs shaped like the real ones (groups, bottlenecks, head_ratio, embedding projection):
@@ -143,6 +144,38 @@ def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
         bf16 = Predictor(str(out / "inference"), PredictorOptions(threads=2, precision="bf16"))(batch)
         assert bf16[0].shape == ref[0].shape and np.isfinite(bf16[0]).all()
         assert 0 < max(max_abs_diff(ref, bf16)) < 0.05  # bf16 really ran
+
+
+def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
+    """ConvBERT's span convolution is exported as this repo's operator, which a fresh process loads
+    on its own; --portable keeps to paddle's operators; neither runs on another device."""
+    import subprocess
+    import sys
+
+    import export
+    from common.inference import Predictor, PredictorOptions, _op_types, max_abs_diff
+
+    fast, portable = tmp_path / "fast", tmp_path / "portable"
+    assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(fast)]) == 0
+    assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(portable), "--portable"]) == 0
+    ops = {d: _op_types(str(d / "inference")) for d in (fast, portable)}
+    assert "ct_span_conv" in ops[fast] and "stack" not in ops[fast]
+    assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" in ops[portable]
+    assert json.loads((portable / "export.json").read_text())["portable"] is True
+
+    batch = _padded(3, 13, seed=3)
+    np.savez(tmp_path / "batch.npz", **batch)
+    ours = Predictor(str(fast / "inference"), PredictorOptions(threads=2))(batch)
+    theirs = Predictor(str(portable / "inference"), PredictorOptions(threads=2))(batch)
+    assert max(max_abs_diff(theirs, ours)) <= 1e-5
+    code = ("import common, sys, numpy as np; from common.inference import Predictor, PredictorOptions; "
+            "b = dict(np.load(sys.argv[2])); np.save(sys.argv[3], Predictor(sys.argv[1], PredictorOptions(threads=2))(b)[0])")
+    subprocess.run([sys.executable, "-c", code, str(fast / "inference"), str(tmp_path / "batch.npz"),
+                    str(tmp_path / "logits.npy")], check=True, cwd=REPO)
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), ours[0], rtol=0, atol=1e-6)
+    with pytest.raises(UserError, match=r"inference.pdmodel: holds this repo's CPU operators \(ct_span_conv\); "
+                                        r"for another device, export with --portable"):
+        Predictor(str(fast / "inference"), PredictorOptions(device="gpu"))
 
 
 def test_export_base_model_outputs(tmp_path):
