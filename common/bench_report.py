@@ -116,7 +116,8 @@ def markdown(results: dict) -> str:
         "",
         f"Inference: sequence length {s['seq_len']}, full-length random inputs, random weights; median of "
         f"{s['runs']} runs after {s['warmup']} warm-up. FLOPs: matmuls and convolutions of the encoder "
-        "(common/flops.py).",
+        "(common/flops.py). paddle_infer_*: the model exported by common/inference.py (ConvBERT's span "
+        "convolution as this repo's CPU operator, common/train_kernels.cc).",
         "",
         "| model | backend | GFLOP/seq | " + " | ".join(f"ms/batch @{b}" if b == 1 else f"seq/s @{b}" for b in sizes)
         + f" | GFLOP/s @{big} | % peak @{big} |",
