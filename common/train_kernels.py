@@ -77,8 +77,6 @@ def export_ops(enabled: bool = True):
     this module into it (:func:`in_export`). The exported program then needs this module's library
     to run (``common.inference.Predictor`` loads it) and runs on the CPU only."""
     global _export_ops
-    if enabled:
-        kernels()  # registers the operators, so a static graph can hold them
     previous, _export_ops = _export_ops, enabled
     try:
         yield
