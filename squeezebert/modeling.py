@@ -85,9 +85,8 @@ class TrainLayerNorm(_pm.SqueezeBertLayerNorm):
 
 @tk.register
 class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
-    """Attention without transposes: scores = Q^T K and context = V P^T on the [batch, heads,
-    head size, length] views of the convolutions' outputs; scale, mask, softmax and dropout are one
-    operator."""
+    """The transpose-free attention of :func:`_self_attention_forward` with scale, mask, softmax and
+    dropout as one operator."""
 
     def forward(self, hidden_states, attention_mask, output_attentions):
         batch, channels, length = hidden_states.shape
