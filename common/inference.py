@@ -118,7 +118,7 @@ class PredictorOptions:
             raise UserError("fp16 runs through TensorRT: set tensorrt")
 
 
-def _config(prefix: str, opt: PredictorOptions):
+def _config(prefix: str, opt: PredictorOptions, op_types: set[str]):
     from paddle import inference
 
     opt.check()
@@ -143,7 +143,7 @@ def _config(prefix: str, opt: PredictorOptions):
     config.set_cpu_math_library_num_threads(opt.threads)
     if opt.onednn:
         config.enable_mkldnn()
-        config.set_mkldnn_op({t for t in _op_types(prefix) - ONEDNN_EXCLUDED if not t.startswith(CUSTOM_PREFIX)})
+        config.set_mkldnn_op({t for t in op_types - ONEDNN_EXCLUDED if not t.startswith(CUSTOM_PREFIX)})
         config.set_mkldnn_cache_capacity(16)  # primitives cached per input shape
         if opt.precision == "bf16":
             config.enable_mkldnn_bfloat16()
@@ -184,13 +184,14 @@ class Predictor:
         if not os.path.isfile(prefix + ".pdmodel"):
             raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
         self.options = options = options or PredictorOptions()
-        custom = sorted(t for t in _op_types(prefix) if t.startswith(CUSTOM_PREFIX))
+        op_types = _op_types(prefix)
+        custom = sorted(t for t in op_types if t.startswith(CUSTOM_PREFIX))
         if custom and options.device != "cpu":
             raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
                             "for another device, export with --portable")
         if custom:
             train_kernels.kernels()  # registers them in this process
-        self.predictor = inference.create_predictor(_config(prefix, options))
+        self.predictor = inference.create_predictor(_config(prefix, options, op_types))
         self.inputs = {n: self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()}
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
 

@@ -100,8 +100,7 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         """PaddleNLP's forward; converted for export (``common.train_kernels.export_ops``, eval mode),
         the same attention with the span convolution as one operator instead of PaddleNLP's K
         slices, ``stack`` and batched matmul (2x faster in paddle.inference on CPU)."""
-        if not (tk.in_export() and cache is None and not self.need_weights and (key is None or key is query)
-                and (value is None or value is query) and type(self.key_conv_attn_layer) is SeparableConv1D):
+        if not (tk.in_export() and self._operator_case(query, key, value, cache)):
             return super().forward(query, key, value, attn_mask, cache)
         q = self.q_proj(query)
         heads = [0, 0, self.num_heads, self.head_dim]
@@ -110,9 +109,20 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         if attn_mask is not None:
             scores = scores + nn.layer.transformer._convert_attention_mask(attn_mask, scores.dtype)
         out = paddle.matmul(F.softmax(scores), vh).transpose([0, 2, 1, 3]).reshape([0, 0, self.all_head_size])
-        logits = self.conv_kernel_layer(self.key_conv_attn_layer(query) * q)
+        return self._with_span_conv(query, q, self.key_conv_attn_layer(query), out)
+
+    def _operator_case(self, query, key, value, cache) -> bool:
+        """Self-attention with no cache and no returned weights, on this file's SeparableConv1D: the
+        case the operator paths (export here, fine-tuning in TrainSelfAttention) take."""
+        return (cache is None and not self.need_weights and (key is None or key is query)
+                and (value is None or value is query) and type(self.key_conv_attn_layer) is SeparableConv1D)
+
+    def _with_span_conv(self, query, q, mixed, attention):
+        """The output projection of the attention half and the span convolution's half (one operator),
+        given the projected ``q`` and the separable convolution ``mixed`` of ``query``."""
+        logits = self.conv_kernel_layer(mixed * q)
         conv = tk.span_conv(self.conv_out_layer(query), logits, self.num_heads, self.padding)
-        return self.out_proj(paddle.concat([out, conv], axis=-1))
+        return self.out_proj(paddle.concat([attention, conv], axis=-1))
 
 
 class EncoderLayer(pm.TransformerEncoderLayerWithConv):
@@ -149,9 +159,7 @@ class TrainSelfAttention(SelfAttention):
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         sep = self.key_conv_attn_layer
         mask = None
-        if (self.training and cache is None and not self.need_weights and tk.is_fp32(query)
-                and (key is None or key is query) and (value is None or value is query)
-                and type(sep) is SeparableConv1D):
+        if self.training and tk.is_fp32(query) and self._operator_case(query, key, value, cache):
             mask = tk.additive_mask(attn_mask, query.shape[0], query.shape[1], query.dtype)
         if mask is None:
             return SelfAttention.forward(self, query, key, value, attn_mask, cache)
@@ -160,9 +168,7 @@ class TrainSelfAttention(SelfAttention):
         depthwise = sep.depthwise.weight
         mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
         mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)
-        logits = self.conv_kernel_layer(mixed * q)
-        conv = tk.span_conv(self.conv_out_layer(query), logits, self.num_heads, self.padding)
-        return self.out_proj(paddle.concat([out, conv], axis=-1))
+        return self._with_span_conv(query, q, mixed, out)
 
 
 @tk.register
