@@ -40,9 +40,9 @@ def kernels():
 
     # OpenMP from paddle's libiomp5 (MKL's runtime), not gcc's libgomp: one thread pool, sized by
     # paddle.set_num_threads; two runtimes' spinning threads would fight over the cores.
-    # MKL's GEMM: paddle's own copy (the channels-first convolutions).
+    # oneDNN's GEMM: paddle's own copy (the channels-first convolutions).
     libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
-    ldflags = [f"-L{libs}", "-l:libmklml_intel.so", "-l:libiomp5.so"]
+    ldflags = [f"-L{libs}", "-l:libdnnl.so.3", "-l:libiomp5.so"]
     with open(SOURCE, "rb") as f:
         key = hashlib.sha256(f.read() + " ".join(sorted(cpu_flags())).encode() + paddle.__version__.encode()
                              + " ".join(CFLAGS + ldflags).encode()).hexdigest()[:16]
@@ -139,7 +139,7 @@ def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p:
 def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int,
                    gelu: bool = False) -> paddle.Tensor:
     """A grouped 1x1 convolution of [batch, channels, length] (weight [out, in / groups(, 1)]) plus
-    bias, one MKL GEMM per sample and group; ``gelu``: exact GELU after it."""
+    bias, one oneDNN GEMM per sample and group; ``gelu``: exact GELU after it."""
     op = kernels().ct_pointwise_conv_gelu if gelu else kernels().ct_pointwise_conv
     out = op(_dense(x), weight, bias, int(groups))
     return out[0] if gelu else out
