@@ -299,7 +299,7 @@ def test_pointwise_conv_is_conv1d(groups):
 
 @pytest.mark.parametrize("groups", [1, 4])
 def test_pointwise_conv_static_form_is_conv1d(groups):
-    """The form to_static traces (split into groups, one matmul each) computes nn.Conv1D's forward."""
+    """to_static traces the same batched matmul (no per-group split) and computes nn.Conv1D's forward."""
     import paddle
 
     from squeezebert.modeling import PointwiseConv1D
@@ -309,9 +309,35 @@ def test_pointwise_conv_static_form_is_conv1d(groups):
     ref.bias.set_value(fast.bias)
     static = paddle.jit.to_static(fast, input_spec=[paddle.static.InputSpec([None, 16, None], "float32")], full_graph=True)
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 16, 7)).astype("float32"))
-    program = str(static.forward.concrete_program.main_program)
-    assert ("split" in program) == (groups > 1) and "reshape" not in program
+    ops = {op.type for op in static.forward.concrete_program.main_program.global_block().ops}
+    assert "matmul_v2" in ops and not {t for t in ops if "conv" in t or t == "split"}
     np.testing.assert_allclose(static(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [
+    dict(q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1, intermediate_groups=2, output_groups=2),
+    # groups holding parts of heads (8 groups, 4 heads), ungrouped and mismatched feed-forward groups
+    dict(q_groups=8, k_groups=1, v_groups=4, post_attention_groups=2, intermediate_groups=4, output_groups=1),
+])
+def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
+    """The exported encoder runs token-major (no channels-first layer norm transposes, no conv ops)
+    and gives HF's outputs on a padded batch with both token types."""
+    from common.convert import convert_checkpoint
+    from common.inference import Predictor, PredictorOptions, _op_types, export_static
+    from common.models import load_model_dir
+    from squeezebert.spec import SPEC
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", embedding_size=32, **groups)
+    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+    prefix = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "static"))
+    assert not {t for t in _op_types(prefix) if "conv" in t or t == "split"}
+    batch = _padded(3, 11, seed=3)
+    torch_model = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = torch_model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    for onednn in (True, False):
+        got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
 
 def test_squeezebert_builds_pointwise_convolutions_with_the_same_names():
