@@ -144,7 +144,7 @@ def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
     return _from_groups(_grouped(x, conv))
 
 
-def _heads(x: paddle.Tensor, conv: PointwiseConv1D, batch, heads: int) -> paddle.Tensor:
+def _heads(x: paddle.Tensor, conv: PointwiseConv1D, batch: paddle.Tensor, heads: int) -> paddle.Tensor:
     """Query, key or value of token-major ``x`` as [batch, heads, length, head size]. When each group
     holds whole heads, straight from the groups' output (one transpose)."""
     groups, size = conv._groups, conv._out_channels // heads
@@ -158,7 +158,8 @@ def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm) -> paddle.Tens
     return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm._epsilon)
 
 
-def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor, batch) -> paddle.Tensor:
+def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor,
+                       batch: paddle.Tensor) -> paddle.Tensor:
     """``SqueezeBertLayer``'s eval-mode forward on token-major ``x`` [batch * length, channels]."""
     att = layer.attention
     heads, size = att.num_attention_heads, att.attention_head_size
