@@ -28,12 +28,15 @@ class PointwiseConv1D(nn.Conv1D):
     def __init__(self, in_channels: int, out_channels: int, groups: int = 1):
         super().__init__(in_channels, out_channels, kernel_size=1, groups=groups)
 
+    def weight_by_group(self) -> paddle.Tensor:
+        """The [out, in / groups, 1] weight as [groups, out / groups, in / groups]."""
+        out_channels, in_per_group = self.weight.shape[:2]
+        return self.weight.reshape([self._groups, out_channels // self._groups, in_per_group])
+
     def forward(self, x):
-        groups, (out_channels, in_per_group) = self._groups, self.weight.shape[:2]
         # 4-D like the input: paddle 2.6.2's matmul backward fails on a 3-D operand broadcast against a 4-D one.
-        weight = self.weight.reshape([1, groups, out_channels // groups, in_per_group])
-        y = paddle.matmul(weight, x.reshape([0, groups, in_per_group, -1]))
-        return y.reshape([0, out_channels, -1]) + self.bias.unsqueeze(-1)
+        y = paddle.matmul(self.weight_by_group().unsqueeze(0), x.reshape([0, self._groups, self.weight.shape[1], -1]))
+        return y.reshape([0, self._out_channels, -1]) + self.bias.unsqueeze(-1)
 
 
 # Fine-tuning on CPU: kernel-backed versions of the layers above (common/train_kernels.py switches
@@ -116,10 +119,6 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 # runs before and after (README): fp32 48 -> 34 ms at batch 1, 37 seq/s at batch 32 in both.
 
 
-def _grouped_weight(conv: PointwiseConv1D) -> paddle.Tensor:
-    """[groups, in / groups, out / groups] from the [out, in / groups, 1] weight (folded by paddle.inference)."""
-    groups, (out_channels, in_per_group) = conv._groups, conv.weight.shape[:2]
-    return conv.weight.reshape([groups, out_channels // groups, in_per_group]).transpose([0, 2, 1])
 
 
 def _to_groups(x: paddle.Tensor, groups: int) -> paddle.Tensor:
@@ -132,10 +131,16 @@ def _from_groups(y: paddle.Tensor) -> paddle.Tensor:
     return y.transpose([1, 0, 2]).reshape([-1, y.shape[0] * y.shape[2]])
 
 
+def _grouped_matmul(xg: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
+    """The convolution of split input ``xg`` [groups, tokens, in / groups]: [groups, tokens, out / groups]
+    (the weight's transpose is folded by paddle.inference)."""
+    weight = conv.weight_by_group().transpose([0, 2, 1])
+    return paddle.matmul(xg, weight) + conv.bias.reshape([conv._groups, 1, -1])
+
+
 def _grouped(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
     """The convolution of token-major ``x`` [tokens, in], still split: [groups, tokens, out / groups]."""
-    groups = conv._groups
-    return paddle.matmul(_to_groups(x, groups), _grouped_weight(conv)) + conv.bias.reshape([groups, 1, -1])
+    return _grouped_matmul(_to_groups(x, conv._groups), conv)
 
 
 def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
@@ -171,8 +176,7 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
     hidden = _layer_norm(_pointwise(context, post.conv1d) + x, post.layernorm)
     inner, outer, act = layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act
     if inner._groups == outer._groups > 1:  # the output convolution's groups are the intermediate's
-        out = _from_groups(paddle.matmul(act(_grouped(hidden, inner)), _grouped_weight(outer))
-                           + outer.bias.reshape([outer._groups, 1, -1]))
+        out = _from_groups(_grouped_matmul(act(_grouped(hidden, inner)), outer))
     else:
         out = _pointwise(act(_pointwise(hidden, inner)), outer)
     return _layer_norm(out + hidden, layer.output.layernorm)
