@@ -19,6 +19,7 @@ from paddlenlp.trainer import TrainingArguments
 
 from common import tokenization
 from common.checkpoint import open_paddle_checkpoint
+from common.distributed import leave_together
 from common.errors import UserError
 from common.fsutil import write_json
 from common.glue import Example, GlueTask, get_task, label_order, read_split
@@ -273,6 +274,7 @@ def glue_main(
     for split in task.dev_splits:
         shown = "  ".join(f"{k}={metrics[split][k]:.4f}" for k in task.metric_names)
         print(f"{task.name} {split}: {shown}")
+    leave_together()
     return metrics
 
 

@@ -18,6 +18,7 @@ import paddle
 import paddle.nn.functional as F
 
 from common.checkpoint import open_paddle_checkpoint
+from common.distributed import leave_together
 from common.errors import UserError
 from common.fsutil import write_json
 from common.squad_data import SquadExample, make_features, read_json, read_squad
@@ -141,6 +142,7 @@ def squad_main(model_type: str, model_class_name: str, argv: list[str] | None = 
     names = ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_f1") if version_2 else ("exact_match", "f1")
     shown = "  ".join(f"{k}={metrics['predict'][k]:.2f}" for k in names if k in metrics["predict"])
     print(f"squad {metrics['version']} {os.path.basename(data_args.predict_file)}: {shown}")
+    leave_together()
     return metrics
 
 
