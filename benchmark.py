@@ -17,6 +17,7 @@ import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -324,6 +325,19 @@ def write_results(results: dict, output_dir: str) -> None:
 
 
 @cli
+def code_version() -> str | None:
+    """This checkout's commit, "+changes" when tracked files differ from it; None outside git."""
+    repo = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if changed else "")
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the results (also written under ``--output_dir``)."""
     import paddle
@@ -346,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": asdict(s),
         "machine": machine,
         "versions": {"python": platform.python_version(), "paddle": paddle.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
+                     "transformers": transformers.__version__, "numpy": np.__version__, "code": code_version()},
         "models": {},
         "results": [],
     }

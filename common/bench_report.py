@@ -111,6 +111,9 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Benchmark: {m['cpu']}, {m['threads']} threads",
         "",
+        f"Code: commit {results['versions'].get('code') or 'unknown'}; "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if k != "code") + ".",
+        "",
         f"Peak: fp32 {m['peak_fp32_gflops']:.0f} GFLOP/s, bf16 {m['peak_bf16_gflops']:.0f} GFLOP/s. Assumed: "
         + "; ".join(m["assumptions"]) + ".",
         "",

@@ -1,5 +1,6 @@
 """FLOP counts, static export + paddle.inference against dygraph, and the benchmark end to end."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -239,6 +240,9 @@ def test_benchmark_quick_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"settings", "machine", "versions", "models", "results", "wall_s", "estimate_s"}
     assert set(results["machine"]) >= {"cpu", "threads", "ghz", "peak_fp32_gflops", "peak_bf16_gflops", "assumptions"}
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    assert results["versions"]["code"].split("+")[0] == head.strip()  # the commit that was measured
+    assert f"Code: commit {results['versions']['code']}; python " in (out / "results.md").read_text()
     assert set(results["models"]) == set(models)
     for summary in results["models"].values():
         assert summary["parity_max_abs_logit_diff"] < 1e-5 and summary["gflops_per_seq"] > 0
