@@ -557,11 +557,14 @@ extern "C" int dnnl_sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int6
 namespace {
 
 // C (m x n, ldc) = op(A) op(B) + beta C, row-major; inside a parallel region oneDNN runs on the calling thread.
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+// True on failure: callers gather it over their parallel region and report it after (check_gemm), since an
+// exception may not leave an OpenMP region.
+bool gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float beta, float* c, int64_t ldc) {
-  const int status = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
-  PD_CHECK(status == 0, "dnnl_sgemm failed with status ", status);
+  return dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) != 0;
 }
+
+void check_gemm(bool failed, const char* what) { PD_CHECK(!failed, what, ": dnnl_sgemm failed"); }
 
 struct ConvShape {
   int64_t batch, in, out, length, groups, in_g, out_g;
@@ -586,8 +589,9 @@ paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, co
   auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();
+  bool failed = false;
   // Group-major: a thread's consecutive GEMMs share their weight block, which stays in its cache.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) reduction(|| : failed)
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int64_t n = 0; n < s.batch; ++n) {
       float* out = py + (n * s.out + g * s.out_g) * s.length;
@@ -596,10 +600,11 @@ paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, co
 #pragma omp simd
         for (int64_t l = 0; l < s.length; ++l) out[c * s.length + l] = v;
       }
-      gemm(false, false, s.out_g, s.length, s.in_g, pw + g * s.out_g * s.in_g, s.in_g,
-           px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length);
+      failed = gemm(false, false, s.out_g, s.length, s.in_g, pw + g * s.out_g * s.in_g, s.in_g,
+                    px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length) || failed;
     }
   }
+  check_gemm(failed, "pointwise_conv forward");
   return y;
 }
 
@@ -614,14 +619,15 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
   float *pdx = dx.data<float>(), *pdw = dw.data<float>(), *pdb = db.data<float>();
   const int threads = omp_get_max_threads();
   const int64_t blocks = (threads + s.groups - 1) / s.groups, rows = (s.out_g + blocks - 1) / blocks;
-#pragma omp parallel num_threads(threads)
+  bool failed = false;
+#pragma omp parallel num_threads(threads) reduction(|| : failed)
   {
 #pragma omp for collapse(2) schedule(static) nowait
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t g = 0; g < s.groups; ++g) {
-        gemm(true, false, s.in_g, s.length, s.out_g, pw + g * s.out_g * s.in_g, s.in_g,
-             pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f, pdx + (n * s.in + g * s.in_g) * s.length,
-             s.length);
+        failed = gemm(true, false, s.in_g, s.length, s.out_g, pw + g * s.out_g * s.in_g, s.in_g,
+                      pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f,
+                      pdx + (n * s.in + g * s.in_g) * s.length, s.length) || failed;
       }
     }
 #pragma omp for collapse(2) schedule(static) nowait
@@ -631,8 +637,9 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
         if (count <= 0) continue;
         const int64_t c0 = g * s.out_g + first;
         for (int64_t n = 0; n < s.batch; ++n) {
-          gemm(false, true, count, s.in_g, s.length, pd + (n * s.out + c0) * s.length, s.length,
-               px + (n * s.in + g * s.in_g) * s.length, s.length, n ? 1.f : 0.f, pdw + c0 * s.in_g, s.in_g);
+          failed = gemm(false, true, count, s.in_g, s.length, pd + (n * s.out + c0) * s.length, s.length,
+                        px + (n * s.in + g * s.in_g) * s.length, s.length, n ? 1.f : 0.f, pdw + c0 * s.in_g,
+                        s.in_g) || failed;
         }
       }
     }
@@ -647,6 +654,7 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
       pdb[c] = sum;
     }
   }
+  check_gemm(failed, "pointwise_conv backward");
   return {dx, dw, db};
 }
 
