@@ -201,3 +201,24 @@ def test_mnli_head_keeps_its_label_meaning(tmp_path):
     assert metrics["labels"] == ["entailment", "neutral", "contradiction"]
     assert metrics["dev_matched"]["accuracy"] == 0.75
     assert metrics["dev_mismatched"]["accuracy"] == 0.75
+
+
+def test_ranks_leave_together(tmp_path):
+    """common.distributed.leave_together holds each rank until the slowest one gets there."""
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import time\nimport common\nimport paddle.distributed as dist\nfrom common.distributed import leave_together\n"
+        "dist.init_parallel_env()\n"
+        "if dist.get_rank() == 0:\n    time.sleep(3)\n"
+        "start = time.time()\nleave_together()\n"
+        "print(f'rank {dist.get_rank()} waited {time.time() - start:.2f}', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                           "--log_dir", str(tmp_path / "log"), str(script)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    waited = {}
+    for rank in (0, 1):
+        line = next(x for x in (tmp_path / "log" / f"workerlog.{rank}").read_text().splitlines() if x.startswith("rank "))
+        waited[rank] = float(line.split()[-1])
+    assert waited[1] > 2.0 and waited[0] < 1.0
