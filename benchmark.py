@@ -324,7 +324,6 @@ def write_results(results: dict, output_dir: str) -> None:
     plot(results, os.path.join(output_dir, "results.png"))
 
 
-@cli
 def code_version() -> str | None:
     """This checkout's commit, "+changes" when tracked files differ from it; None outside git."""
     repo = os.path.dirname(os.path.abspath(__file__))
@@ -338,6 +337,7 @@ def code_version() -> str | None:
     return commit + ("+changes" if changed else "")
 
 
+@cli
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the results (also written under ``--output_dir``)."""
     import paddle

@@ -119,8 +119,6 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 # runs before and after (README): fp32 48 -> 34 ms at batch 1, 37 seq/s at batch 32 in both.
 
 
-
-
 def _to_groups(x: paddle.Tensor, groups: int) -> paddle.Tensor:
     """[tokens, channels] -> [groups, tokens, channels / groups]."""
     return x.reshape([-1, groups, x.shape[-1] // groups]).transpose([1, 0, 2])

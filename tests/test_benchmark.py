@@ -1,6 +1,8 @@
 """FLOP counts, static export + paddle.inference against dygraph, and the benchmark end to end."""
 import json
+import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -276,6 +278,14 @@ def test_benchmark_rejects_unknown_names():
         benchmark.parse_args(["--backends", "tensorflow"])
     with pytest.raises(UserError, match="unknown model"):
         benchmark.parse_args(["--models", "gpt2"])
+
+
+def test_benchmark_script_bad_input_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmark.py"), "--models", "gpt2", "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "unknown model" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- speed work
