@@ -84,6 +84,7 @@ def export_ops(enabled: bool = True):
         _export_ops = previous
 
 
+@paddle.jit.not_to_static  # a converted copy would keep the flag of the first conversion in the process
 def in_export() -> bool:
     """True while a layer's forward is being converted inside :func:`export_ops`."""
     return _export_ops and not paddle.in_dynamic_mode()

@@ -298,3 +298,24 @@ def test_convbert_runs_the_convolution_and_attention_operators(monkeypatch):
     _, cfg, calls = _fused_calls(monkeypatch, "conv-bert-small", ["attend", "depthwise_conv", "span_conv"])
     layers = cfg["num_hidden_layers"]
     assert calls == {"attend": layers, "depthwise_conv": layers, "span_conv": layers}
+
+
+def _doubled_in_export(x):
+    return x * 2.0 if tk.in_export() else x
+
+
+class _ExportProbe(paddle.nn.Layer):
+    def forward(self, x):
+        return _doubled_in_export(x)
+
+
+def test_in_export_reads_the_current_block_in_converted_functions():
+    """A module-level function converted by to_static sees each export_ops block's flag, not the one of
+    the first conversion in the process (a converted copy of in_export kept that)."""
+    from paddle.static import InputSpec
+
+    for enabled in (True, False, True):
+        static = paddle.jit.to_static(_ExportProbe(), input_spec=[InputSpec([2], "float32")], full_graph=True)
+        with tk.export_ops(enabled):
+            ops = {op.type for op in static.forward.concrete_program.main_program.global_block().ops}
+        assert ("scale" in ops) is enabled, (enabled, ops)
