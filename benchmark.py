@@ -1,6 +1,7 @@
-"""Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16) against torch
-(eager fp32, bf16 autocast), inference and one fine-tuning step (paddle with its own kernels and with
-``common/train_kernels.py``'s), with FLOP rates. See --help.
+"""Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16, the export in
+onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
+fine-tuning step (paddle with its own kernels and with ``common/train_kernels.py``'s), with FLOP
+rates. See --help.
 
 Models are full-size official configs with random weights, the same in both frameworks
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
@@ -34,14 +35,17 @@ from common.fsutil import write_json
 from common.hardware import cpu_info, onednn_bf16_missing
 from common.malloc import retain_freed_memory
 
-INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_infer_bf16", "torch_fp32", "torch_bf16")
+# paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
+INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "torch_fp32",
+                      "torch_bf16")
 # paddle_train: paddle's own kernels; paddle_train_kernels: common/train_kernels.py's (what run_glue uses on CPU).
 TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16, paddle.inference bf16 on AMX; paddle_train_kernels:
 # 2 AMD EPYC cores). Slower machines take longer.
-ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_infer_bf16": 150,
+ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_ort_fp32": 70,
+                              "paddle_infer_bf16": 150,
                               "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 80,
                               "torch_train": 55}
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
@@ -169,20 +173,21 @@ def describe(row: dict) -> str:
 
 
 def _predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
-    """``paddle.inference`` predictors by backend (the exception instead where one cannot be made)."""
+    """``paddle.inference`` and onnxruntime predictors by backend (the exception instead where one
+    cannot be made)."""
     from common.inference import Predictor, PredictorOptions, export_static
+    from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 
-    if not backends:
-        return {}
-    try:
-        prefix = export_static(paddle_model, tmp)
-    except Exception as exc:  # noqa: BLE001  (becomes the rows' error)
-        return {b: exc for b in backends}
-    predictors = {}
+    predictors, prefix = {}, None
     for backend in backends:
         try:
+            if backend == "paddle_ort_fp32":
+                portable = export_static(paddle_model, os.path.join(tmp, "portable"), custom_ops=False)
+                predictors[backend] = OnnxPredictor(convert_to_onnx(portable, os.path.join(tmp, ONNX_FILE)), threads)
+                continue
+            prefix = prefix or export_static(paddle_model, tmp)
             predictors[backend] = Predictor(prefix, PredictorOptions(threads=threads, precision=backend.rsplit("_", 1)[1]))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (becomes the rows' error)
             predictors[backend] = exc
     return predictors
 
@@ -215,7 +220,8 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        predictors = _predictors(paddle_model, [b for b in s.backends if b.startswith("paddle_infer")], s.threads, tmp)
+        exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
+        predictors = _predictors(paddle_model, exported, s.threads, tmp)
         summary["setup_s"] = time.perf_counter() - start
         print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq, "
               f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "

@@ -8,7 +8,8 @@ atomically, ``inference.pdmodel`` / ``inference.pdiparams`` (inputs ``input_ids`
 oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared with the dygraph
 model; over ``--atol`` nothing is written and the exit code is 1. A ConvBERT model's span
 convolution is exported as this repo's CPU operator (``common/train_kernels.cc``; the predictor of
-``common/inference.py`` loads it); ``--portable`` keeps to paddle's own operators.
+``common/inference.py`` loads it); ``--portable`` keeps to paddle's own operators. ``--onnx`` (portable)
+also writes ``inference.onnx`` (paddle2onnx), checked the same way in onnxruntime.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from common.errors import cli
 from common.fsutil import atomic_dir, write_json
 from common.inference import INPUTS, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
 from common.models import load_model_dir
+from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 
 
 def padded_batch(tokenizer) -> dict[str, np.ndarray]:
@@ -49,9 +51,11 @@ class _Mismatch(Exception):
     """Raised inside ``atomic_dir`` so that a failed check leaves nothing behind."""
 
 
-def export(model_dir: str, output_dir: str, atol: float, threads: int, portable: bool = False) -> dict:
+def export(model_dir: str, output_dir: str, atol: float, threads: int, portable: bool = False,
+           onnx: bool = False) -> dict:
     """Export and check; returns the report written to export.json. Over ``atol``,
-    ``report["ok"]`` is False and nothing is written. ``portable``: paddle's own operators only."""
+    ``report["ok"]`` is False and nothing is written. ``portable``: paddle's own operators only;
+    ``onnx``: also the ONNX model (implies ``portable``)."""
     import paddle
     from paddlenlp.transformers import AutoTokenizer
 
@@ -68,17 +72,20 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int, portable:
         "outputs": output_names(architecture, len(ref)),
         "paddle_version": paddle.__version__,
         "atol": atol,
-        "portable": portable,
+        "portable": portable or onnx,
+        "onnx": onnx,
         "check_batch": {"sequences": len(SAMPLES), "shape": list(batch["input_ids"].shape), "padded": True},
     }
     try:
         with atomic_dir(output_dir) as tmp:
-            prefix = export_static(model, tmp, custom_ops=not portable)
+            prefix = export_static(model, tmp, custom_ops=not report["portable"])
             tokenizer.save_pretrained(tmp)
-            report["max_abs_diff"] = {}
-            for label, onednn in (("onednn", True), ("native", False)):
-                got = Predictor(prefix, PredictorOptions(threads=threads, onednn=onednn))(batch)
-                report["max_abs_diff"][label] = dict(zip(report["outputs"], max_abs_diff(ref, got)))
+            runs = {label: Predictor(prefix, PredictorOptions(threads=threads, onednn=onednn))
+                    for label, onednn in (("onednn", True), ("native", False))}
+            if onnx:
+                runs["onnxruntime"] = OnnxPredictor(convert_to_onnx(prefix, os.path.join(tmp, ONNX_FILE)), threads)
+            report["max_abs_diff"] = {label: dict(zip(report["outputs"], max_abs_diff(ref, run(batch))))
+                                      for label, run in runs.items()}
             report["worst"] = max(v for diffs in report["max_abs_diff"].values() for v in diffs.values())
             report["ok"] = bool(report["worst"] <= atol)  # NaN fails
             if not report["ok"]:
@@ -101,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--portable", action="store_true",
                         help="paddle's own operators only, for GPUs and other runtimes (default: ConvBERT's span "
                              "convolution is this repo's CPU operator, 2x faster; needs this repo to run)")
+    parser.add_argument("--onnx", action="store_true",
+                        help=f"also write {ONNX_FILE} (paddle2onnx; implies --portable), checked in onnxruntime")
     args = parser.parse_args(argv)
-    report = export(args.model_dir, args.output_dir, args.atol, args.threads, args.portable)
+    report = export(args.model_dir, args.output_dir, args.atol, args.threads, args.portable, args.onnx)
     for label, diffs in report["max_abs_diff"].items():
         print(f"{label:<7} " + "  ".join(f"{name} max_abs_diff={d:.3e}" for name, d in diffs.items()))
     print(f"max_abs_diff={report['worst']:.3e}")

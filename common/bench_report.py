@@ -59,13 +59,13 @@ def targets(results: dict) -> list[str]:
     fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
     bf16 = f"paddle inference bf16 / torch bf16 autocast <= {TARGET_PADDLE_OVER_TORCH}"
     for m in models:
-        lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, "paddle_dygraph", "paddle_infer_fp32"),
+        lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, "paddle_dygraph", "paddle_infer_fp32", "paddle_ort_fp32"),
                                                   (m, "torch_fp32")), lambda r: r <= TARGET_PADDLE_OVER_TORCH))
     for m in models:
         lines.append(_target_row(bf16, m, _ratios(inf, sizes, (m, "paddle_infer_bf16"), (m, "torch_bf16")),
                                  lambda r: r <= TARGET_PADDLE_OVER_TORCH))
     if {"bert-base-uncased", "squeezebert-uncased"} <= set(models):
-        for backend in ("paddle_infer_fp32", "paddle_infer_bf16", "paddle_dygraph", "torch_fp32"):
+        for backend in ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "paddle_dygraph", "torch_fp32"):
             speedup = _ratios(inf, sizes, ("bert-base-uncased", backend), ("squeezebert-uncased", backend))
             lines.append(_target_row(f"SqueezeBERT speedup over BERT-base, {backend} >= {TARGET_SQUEEZEBERT_SPEEDUP}",
                                      "squeezebert-uncased", speedup, lambda r: r >= TARGET_SQUEEZEBERT_SPEEDUP,
@@ -81,7 +81,7 @@ def targets(results: dict) -> list[str]:
                                  lambda r: r <= 1))
     for m, width in OFA_WIDTHS[1:]:
         if m in models and "bert-base-uncased" in models:
-            for backend in ("paddle_infer_fp32", "paddle_infer_bf16"):
+            for backend in ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16"):
                 ratio = _ratios(inf, sizes, (m, backend), ("bert-base-uncased", backend))
                 limit = TARGET_OFA_W05 if width == "0.5" else None
                 published = PUBLISHED_OFA.get(m)
@@ -120,7 +120,8 @@ def markdown(results: dict) -> str:
         f"Inference: sequence length {s['seq_len']}, full-length random inputs, random weights; median of "
         f"{s['runs']} runs after {s['warmup']} warm-up. FLOPs: matmuls and convolutions of the encoder "
         "(common/flops.py). paddle_infer_*: the model exported by common/inference.py (ConvBERT's span "
-        "convolution as this repo's CPU operator, common/train_kernels.cc).",
+        "convolution as this repo's CPU operator, common/train_kernels.cc); paddle_ort_fp32: the export with "
+        "paddle's operators only (export.py --portable), converted by paddle2onnx and run by onnxruntime.",
         "",
         "| model | backend | GFLOP/seq | " + " | ".join(f"ms/batch @{b}" if b == 1 else f"seq/s @{b}" for b in sizes)
         + f" | GFLOP/s @{big} | % peak @{big} |",

