@@ -100,8 +100,7 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         """PaddleNLP's forward; converted to a static graph (export, eval mode), the same attention
         with the span convolution as this repo's operator inside ``common.train_kernels.export_ops``
         (2x faster in paddle.inference on CPU than PaddleNLP's K slices, ``stack`` and batched
-        matmul), else as a sum of K shifted slices (paddle's operators only, which paddle2onnx 1.3.1
-        also converts right: it breaks PaddleNLP's NLC ``F.pad``)."""
+        matmul), else as PaddleNLP computes it with paddle's operators (:func:`stacked_span_conv`)."""
         if paddle.in_dynamic_mode() or not self._operator_case(query, key, value, cache):
             return super().forward(query, key, value, attn_mask, cache)
         q = self.q_proj(query)
@@ -123,24 +122,22 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
         """The output projection of the attention half and the span convolution's half (one operator),
         given the projected ``q`` and the separable convolution ``mixed`` of ``query``."""
         logits = self.conv_kernel_layer(mixed * q)
-        span = tk.span_conv if tk.in_export() or paddle.in_dynamic_mode() else shifted_span_conv
+        span = tk.span_conv if tk.in_export() or paddle.in_dynamic_mode() else stacked_span_conv
         conv = span(self.conv_out_layer(query), logits, self.num_heads, self.padding)
         return self.out_proj(paddle.concat([attention, conv], axis=-1))
 
 
-def shifted_span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, pad: int) -> paddle.Tensor:
-    """:func:`common.train_kernels.span_conv` in paddle's operators: the values zero-padded along the
-    length, then the softmax-weighted sum of the 2 * ``pad`` + 1 shifted slices."""
-    kernel = 2 * pad + 1
-    weights = F.softmax(logits.reshape([0, 0, heads, kernel]), axis=-1)
-    v = values.reshape([0, 0, heads, values.shape[-1] // heads])
-    zeros = paddle.zeros_like(v[:, :pad])
-    v = paddle.concat([zeros, v, zeros], axis=1)
-    out = 0
-    for k in range(kernel):
-        shifted = v[:, k:] if k == kernel - 1 else v[:, k:k - kernel + 1]
-        out = out + shifted * weights[:, :, :, k:k + 1]
-    return out.reshape([0, 0, values.shape[-1]])
+def stacked_span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, pad: int) -> paddle.Tensor:
+    """:func:`common.train_kernels.span_conv` in paddle's operators, as PaddleNLP computes it (the
+    2 * ``pad`` + 1 shifted slices stacked, a batched matmul with the softmaxed kernel), but padded
+    by concatenating zeros: paddle2onnx 1.3.1 mis-converts PaddleNLP's channels-last ``F.pad``."""
+    kernel, size = 2 * pad + 1, values.shape[-1] // heads
+    weights = F.softmax(logits.reshape([-1, kernel, 1]), axis=1)
+    zeros = paddle.zeros_like(values[:, :pad])
+    padded = paddle.concat([zeros, values, zeros], axis=1)
+    shifted = [padded[:, k:] if k == kernel - 1 else padded[:, k:k - kernel + 1] for k in range(kernel)]
+    out = paddle.matmul(paddle.stack(shifted, axis=-1).reshape([-1, size, kernel]), weights)
+    return out.reshape([paddle.shape(values)[0], -1, values.shape[-1]])
 
 
 class EncoderLayer(pm.TransformerEncoderLayerWithConv):

@@ -196,8 +196,9 @@ def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
     assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(portable), "--portable"]) == 0
     ops = {d: _op_types(str(d / "inference")) for d in (fast, portable)}
     assert "ct_span_conv" in ops[fast] and "stack" not in ops[fast]
-    # portable: the span convolution as a sum of shifted slices (convbert.modeling.shifted_span_conv)
-    assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" not in ops[portable]
+    # portable: PaddleNLP's stacked slices, padded by concat (convbert.modeling.stacked_span_conv), no pad op
+    assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" in ops[portable]
+    assert not {"pad", "pad3d"} & ops[portable]
     assert json.loads((portable / "export.json").read_text())["portable"] is True
 
     batch = _padded(3, 13, seed=3)
