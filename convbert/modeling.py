@@ -119,8 +119,9 @@ class SelfAttention(pm.MultiHeadAttentionWithConv):
                 and (value is None or value is query) and type(self.key_conv_attn_layer) is SeparableConv1D)
 
     def _with_span_conv(self, query, q, mixed, attention):
-        """The output projection of the attention half and the span convolution's half (one operator),
-        given the projected ``q`` and the separable convolution ``mixed`` of ``query``."""
+        """The output projection of the attention half and the span convolution's half (this repo's
+        operator; :func:`stacked_span_conv` in a portable export), given the projected ``q`` and the
+        separable convolution ``mixed`` of ``query``."""
         logits = self.conv_kernel_layer(mixed * q)
         span = tk.span_conv if tk.in_export() or paddle.in_dynamic_mode() else stacked_span_conv
         conv = span(self.conv_out_layer(query), logits, self.num_heads, self.padding)
