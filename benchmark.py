@@ -175,18 +175,20 @@ def describe(row: dict) -> str:
 def _predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
     """``paddle.inference`` and onnxruntime predictors by backend (the exception instead where one
     cannot be made)."""
-    from common.inference import Predictor, PredictorOptions, export_static
+    from common.inference import Predictor, PredictorOptions, custom_ops, export_static, op_types_of
     from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 
     predictors, prefix = {}, None
     for backend in backends:
         try:
-            if backend == "paddle_ort_fp32":
-                portable = export_static(paddle_model, os.path.join(tmp, "portable"), custom_ops=False)
-                predictors[backend] = OnnxPredictor(convert_to_onnx(portable, os.path.join(tmp, ONNX_FILE)), threads)
-                continue
             prefix = prefix or export_static(paddle_model, tmp)
-            predictors[backend] = Predictor(prefix, PredictorOptions(threads=threads, precision=backend.rsplit("_", 1)[1]))
+            if backend == "paddle_ort_fp32":  # a second, portable export only where the first holds our operators
+                portable = export_static(paddle_model, os.path.join(tmp, "portable"), custom_ops=False) \
+                    if custom_ops(op_types_of(prefix)) else prefix
+                predictors[backend] = OnnxPredictor(convert_to_onnx(portable, os.path.join(tmp, ONNX_FILE)), threads)
+            else:
+                predictors[backend] = Predictor(prefix, PredictorOptions(threads=threads,
+                                                                         precision=backend.rsplit("_", 1)[1]))
         except Exception as exc:  # noqa: BLE001  (becomes the rows' error)
             predictors[backend] = exc
     return predictors

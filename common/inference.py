@@ -154,13 +154,18 @@ def _config(prefix: str, opt: PredictorOptions, op_types: set[str]):
     return config
 
 
-def _op_types(prefix: str) -> set[str]:
+def op_types_of(prefix: str) -> set[str]:
     """The operator types of the exported program."""
     from paddle.base import core
 
     with open(prefix + ".pdmodel", "rb") as f:
         desc = core.ProgramDesc(f.read())
     return {desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())}
+
+
+def custom_ops(op_types: set[str]) -> list[str]:
+    """This repo's operators (:data:`CUSTOM_PREFIX`) among ``op_types``, sorted."""
+    return sorted(t for t in op_types if t.startswith(CUSTOM_PREFIX))
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,8 +191,8 @@ class Predictor:
         if not os.path.isfile(prefix + ".pdmodel"):
             raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
         self.options = options = options or PredictorOptions()
-        op_types = _op_types(prefix)
-        custom = sorted(t for t in op_types if t.startswith(CUSTOM_PREFIX))
+        op_types = op_types_of(prefix)
+        custom = custom_ops(op_types)
         if custom and options.device != "cpu":
             raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
                             "for another device, export with --portable")

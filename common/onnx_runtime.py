@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from common.errors import UserError
-from common.inference import CUSTOM_PREFIX, _op_types
+from common.inference import custom_ops, op_types_of
 
 ONNX_FILE = "inference.onnx"
 OPSET = 14  # the lowest paddle2onnx 1.3.1 asks for on these models (LayerNormalization is decomposed)
@@ -19,7 +19,7 @@ OPSET = 14  # the lowest paddle2onnx 1.3.1 asks for on these models (LayerNormal
 
 def convert_to_onnx(prefix: str, path: str) -> str:
     """Write ``prefix``'s exported model (``.pdmodel`` / ``.pdiparams``) as ONNX to ``path``; returns ``path``."""
-    custom = sorted(t for t in _op_types(prefix) if t.startswith(CUSTOM_PREFIX))
+    custom = custom_ops(op_types_of(prefix))
     if custom:
         raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}), which "
                         "paddle2onnx cannot convert; export with --portable")

@@ -154,7 +154,7 @@ def test_export_onnx_matches_dygraph(name, classifiers, tmp_path, capsys):
     """export.py --onnx: paddle2onnx's model in onnxruntime is within 1e-4 of dygraph on the padded
     comparison batch (checked by the CLI) and on another padded two-segment batch shape."""
     import export
-    from common.inference import _op_types, max_abs_diff, run_dygraph
+    from common.inference import max_abs_diff, op_types_of, run_dygraph
     from common.models import load_model_dir
     from common.onnx_runtime import OnnxPredictor
 
@@ -163,7 +163,7 @@ def test_export_onnx_matches_dygraph(name, classifiers, tmp_path, capsys):
     assert "onnxruntime logits max_abs_diff=" in capsys.readouterr().out
     report = json.loads((out / "export.json").read_text())
     assert report["onnx"] and report["portable"] and report["max_abs_diff"]["onnxruntime"]["logits"] <= 1e-4
-    assert not any(t.startswith("ct_") for t in _op_types(str(out / "inference")))
+    assert not any(t.startswith("ct_") for t in op_types_of(str(out / "inference")))
     batch = _padded(4, 11, seed=5)
     got = OnnxPredictor(str(out / "inference.onnx"), threads=2)(batch)
     assert max(max_abs_diff(run_dygraph(load_model_dir(classifiers[name]), batch), got)) <= 1e-4
@@ -189,12 +189,12 @@ def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
     import sys
 
     import export
-    from common.inference import Predictor, PredictorOptions, _op_types, max_abs_diff
+    from common.inference import Predictor, PredictorOptions, max_abs_diff, op_types_of
 
     fast, portable = tmp_path / "fast", tmp_path / "portable"
     assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(fast)]) == 0
     assert export.main(["--model_dir", classifiers["convbert-small"], "--output_dir", str(portable), "--portable"]) == 0
-    ops = {d: _op_types(str(d / "inference")) for d in (fast, portable)}
+    ops = {d: op_types_of(str(d / "inference")) for d in (fast, portable)}
     assert "ct_span_conv" in ops[fast] and "stack" not in ops[fast]
     # portable: PaddleNLP's stacked slices, padded by concat (convbert.modeling.stacked_span_conv), no pad op
     assert not any(t.startswith("ct_") for t in ops[portable]) and "stack" in ops[portable]
@@ -372,14 +372,14 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     """The exported encoder runs token-major (no channels-first layer norm transposes, no conv ops)
     and gives HF's outputs on a padded batch with both token types."""
     from common.convert import convert_checkpoint
-    from common.inference import Predictor, PredictorOptions, _op_types, export_static
+    from common.inference import Predictor, PredictorOptions, op_types_of, export_static
     from common.models import load_model_dir
     from squeezebert.spec import SPEC
 
     torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", embedding_size=32, **groups)
     convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
     prefix = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "static"))
-    assert not {t for t in _op_types(prefix) if "conv" in t or t == "split"}
+    assert not {t for t in op_types_of(prefix) if "conv" in t or t == "split"}
     batch = _padded(3, 11, seed=3)
     torch_model = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
     with torch.no_grad():
