@@ -1,0 +1,132 @@
+"""Where an exported model's time goes: onnxruntime's per-operator profile of one benchmark model.
+
+The model of ``benchmark.py`` (full-size config, random weights; ``--quick``: tiny) is exported with
+paddle's own operators, converted by paddle2onnx and run by onnxruntime (the ``paddle_ort_fp32``
+backend) on a full-length two-segment batch. After one untimed run, onnxruntime's profiler records
+``--runs`` runs. Per operator type (after onnxruntime's fusions): ms per run, share, calls per run.
+The matmul-type operators (MatMul, FusedMatMul, Gemm, FusedGemm) also get the encoder's FLOP rate
+over their time (``common/flops.py``'s count, which holds only matmuls). ``--output_dir`` receives
+args.json, op_profile.json and op_profile.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections import defaultdict
+
+import common  # noqa: F401  (zlib before paddle)
+from common.bench_models import MODELS, build_pair, hf_config, make_batch
+from common.errors import UserError, cli
+from common.flops import forward_flops
+from common.fsutil import atomic_dir, write_json
+
+MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+
+
+def op_times(events: list[dict]) -> dict[str, dict]:
+    """Per operator type of an onnxruntime profile (its JSON events), the first run left out: ms and
+    calls per run, most time first."""
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    if len(starts) < 2:
+        raise ValueError(f"the profile holds {len(starts)} run(s); the first is left out, so at least 2 are needed")
+    ms, calls = defaultdict(float), defaultdict(int)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[1]:
+            op = e["args"]["op_name"]
+            ms[op] += e["dur"] / 1000
+            calls[op] += 1
+    runs = len(starts) - 1
+    return {op: {"ms_per_run": ms[op] / runs, "calls_per_run": calls[op] / runs}
+            for op in sorted(ms, key=ms.get, reverse=True)}
+
+
+def profile_onnx(path: str, batch: dict, threads: int, runs: int) -> dict[str, dict]:
+    """:func:`op_times` of ``runs`` onnxruntime runs of the ONNX model ``path`` on ``batch``, after an
+    untimed one (allocations, weight pre-packing)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name] for i in session.get_inputs()}
+    for _ in range(runs + 1):
+        session.run(None, feed)
+    with open(session.end_profiling(), encoding="utf-8") as f:
+        return op_times(json.load(f))
+
+
+def summarize(ops: dict[str, dict], flops: int) -> dict:
+    """Totals, shares and the matmul-type operators' FLOP rate of ``flops`` per run."""
+    total = sum(v["ms_per_run"] for v in ops.values())
+    for v in ops.values():
+        v["percent"] = 100 * v["ms_per_run"] / total
+    matmul_ms = sum(v["ms_per_run"] for op, v in ops.items() if op in MATMUL_OPS)
+    return {"total_ms_per_run": total, "matmul_ms_per_run": matmul_ms, "matmul_percent": 100 * matmul_ms / total,
+            "encoder_gflop_per_run": flops / 1e9, "matmul_gflop_per_s": flops / 1e6 / matmul_ms if matmul_ms else None,
+            "ops": ops}
+
+
+def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
+    lines = [f"# onnxruntime operator profile: {model}, batch {args.batch_size} x {args.seq_len}, "
+             f"{args.threads} threads, {args.runs} runs", "",
+             f"Kernel time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
+             f"{summary['matmul_ms_per_run']:.1f} ms ({summary['matmul_percent']:.1f} %), "
+             f"{summary['encoder_gflop_per_run']:.1f} GFLOP at {summary['matmul_gflop_per_s'] or 0:.1f} GFLOP/s.", "",
+             "| operator | ms per run | % | calls per run |", "|---|---:|---:|---:|"]
+    lines += [f"| {op} | {v['ms_per_run']:.2f} | {v['percent']:.1f} | {v['calls_per_run']:g} |"
+              for op, v in summary["ops"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--batch_size", type=int, default=16, help="default 16")
+    parser.add_argument("--seq_len", type=int, default=128, help="default 128")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default all cores")
+    parser.add_argument("--runs", type=int, default=3, help="profiled runs after one untimed run (default 3)")
+    parser.add_argument("--output_dir", default="runs/op_profile", help="for args.json, op_profile.json and .md")
+    parser.add_argument("--quick", action="store_true", help="smoke run: the tiny 2-layer config, batch 2 x 16, 2 runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.seq_len, args.runs = 2, 16, 2
+    if args.model not in MODELS:
+        raise UserError(f"unknown model: {args.model} (known: {', '.join(MODELS)})")
+    if min(args.batch_size, args.threads, args.runs) < 1 or args.seq_len < 2:
+        raise UserError("--batch_size, --threads and --runs must be >= 1, --seq_len >= 2")
+    return args
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    """Profile; returns the summary (also written under ``--output_dir``)."""
+    from common.inference import export_static
+    from common.onnx_runtime import ONNX_FILE, convert_to_onnx
+
+    args = parse_args(argv)
+    positions = hf_config(MODELS[args.model], args.quick).max_position_embeddings
+    if args.seq_len > positions:
+        raise UserError(f"--seq_len {args.seq_len}: {args.model} has {positions} positions")
+    _, paddle_model, cfg = build_pair(MODELS[args.model], args.quick)
+    batch = make_batch(args.batch_size, args.seq_len, cfg["vocab_size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = convert_to_onnx(export_static(paddle_model, tmp, custom_ops=False), os.path.join(tmp, ONNX_FILE))
+        ops = profile_onnx(onnx, batch, args.threads, args.runs)
+    summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len))
+    text = markdown(args.model, args, summary)
+    with atomic_dir(args.output_dir) as out:
+        write_json(os.path.join(out, "args.json"), vars(args))
+        write_json(os.path.join(out, "op_profile.json"), summary)
+        with open(os.path.join(out, "op_profile.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+    print(text, end="")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""op_profile.py: onnxruntime's per-operator profile of a benchmark model."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from common.bench_models import MODELS, hf_config
+from common.flops import forward_flops
+from conftest import REPO
+
+
+def _event(name, ts, dur=0, op=None):
+    if op is None:
+        return {"cat": "Session", "name": name, "ts": ts, "dur": dur}
+    return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+
+def test_op_times_leaves_out_the_first_run():
+    from op_profile import op_times
+
+    events = [_event("model_run", 0), _event("MatMul.0", 1, 9000, "MatMul"),  # first run: left out
+              _event("model_run", 100), _event("MatMul.0", 101, 3000, "MatMul"), _event("Add.0", 102, 500, "Add"),
+              _event("Add.1", 103, 700, "Add"),
+              {"cat": "Node", "name": "MatMul.0_fence_before", "ts": 104, "dur": 50, "args": {"op_name": "MatMul"}},
+              _event("model_run", 200), _event("MatMul.0", 201, 5000, "MatMul"), _event("Add.0", 202, 300, "Add"),
+              _event("Add.1", 203, 500, "Add")]
+    assert op_times(events) == {"MatMul": {"ms_per_run": 4.0, "calls_per_run": 1.0},
+                                "Add": {"ms_per_run": 1.0, "calls_per_run": 2.0}}
+    assert list(op_times(events)) == ["MatMul", "Add"]
+    with pytest.raises(ValueError, match="holds 1 run"):
+        op_times(events[:2])
+
+
+def test_op_profile_end_to_end(tmp_path):
+    import op_profile
+
+    out = tmp_path / "out"
+    summary = op_profile.main(["--model", "squeezebert-uncased", "--quick", "--output_dir", str(out)])
+    assert json.loads((out / "op_profile.json").read_text()) == json.loads(json.dumps(summary))
+    assert json.loads((out / "args.json").read_text())["batch_size"] == 2
+    ops = summary["ops"]
+    assert sum(v["percent"] for v in ops.values()) == pytest.approx(100)
+    assert ops["LayerNormalization"]["calls_per_run"] == 2 * 2 + 1  # embeddings + 2 per layer, 2 layers
+    config = hf_config(MODELS["squeezebert-uncased"], quick=True).to_dict()
+    assert summary["encoder_gflop_per_run"] == pytest.approx(2 * forward_flops(config, 16) / 1e9)
+    matmul_ms = sum(v["ms_per_run"] for op, v in ops.items() if op in op_profile.MATMUL_OPS)
+    assert matmul_ms > 0 and summary["matmul_ms_per_run"] == pytest.approx(matmul_ms)
+    assert summary["matmul_gflop_per_s"] == pytest.approx(summary["encoder_gflop_per_run"] / matmul_ms * 1e3)
+    table = (out / "op_profile.md").read_text().splitlines()
+    assert table[0].startswith("# onnxruntime operator profile: squeezebert-uncased, batch 2 x 16")
+    assert sum(line.startswith("| ") for line in table) == len(ops) + 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "gpt2"], "unknown model: gpt2"),
+    (["--model", "bert-base-uncased", "--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
+])
+def test_op_profile_bad_input_exits_2(argv, message, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "op_profile.py"), *argv, "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()
