@@ -21,6 +21,7 @@ from common.bench_models import MODELS, build_pair, hf_config, make_batch
 from common.errors import UserError, cli
 from common.flops import forward_flops
 from common.fsutil import atomic_dir, write_json
+from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 
 MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")
 
@@ -45,18 +46,10 @@ def op_times(events: list[dict]) -> dict[str, dict]:
 def profile_onnx(path: str, batch: dict, threads: int, runs: int) -> dict[str, dict]:
     """:func:`op_times` of ``runs`` onnxruntime runs of the ONNX model ``path`` on ``batch``, after an
     untimed one (allocations, weight pre-packing)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {i.name: batch[i.name] for i in session.get_inputs()}
+    predictor = OnnxPredictor(path, threads, profile_prefix=os.path.join(os.path.dirname(path), "ort_profile"))
     for _ in range(runs + 1):
-        session.run(None, feed)
-    with open(session.end_profiling(), encoding="utf-8") as f:
+        predictor(batch)
+    with open(predictor.end_profiling(), encoding="utf-8") as f:
         return op_times(json.load(f))
 
 
@@ -106,7 +99,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Profile; returns the summary (also written under ``--output_dir``)."""
     from common.inference import export_static
-    from common.onnx_runtime import ONNX_FILE, convert_to_onnx
 
     args = parse_args(argv)
     positions = hf_config(MODELS[args.model], args.quick).max_position_embeddings

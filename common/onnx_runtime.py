@@ -38,7 +38,9 @@ class OnnxPredictor:
     """An onnxruntime CPU session of an ONNX model; call it on a batch of numpy inputs, as
     :class:`common.inference.Predictor`."""
 
-    def __init__(self, path: str, threads: int | None = None):
+    def __init__(self, path: str, threads: int | None = None, profile_prefix: str | None = None):
+        """``profile_prefix``: record onnxruntime's profile (see :meth:`end_profiling`) in a JSON file
+        whose path starts with it."""
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -48,9 +50,15 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        if profile_prefix:
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
         feed = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self.inputs}
         return self.session.run(None, feed)
+
+    def end_profiling(self) -> str:
+        """Stop recording; returns the profile's path (a JSON list of onnxruntime's trace events)."""
+        return self.session.end_profiling()
