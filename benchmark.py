@@ -18,7 +18,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import write_json
 from common.hardware import cpu_info, onednn_bf16_missing
 from common.malloc import retain_freed_memory
+from common.provenance import code_version
 
 # paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "torch_fp32",
@@ -330,19 +330,6 @@ def write_results(results: dict, output_dir: str) -> None:
     with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(markdown(results))
     plot(results, os.path.join(output_dir, "results.png"))
-
-
-def code_version() -> str | None:
-    """This checkout's commit, "+changes" when tracked files differ from it; None outside git."""
-    repo = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+changes" if changed else "")
 
 
 @cli

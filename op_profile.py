@@ -15,13 +15,16 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from importlib.metadata import version
 
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, hf_config, make_batch
 from common.errors import UserError, cli
 from common.flops import forward_flops
 from common.fsutil import atomic_dir, write_json
+from common.hardware import cpu_info
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
+from common.provenance import code_version
 
 MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")
 
@@ -70,6 +73,8 @@ def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
              f"Kernel time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
              f"{summary['matmul_ms_per_run']:.1f} ms ({summary['matmul_percent']:.1f} %), "
              f"{summary['encoder_gflop_per_run']:.1f} GFLOP at {summary['matmul_gflop_per_s'] or 0:.1f} GFLOP/s.", "",
+             "{cpu}; code {code}, onnxruntime {onnxruntime}, paddle2onnx {paddle2onnx}.".format(
+                 **summary["provenance"]), "",
              "| operator | ms per run | % | calls per run |", "|---|---:|---:|---:|"]
     lines += [f"| {op} | {v['ms_per_run']:.2f} | {v['percent']:.1f} | {v['calls_per_run']:g} |"
               for op, v in summary["ops"].items()]
@@ -104,12 +109,16 @@ def main(argv: list[str] | None = None) -> dict:
     positions = hf_config(MODELS[args.model], args.quick).max_position_embeddings
     if args.seq_len > positions:
         raise UserError(f"--seq_len {args.seq_len}: {args.model} has {positions} positions")
+    print(f"{args.model}: building, exporting and converting to ONNX", flush=True)
     _, paddle_model, cfg = build_pair(MODELS[args.model], args.quick)
     batch = make_batch(args.batch_size, args.seq_len, cfg["vocab_size"])
     with tempfile.TemporaryDirectory() as tmp:
         onnx = convert_to_onnx(export_static(paddle_model, tmp, custom_ops=False), os.path.join(tmp, ONNX_FILE))
+        print(f"profiling 1 + {args.runs} runs at batch {args.batch_size} x {args.seq_len}", flush=True)
         ops = profile_onnx(onnx, batch, args.threads, args.runs)
     summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len))
+    summary["provenance"] = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version(),
+                             "onnxruntime": version("onnxruntime"), "paddle2onnx": version("paddle2onnx")}
     text = markdown(args.model, args, summary)
     with atomic_dir(args.output_dir) as out:
         write_json(os.path.join(out, "args.json"), vars(args))

@@ -48,8 +48,11 @@ def test_op_profile_end_to_end(tmp_path):
     matmul_ms = sum(v["ms_per_run"] for op, v in ops.items() if op in op_profile.MATMUL_OPS)
     assert matmul_ms > 0 and summary["matmul_ms_per_run"] == pytest.approx(matmul_ms)
     assert summary["matmul_gflop_per_s"] == pytest.approx(summary["encoder_gflop_per_run"] / matmul_ms * 1e3)
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    assert summary["provenance"]["code"].split("+")[0] == head.strip()
     table = (out / "op_profile.md").read_text().splitlines()
     assert table[0].startswith("# onnxruntime operator profile: squeezebert-uncased, batch 2 x 16")
+    assert f"; code {summary['provenance']['code']}, onnxruntime 1.26.0, paddle2onnx 1.3.1." in table[4]
     assert sum(line.startswith("| ") for line in table) == len(ops) + 1
 
 
