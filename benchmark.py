@@ -172,7 +172,7 @@ def describe(row: dict) -> str:
             f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak{delta}")
 
 
-def _predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
+def make_predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
     """``paddle.inference`` and onnxruntime predictors by backend (the exception instead where one
     cannot be made)."""
     from common.inference import Predictor, PredictorOptions, custom_ops, export_static, op_types_of
@@ -223,7 +223,7 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
-        predictors = _predictors(paddle_model, exported, s.threads, tmp)
+        predictors = make_predictors(paddle_model, exported, s.threads, tmp)
         summary["setup_s"] = time.perf_counter() - start
         print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq, "
               f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "

@@ -1,0 +1,162 @@
+"""Paired speed ratio: two (model, backend) inference measurements interleaved run for run.
+
+``benchmark.py`` times one model after another, minutes apart, so a ratio of its rows also holds
+whatever the machine's speed did in between (on a shared 2-core VM, the same measurement drifted by
+up to 30 % within minutes). Here both sides are built first; then, per batch size, after
+``--warmup`` untimed calls of each, ``--rounds`` rounds each time one call of each side, in the order
+base, other in even rounds and other, base in odd ones (a steady drift then favours neither). The
+speedup of a round is base time / other time; reported are the median, minimum and maximum over the
+rounds and each side's median ms. Writes ``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import common  # noqa: F401  (zlib before paddle)
+from common.bench_models import MODELS, build_pair, make_batch
+from common.errors import UserError, cli
+from common.fsutil import atomic_dir, write_json
+from common.hardware import cpu_info
+from common.malloc import retain_freed_memory
+from common.provenance import code_version
+
+from benchmark import INFERENCE_BACKENDS, SETTLE_S, inference_step, make_predictors
+
+
+def side(value: str) -> tuple[str, str]:
+    """``MODEL:BACKEND`` -> (model, backend), both checked."""
+    model, sep, backend = value.partition(":")
+    if not sep:
+        raise UserError(f"{value!r}: expected MODEL:BACKEND, e.g. squeezebert-uncased:paddle_infer_fp32")
+    if model not in MODELS:
+        raise UserError(f"unknown model: {model} (known: {', '.join(MODELS)})")
+    if backend not in INFERENCE_BACKENDS:
+        raise UserError(f"unknown inference backend: {backend} (known: {', '.join(INFERENCE_BACKENDS)})")
+    return model, backend
+
+
+def interleaved(base: Callable[[], object], other: Callable[[], object], warmup: int, rounds: int,
+                settle_s: float = 0.0) -> tuple[list[float], list[float]]:
+    """(base seconds, other seconds) per round; odd rounds run ``other`` first. ``settle_s``: a pause
+    before each timed call."""
+    for _ in range(warmup):
+        base()
+        other()
+    times = ([], [])
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            time.sleep(settle_s)
+            start = time.perf_counter()
+            (base, other)[i]()
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
+def summarize(base_s: list[float], other_s: list[float]) -> dict:
+    """Each side's median ms and the per-round speedup (base / other): median, min, max."""
+    speedups = [b / o for b, o in zip(base_s, other_s)]
+    return {"base_ms": 1e3 * statistics.median(base_s), "other_ms": 1e3 * statistics.median(other_s),
+            "speedup_median": statistics.median(speedups), "speedup_min": min(speedups),
+            "speedup_max": max(speedups), "base_runs_ms": [1e3 * t for t in base_s],
+            "other_runs_ms": [1e3 * t for t in other_s]}
+
+
+def markdown(result: dict) -> str:
+    a = result["args"]
+    prov = result["provenance"]
+    lines = [f"# Speedup of {a['other']} over {a['base']}", "",
+             f"Each side: {a['warmup']} untimed, then {a['rounds']} timed calls interleaved with the other's; "
+             f"seq {a['seq_len']}, {a['threads']} threads; {prov['cpu']}; code {prov['code']}.", "",
+             "| batch | base ms (median) | other ms (median) | speedup median | min | max |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {bs} | {r['base_ms']:.1f} | {r['other_ms']:.1f} | {r['speedup_median']:.2f} | "
+              f"{r['speedup_min']:.2f} | {r['speedup_max']:.2f} |" for bs, r in result["batches"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="bert-base-uncased:paddle_infer_fp32",
+                        help="MODEL:BACKEND to compare against (default bert-base-uncased:paddle_infer_fp32)")
+    parser.add_argument("--other", default="squeezebert-uncased:paddle_infer_fp32",
+                        help="MODEL:BACKEND whose speedup is reported (default squeezebert-uncased:paddle_infer_fp32)")
+    parser.add_argument("--batch_sizes", default="1,16,32", help="comma-separated (default 1,16,32)")
+    parser.add_argument("--seq_len", type=int, default=128, help="default 128")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each side first (default 2)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds, one call of each side (default 7)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default all cores")
+    parser.add_argument("--output_dir", default="runs/speed_ratio", help="for args.json, speed_ratio.json and .md")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up, 3 rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seq_len, args.batch_sizes, args.warmup, args.rounds = 16, "1,2", 1, 3
+    args.base_side, args.other_side = side(args.base), side(args.other)
+    if args.base_side == args.other_side:
+        raise UserError(f"--base and --other are the same: {args.base}")
+    try:
+        args.batch_list = [int(x) for x in args.batch_sizes.split(",")]
+    except ValueError:
+        raise UserError(f"--batch_sizes {args.batch_sizes!r}: expected comma-separated integers") from None
+    if min(args.batch_list + [args.rounds, args.threads]) < 1 or args.warmup < 0 or args.seq_len < 2:
+        raise UserError("batch sizes, --rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
+    return args
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    """Measure; returns the result (also written under ``--output_dir``)."""
+    args = parse_args(argv)
+    import paddle
+    import torch
+
+    retain_freed_memory()
+    paddle.base.core.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    result = {"args": {k: v for k, v in vars(args).items() if not k.endswith(("_side", "_list"))},
+              "provenance": {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}, "batches": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        built = {}  # model -> (torch model, paddle model, config, predictors)
+        for model, _ in (args.base_side, args.other_side):
+            if model not in built:
+                print(f"{model}: building", flush=True)
+                torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
+                built[model] = (torch_model, paddle_model, cfg, {})
+        for model, backend in (args.base_side, args.other_side):
+            torch_model, paddle_model, _, predictors = built[model]
+            if backend.startswith(("paddle_infer", "paddle_ort")):
+                predictors.update(make_predictors(paddle_model, [backend], args.threads,
+                                                  os.path.join(tmp, f"{model}_{backend}")))
+
+        def step(model: str, backend: str, bs: int) -> Callable[[], object]:
+            torch_model, paddle_model, cfg, predictors = built[model]
+            batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
+            return inference_step(backend, torch_model, paddle_model, predictors, batch)
+
+        for bs in args.batch_list:
+            try:
+                base, other = step(*args.base_side, bs), step(*args.other_side, bs)
+            except Exception as exc:  # noqa: BLE001  (an export or predictor that could not be made)
+                raise UserError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
+            times = interleaved(base, other, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
+            result["batches"][str(bs)] = row = summarize(*times)
+            print(f"batch {bs:>3}: base {row['base_ms']:.1f} ms, other {row['other_ms']:.1f} ms, speedup "
+                  f"{row['speedup_median']:.2f} (rounds {row['speedup_min']:.2f}-{row['speedup_max']:.2f})",
+                  flush=True)
+    text = markdown(result)
+    with atomic_dir(args.output_dir) as out:
+        write_json(os.path.join(out, "args.json"), result["args"])
+        write_json(os.path.join(out, "speed_ratio.json"), result)
+        with open(os.path.join(out, "speed_ratio.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+    print(text, end="")
+    return result
+
+
+if __name__ == "__main__":
+    main()
