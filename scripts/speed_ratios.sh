@@ -2,7 +2,7 @@
 # The benchmark's ratio targets, each pair interleaved run for run (speed_ratio.py): SqueezeBERT over
 # BERT-base and OFA width 0.5 over width 1.0 (BERT-base) on paddle.inference and on onnxruntime, and
 # bf16 over fp32 in paddle.inference where the CPU has bf16. One folder per pair under $OUT_DIR
-# (default runs/speed_ratios); about 25 minutes on 2 cores. Options go to every speed_ratio.py run:
+# (default runs/speed_ratios); 13 minutes on 2 Zen 3 cores. Options go to every speed_ratio.py run:
 #
 #   bash scripts/speed_ratios.sh                      # batches 1,16,32, 7 rounds
 #   OUT_DIR=runs/ratios_b16 bash scripts/speed_ratios.sh --batch_sizes 16 --rounds 11
