@@ -26,7 +26,7 @@ from typing import Callable
 
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
-from common.bench_models import MODELS, Model, build_pair, hf_config, make_batch
+from common.bench_models import MODELS, Model, build_pair, check_seq_len, hf_config, make_batch, parse_batch_sizes
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
@@ -302,20 +302,18 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     args = parser.parse_args(argv)
     if args.quick:
         args.seq_len, args.batch_sizes, args.warmup, args.runs, args.train_runs, args.train_batch_size = 16, "1,2", 1, 2, 2, 2
-    try:
-        sizes = sorted({int(b) for b in args.batch_sizes.split(",") if b})
-    except ValueError:
-        raise UserError(f"--batch_sizes must be integers, not {args.batch_sizes!r}") from None
-    if not sizes or min(sizes) < 1 or min(args.runs, args.train_runs, args.threads, args.train_batch_size) < 1:
-        raise UserError("batch sizes, --runs, --train_runs, --train_batch_size and --threads must be >= 1")
+    sizes = parse_batch_sizes(args.batch_sizes)
+    if min(args.runs, args.train_runs, args.threads, args.train_batch_size) < 1:
+        raise UserError("--runs, --train_runs, --train_batch_size and --threads must be >= 1")
     if args.seq_len < 2 or args.warmup < 0:
         raise UserError("--seq_len must be >= 2 and --warmup >= 0")
-    backends = _names(args.backends, BACKENDS, "backend")
+    backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, tuple(MODELS), "model")
+    check_seq_len(models, max(args.seq_len, args.train_seq_len or 0), args.quick)
     if missing and "paddle_infer_bf16" in backends:
         raise UserError(f"--backends paddle_infer_bf16: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU "
                         f"lacks {', '.join(missing)} (paddle would run fp32)")
     settings = Settings(
-        models=_names(args.models, tuple(MODELS), "model"), backends=backends,
+        models=models, backends=backends,
         batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
         train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
         train_runs=args.train_runs, threads=args.threads, quick=args.quick,

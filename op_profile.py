@@ -18,7 +18,7 @@ from collections import defaultdict
 from importlib.metadata import version
 
 import common  # noqa: F401  (zlib before paddle)
-from common.bench_models import MODELS, build_pair, hf_config, make_batch
+from common.bench_models import MODELS, build_pair, check_seq_len, make_batch
 from common.errors import UserError, cli
 from common.flops import forward_flops
 from common.fsutil import atomic_dir, write_json
@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     from common.inference import export_static
 
     args = parse_args(argv)
-    positions = hf_config(MODELS[args.model], args.quick).max_position_embeddings
-    if args.seq_len > positions:
-        raise UserError(f"--seq_len {args.seq_len}: {args.model} has {positions} positions")
+    check_seq_len([args.model], args.seq_len, args.quick)
     print(f"{args.model}: building, exporting and converting to ONNX", flush=True)
     _, paddle_model, cfg = build_pair(MODELS[args.model], args.quick)
     batch = make_batch(args.batch_size, args.seq_len, cfg["vocab_size"])

@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 import common  # noqa: F401  (zlib before paddle)
-from common.bench_models import MODELS, build_pair, make_batch
+from common.bench_models import MODELS, build_pair, check_seq_len, make_batch, parse_batch_sizes
 from common.errors import UserError, cli
 from common.fsutil import atomic_dir, write_json
 from common.hardware import cpu_info
@@ -99,12 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.base_side, args.other_side = side(args.base), side(args.other)
     if args.base_side == args.other_side:
         raise UserError(f"--base and --other are the same: {args.base}")
-    try:
-        args.batch_list = [int(x) for x in args.batch_sizes.split(",")]
-    except ValueError:
-        raise UserError(f"--batch_sizes {args.batch_sizes!r}: expected comma-separated integers") from None
-    if min(args.batch_list + [args.rounds, args.threads]) < 1 or args.warmup < 0 or args.seq_len < 2:
-        raise UserError("batch sizes, --rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
+    args.batch_list = parse_batch_sizes(args.batch_sizes)
+    if min(args.rounds, args.threads) < 1 or args.warmup < 0 or args.seq_len < 2:
+        raise UserError("--rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
+    check_seq_len([args.base_side[0], args.other_side[0]], args.seq_len, args.quick)
     return args
 
 

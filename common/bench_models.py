@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import UserError
+
 # The conversion rules (``ModelSpec``) per model type.
 SPECS = {
     "bert": "ofa_bert.spec",
@@ -75,6 +77,25 @@ def hf_config(model: Model, quick: bool, num_labels: int = 2):
         keep = round(config.num_attention_heads * model.width)
         config.pruned_heads = {i: list(range(keep, config.num_attention_heads)) for i in range(config.num_hidden_layers)}
     return config
+
+
+def check_seq_len(names: list[str], seq_len: int, quick: bool) -> None:
+    """A :class:`UserError` unless every named model has ``seq_len`` positions."""
+    for name in names:
+        positions = hf_config(MODELS[name], quick).max_position_embeddings
+        if seq_len > positions:
+            raise UserError(f"--seq_len {seq_len}: {name} has {positions} positions")
+
+
+def parse_batch_sizes(value: str) -> list[int]:
+    """``"1,16,32"`` -> [1, 16, 32]: sorted and unique; a :class:`UserError` unless all are integers >= 1."""
+    try:
+        sizes = sorted({int(b) for b in value.split(",") if b})
+    except ValueError:
+        raise UserError(f"--batch_sizes must be integers, not {value!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise UserError(f"--batch_sizes must be >= 1, not {value!r}")
+    return sizes
 
 
 def build_pair(model: Model, quick: bool) -> tuple[object, object, dict]:

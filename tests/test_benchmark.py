@@ -313,6 +313,15 @@ def test_benchmark_rejects_unknown_names():
         benchmark.parse_args(["--backends", "tensorflow"])
     with pytest.raises(UserError, match="unknown model"):
         benchmark.parse_args(["--models", "gpt2"])
+    with pytest.raises(UserError, match="--batch_sizes must be integers, not '1,x'"):
+        benchmark.parse_args(["--batch_sizes", "1,x"])
+    with pytest.raises(UserError, match="--batch_sizes must be >= 1, not '0,16'"):
+        benchmark.parse_args(["--batch_sizes", "0,16"])
+    with pytest.raises(UserError, match="--seq_len 513: conv-bert-small has 512 positions"):
+        benchmark.parse_args(["--models", "conv-bert-small,squeezebert-uncased", "--seq_len", "513"])
+    with pytest.raises(UserError, match="--seq_len 600: squeezebert-uncased has 512 positions"):
+        benchmark.parse_args(["--models", "squeezebert-uncased", "--train_seq_len", "600"])
+    assert benchmark.parse_args(["--batch_sizes", "32,1,16,1"])[0].batch_sizes == [1, 16, 32]
 
 
 def test_benchmark_script_bad_input_exits_2(tmp_path):

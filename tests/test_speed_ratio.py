@@ -55,8 +55,10 @@ def test_speed_ratio_end_to_end(tmp_path):
     (["--other", "gpt2:torch_fp32"], "unknown model: gpt2"),
     (["--other", "squeezebert-uncased:torch_train"], "unknown inference backend: torch_train"),
     (["--other", "bert-base-uncased:paddle_infer_fp32"], "--base and --other are the same"),
-    (["--batch_sizes", "1,x"], "--batch_sizes '1,x': expected comma-separated integers"),
-    (["--rounds", "0"], "batch sizes, --rounds and --threads must be >= 1"),
+    (["--batch_sizes", "1,x"], "--batch_sizes must be integers, not '1,x'"),
+    (["--batch_sizes", "0,16"], "--batch_sizes must be >= 1, not '0,16'"),
+    (["--rounds", "0"], "--rounds and --threads must be >= 1"),
+    (["--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
 ])
 def test_speed_ratio_bad_input_exits_2(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(REPO, "speed_ratio.py"), *argv, "--output_dir",
