@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.rounds, args.threads) < 1 or args.warmup < 0 or args.seq_len < 2:
         raise UserError("--rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
     check_seq_len([args.base_side[0], args.other_side[0]], args.seq_len, args.quick)
+    if "paddle_infer_bf16" in (args.base_side[1], args.other_side[1]):
+        from common.inference import PredictorOptions
+
+        PredictorOptions(precision="bf16").check()  # refuses a CPU that would run it as fp32
     return args
 
 
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         for bs in args.batch_list:
             try:
                 base, other = step(*args.base_side, bs), step(*args.other_side, bs)
+            except UserError:
+                raise
             except Exception as exc:  # noqa: BLE001  (an export or predictor that could not be made)
                 raise UserError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
             times = interleaved(base, other, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)

@@ -66,3 +66,17 @@ def test_speed_ratio_bad_input_exits_2(argv, message, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+def test_speed_ratio_refuses_bf16_without_the_cpu_for_it(monkeypatch):
+    import common.inference
+    import speed_ratio
+    from common.errors import UserError
+
+    monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: ["avx512f", "avx512bw"])
+    with pytest.raises(UserError, match="bf16 on CPU: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU lacks "
+                                        "avx512f, avx512bw"):
+        speed_ratio.parse_args(["--other", "bert-base-uncased:paddle_infer_bf16"])
+    monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: [])
+    args = speed_ratio.parse_args(["--other", "bert-base-uncased:paddle_infer_bf16"])
+    assert args.other_side == ("bert-base-uncased", "paddle_infer_bf16")
