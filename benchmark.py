@@ -308,7 +308,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     if args.seq_len < 2 or args.warmup < 0:
         raise UserError("--seq_len must be >= 2 and --warmup >= 0")
     backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, tuple(MODELS), "model")
-    check_seq_len(models, max(args.seq_len, args.train_seq_len or 0), args.quick)
+    check_seq_len(models, args.seq_len, args.quick)
+    check_seq_len(models, args.train_seq_len or args.seq_len, args.quick, "--train_seq_len")
     if missing and "paddle_infer_bf16" in backends:
         raise UserError(f"--backends paddle_infer_bf16: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU "
                         f"lacks {', '.join(missing)} (paddle would run fp32)")

@@ -79,12 +79,12 @@ def hf_config(model: Model, quick: bool, num_labels: int = 2):
     return config
 
 
-def check_seq_len(names: list[str], seq_len: int, quick: bool) -> None:
-    """A :class:`UserError` unless every named model has ``seq_len`` positions."""
+def check_seq_len(names: list[str], seq_len: int, quick: bool, option: str = "--seq_len") -> None:
+    """A :class:`UserError` naming ``option`` unless every named model has ``seq_len`` positions."""
     for name in names:
         positions = hf_config(MODELS[name], quick).max_position_embeddings
         if seq_len > positions:
-            raise UserError(f"--seq_len {seq_len}: {name} has {positions} positions")
+            raise UserError(f"{option} {seq_len}: {name} has {positions} positions")
 
 
 def parse_batch_sizes(value: str) -> list[int]:

@@ -319,7 +319,7 @@ def test_benchmark_rejects_unknown_names():
         benchmark.parse_args(["--batch_sizes", "0,16"])
     with pytest.raises(UserError, match="--seq_len 513: conv-bert-small has 512 positions"):
         benchmark.parse_args(["--models", "conv-bert-small,squeezebert-uncased", "--seq_len", "513"])
-    with pytest.raises(UserError, match="--seq_len 600: squeezebert-uncased has 512 positions"):
+    with pytest.raises(UserError, match="--train_seq_len 600: squeezebert-uncased has 512 positions"):
         benchmark.parse_args(["--models", "squeezebert-uncased", "--train_seq_len", "600"])
     assert benchmark.parse_args(["--batch_sizes", "32,1,16,1"])[0].batch_sizes == [1, 16, 32]
 
