@@ -21,7 +21,7 @@ import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_seq_len, make_batch
 from common.errors import UserError, cli
 from common.flops import forward_flops
-from common.fsutil import atomic_dir, write_json
+from common.fsutil import write_report
 from common.hardware import cpu_info
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 from common.provenance import code_version
@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary["provenance"] = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version(),
                              "onnxruntime": version("onnxruntime"), "paddle2onnx": version("paddle2onnx")}
     text = markdown(args.model, args, summary)
-    with atomic_dir(args.output_dir) as out:
-        write_json(os.path.join(out, "args.json"), vars(args))
-        write_json(os.path.join(out, "op_profile.json"), summary)
-        with open(os.path.join(out, "op_profile.md"), "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(args.output_dir, "op_profile", vars(args), summary, text)
     print(text, end="")
     return summary
 

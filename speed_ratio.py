@@ -20,7 +20,7 @@ from typing import Callable
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_seq_len, make_batch, parse_batch_sizes
 from common.errors import UserError, cli
-from common.fsutil import atomic_dir, write_json
+from common.fsutil import write_report
 from common.hardware import cpu_info
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
@@ -153,11 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{row['speedup_median']:.2f} (rounds {row['speedup_min']:.2f}-{row['speedup_max']:.2f})",
                   flush=True)
     text = markdown(result)
-    with atomic_dir(args.output_dir) as out:
-        write_json(os.path.join(out, "args.json"), result["args"])
-        write_json(os.path.join(out, "speed_ratio.json"), result)
-        with open(os.path.join(out, "speed_ratio.md"), "w", encoding="utf-8") as f:
-            f.write(text)
+    write_report(args.output_dir, "speed_ratio", result["args"], result, text)
     print(text, end="")
     return result
 

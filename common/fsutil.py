@@ -38,3 +38,13 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def write_report(output_dir: str, name: str, args: dict, result: dict, markdown: str) -> None:
+    """A measuring tool's output, replacing ``output_dir`` atomically: args.json, ``name``.json and
+    ``name``.md."""
+    with atomic_dir(output_dir) as out:
+        write_json(os.path.join(out, "args.json"), args)
+        write_json(os.path.join(out, f"{name}.json"), result)
+        with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
+            f.write(markdown)
