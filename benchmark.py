@@ -26,7 +26,7 @@ from typing import Callable
 
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
-from common.bench_models import MODELS, Model, build_pair, check_seq_len, hf_config, make_batch, parse_batch_sizes
+from common.bench_models import MODELS, Model, build_pair, check_names, check_seq_len, hf_config, make_batch, parse_batch_sizes
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
@@ -270,12 +270,8 @@ def estimate_seconds(s: Settings) -> float:
     return total
 
 
-def _names(value: str, known: tuple, what: str) -> list[str]:
-    names = [v for v in value.split(",") if v]
-    bad = [n for n in names if n not in known]
-    if bad or not names:
-        raise UserError(f"unknown {what}: {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
-    return names
+def _names(value: str, known, what: str) -> list[str]:
+    return check_names([v for v in value.split(",") if v], known, what)
 
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -307,7 +303,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         raise UserError("--runs, --train_runs, --train_batch_size and --threads must be >= 1")
     if args.seq_len < 2 or args.warmup < 0:
         raise UserError("--seq_len must be >= 2 and --warmup >= 0")
-    backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, tuple(MODELS), "model")
+    backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, MODELS, "model")
     check_seq_len(models, args.seq_len, args.quick)
     check_seq_len(models, args.train_seq_len or args.seq_len, args.quick, "--train_seq_len")
     if missing and "paddle_infer_bf16" in backends:

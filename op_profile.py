@@ -18,7 +18,7 @@ from collections import defaultdict
 from importlib.metadata import version
 
 import common  # noqa: F401  (zlib before paddle)
-from common.bench_models import MODELS, build_pair, check_seq_len, make_batch
+from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch
 from common.errors import UserError, cli
 from common.flops import forward_flops
 from common.fsutil import write_report
@@ -93,8 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.seq_len, args.runs = 2, 16, 2
-    if args.model not in MODELS:
-        raise UserError(f"unknown model: {args.model} (known: {', '.join(MODELS)})")
+    check_names([args.model], MODELS, "model")
     if min(args.batch_size, args.threads, args.runs) < 1 or args.seq_len < 2:
         raise UserError("--batch_size, --threads and --runs must be >= 1, --seq_len >= 2")
     return args

@@ -15,10 +15,10 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
-from common.bench_models import MODELS, build_pair, check_seq_len, make_batch, parse_batch_sizes
+from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch, parse_batch_sizes
 from common.errors import UserError, cli
 from common.fsutil import write_report
 from common.hardware import cpu_info
@@ -33,10 +33,8 @@ def side(value: str) -> tuple[str, str]:
     model, sep, backend = value.partition(":")
     if not sep:
         raise UserError(f"{value!r}: expected MODEL:BACKEND, e.g. squeezebert-uncased:paddle_infer_fp32")
-    if model not in MODELS:
-        raise UserError(f"unknown model: {model} (known: {', '.join(MODELS)})")
-    if backend not in INFERENCE_BACKENDS:
-        raise UserError(f"unknown inference backend: {backend} (known: {', '.join(INFERENCE_BACKENDS)})")
+    check_names([model], MODELS, "model")
+    check_names([backend], INFERENCE_BACKENDS, "inference backend")
     return model, backend
 
 
@@ -79,7 +77,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+class Plan(NamedTuple):
+    """What the arguments ask for: the two (model, backend) sides and the batch sizes."""
+
+    base: tuple[str, str]
+    other: tuple[str, str]
+    batch_sizes: list[int]
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="bert-base-uncased:paddle_infer_fp32",
                         help="MODEL:BACKEND to compare against (default bert-base-uncased:paddle_infer_fp32)")
@@ -96,40 +102,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seq_len, args.batch_sizes, args.warmup, args.rounds = 16, "1,2", 1, 3
-    args.base_side, args.other_side = side(args.base), side(args.other)
-    if args.base_side == args.other_side:
+    plan = Plan(side(args.base), side(args.other), parse_batch_sizes(args.batch_sizes))
+    if plan.base == plan.other:
         raise UserError(f"--base and --other are the same: {args.base}")
-    args.batch_list = parse_batch_sizes(args.batch_sizes)
     if min(args.rounds, args.threads) < 1 or args.warmup < 0 or args.seq_len < 2:
         raise UserError("--rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
-    check_seq_len([args.base_side[0], args.other_side[0]], args.seq_len, args.quick)
-    if "paddle_infer_bf16" in (args.base_side[1], args.other_side[1]):
+    check_seq_len([plan.base[0], plan.other[0]], args.seq_len, args.quick)
+    if "paddle_infer_bf16" in (plan.base[1], plan.other[1]):
         from common.inference import PredictorOptions
 
         PredictorOptions(precision="bf16").check()  # refuses a CPU that would run it as fp32
-    return args
+    return args, plan
 
 
 @cli
 def main(argv: list[str] | None = None) -> dict:
     """Measure; returns the result (also written under ``--output_dir``)."""
-    args = parse_args(argv)
+    args, plan = parse_args(argv)
     import paddle
     import torch
 
     retain_freed_memory()
     paddle.base.core.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    result = {"args": {k: v for k, v in vars(args).items() if not k.endswith(("_side", "_list"))},
+    result = {"args": vars(args),
               "provenance": {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
         built = {}  # model -> (torch model, paddle model, config, predictors)
-        for model, _ in (args.base_side, args.other_side):
+        for model, _ in (plan.base, plan.other):
             if model not in built:
                 print(f"{model}: building", flush=True)
                 torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
                 built[model] = (torch_model, paddle_model, cfg, {})
-        for model, backend in (args.base_side, args.other_side):
+        for model, backend in (plan.base, plan.other):
             torch_model, paddle_model, _, predictors = built[model]
             if backend.startswith(("paddle_infer", "paddle_ort")):
                 predictors.update(make_predictors(paddle_model, [backend], args.threads,
@@ -140,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
             batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
             return inference_step(backend, torch_model, paddle_model, predictors, batch)
 
-        for bs in args.batch_list:
+        for bs in plan.batch_sizes:
             try:
-                base, other = step(*args.base_side, bs), step(*args.other_side, bs)
+                base, other = step(*plan.base, bs), step(*plan.other, bs)
             except UserError:
                 raise
             except Exception as exc:  # noqa: BLE001  (an export or predictor that could not be made)

@@ -79,6 +79,15 @@ def hf_config(model: Model, quick: bool, num_labels: int = 2):
     return config
 
 
+def check_names(names: list[str], known, what: str) -> list[str]:
+    """``names`` if there is at least one and each is in ``known``; else a :class:`UserError` naming the
+    others (``what``: "model", "backend"...)."""
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise UserError(f"unknown {what}: {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
+    return names
+
+
 def check_seq_len(names: list[str], seq_len: int, quick: bool, option: str = "--seq_len") -> None:
     """A :class:`UserError` naming ``option`` unless every named model has ``seq_len`` positions."""
     for name in names:

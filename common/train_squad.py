@@ -121,11 +121,11 @@ def squad_main(model_type: str, model_class_name: str, argv: list[str] | None = 
     threshold = data_args.null_score_diff_threshold
     if data_args.predictions:
         result = _read_predictions(data_args)
-        _write_args(model_args, data_args, training_args)
         try:
             metrics["predict"] = squad_metrics(examples, result, version_2, threshold)
         except ValueError as exc:
             raise UserError(f"{data_args.predictions}: {exc}") from None
+        _write_args(model_args, data_args, training_args)  # after the checks: a refused file leaves no run
     else:
         result, num_features = _run_model(model_type, model_class_name, model_args, data_args, training_args,
                                           examples, metrics)

@@ -1,18 +1,17 @@
 """FLOP counts, static export + paddle.inference against dygraph, and the benchmark end to end."""
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import transformers
 
+from common.bench_models import MODELS
 from common.errors import UserError
 from common.flops import forward_flops
 from common.hardware import onednn_bf16_missing
-from conftest import REPO
+from conftest import REPO, run_script, user_error
 from tiny_checkpoints import save_tiny
 
 # Tiny configs shaped like the real ones (groups, bottlenecks, head_ratio, embedding projection):
@@ -325,11 +324,8 @@ def test_benchmark_rejects_unknown_names():
 
 
 def test_benchmark_script_bad_input_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmark.py"), "--models", "gpt2", "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "unknown model" in proc.stderr
-    assert not (tmp_path / "out").exists()
+    proc = run_script("benchmark.py", "--models", "gpt2,bert-base-uncased,x", "--output_dir", str(tmp_path / "out"))
+    assert user_error(proc, not_written=tmp_path / "out") == f"unknown model: gpt2, x (known: {', '.join(MODELS)})"
 
 
 # ---------------------------------------------------------------- speed work

@@ -16,6 +16,7 @@ import pytest
 
 from common import rotten_tomatoes as rt
 from common.errors import UserError
+from conftest import user_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,15 +213,10 @@ def test_main_prints_summary(sdist: Path, tmp_path: Path, capsys) -> None:
 
 def test_cli_missing_sdist_exits_2(tmp_path: Path) -> None:
     missing = tmp_path / "missing.tar.gz"
-    proc = subprocess.run(
-        [sys.executable, "-m", "common.rotten_tomatoes", "--sdist", str(missing),
-         "--output_dir", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2
+    proc = subprocess.run([sys.executable, "-m", "common.rotten_tomatoes", "--sdist", str(missing),
+                           "--output_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"error: {missing}: no such file "
-                                        "(the vaderSentiment-3.3.2 sdist tar.gz)"]
-    assert not (tmp_path / "out").exists()
+    assert user_error(proc, not_written=tmp_path / "out") == f"{missing}: no such file (the vaderSentiment-3.3.2 sdist tar.gz)"
 
 
 def test_real_sdist(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import UserError
 from common.train_glue import glue_main, no_decay, param_groups
-from conftest import REPO
+from conftest import REPO, run_script, user_error
 
 POSITIVE = "good great fun love best".split()
 NEGATIVE = "bad awful boring hate worst".split()
@@ -116,10 +116,10 @@ def test_no_weight_decay_on_bias_and_norms(squeezebert_dirs):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--task_name", "wnli"], "error: unknown task 'wnli'; choose one of: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"),
-        (["--data_dir", "./MISSING"], "error: GLUE data directory not found: ./MISSING"),
-        (["--model_name_or_path", "./MISSING"], "error: model directory './MISSING' does not exist or is not a directory"),
-        (["--model_name_or_path", "squeezebert/squeezebert-mnli"], "error: model directory 'squeezebert/squeezebert-mnli' "
+        (["--task_name", "wnli"], "unknown task 'wnli'; choose one of: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"),
+        (["--data_dir", "./MISSING"], "GLUE data directory not found: ./MISSING"),
+        (["--model_name_or_path", "./MISSING"], "model directory './MISSING' does not exist or is not a directory"),
+        (["--model_name_or_path", "squeezebert/squeezebert-mnli"], "model directory 'squeezebert/squeezebert-mnli' "
          "is not a local directory; hub names cannot be downloaded here (no internet): download the checkpoint "
          "elsewhere and pass its directory"),
     ],
@@ -130,11 +130,8 @@ def test_bad_input_exits_2_with_one_line(squeezebert_dirs, tmp_path, args, messa
             "--data_dir": keyword_task(tmp_path / "data", 8, 4), "--output_dir": str(tmp_path / "run")}
     base.update(dict(zip(args[::2], args[1::2])))
     argv = [x for kv in base.items() for x in kv] + ["--do_train"]
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "squeezebert", "run_glue.py"), *argv],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == message
-    assert not (tmp_path / "run").exists()
+    proc = run_script("squeezebert/run_glue.py", *argv, cwd=tmp_path)
+    assert user_error(proc, not_written=tmp_path / "run") == message
 
 
 def test_wrong_model_type_is_refused(squeezebert_dirs, tmp_path):

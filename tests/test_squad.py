@@ -13,7 +13,7 @@ from common.squad_data import Answer, SquadExample, make_features, read_squad, w
 from common.squad_metric import compute_f1, squad_v1_metrics, squad_v2_metrics
 from common.squad_postprocess import postprocess
 from common.tokenization import tokenize
-from conftest import REPO
+from conftest import REPO, run_script, user_error
 from tiny_checkpoints import save_tiny, write_vocab
 
 SLICE = os.path.join(REPO, "..", "shared", "data", "squad", "dev-v2.0-sample.json")
@@ -249,14 +249,10 @@ def test_evaluation_only_on_the_real_slice(tmp_path):
 
 def test_evaluation_only_errors_exit_2(tmp_path):
     (tmp_path / "predictions.json").write_text(json.dumps({"56ddde6b9a695914005b9628": "France"}))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "mobilebert", "run_squad.py"), "--predict_file", real_slice(),
-         "--version_2_with_negative", "--predictions", "predictions.json", "--output_dir", "eval"],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: predictions.json: no prediction for 1406 of 1407 questions "
-                                   "(e.g. 56ddde6b9a695914005b9629)")
+    proc = run_script("mobilebert/run_squad.py", "--predict_file", real_slice(), "--version_2_with_negative",
+                      "--predictions", "predictions.json", "--output_dir", "eval", cwd=tmp_path)
+    assert user_error(proc, not_written=tmp_path / "eval") == ("predictions.json: no prediction for 1406 of 1407 "
+                                                               "questions (e.g. 56ddde6b9a695914005b9629)")
 
 
 def test_tiny_bert_trains_predicts_and_resumes(tiny_bert, tmp_path):

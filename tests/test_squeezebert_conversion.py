@@ -1,8 +1,6 @@
 """SqueezeBERT conversion: alignment within 1e-5, strictness, and one-line errors on bad input."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from safetensors.numpy import load_file, save_file
 from common.compare import compare, compare_main
 from common.convert import convert_checkpoint, convert_main
 from common.errors import UserError, cli
-from conftest import REPO, SQUEEZE
+from conftest import SQUEEZE, run_script, user_error
 from squeezebert.spec import SPEC
 from tiny_checkpoints import save_tiny
 
@@ -161,13 +159,10 @@ def test_bad_input_one_line_errors(tmp_path, capsys):
 
 
 def test_convert_script_exit_code(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "squeezebert", "convert.py"),
-         "--torch_dir", str(tmp_path / "missing"), "--paddle_dir", str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: --torch_dir '{tmp_path / 'missing'}' does not exist or is not a directory"
+    proc = run_script("squeezebert/convert.py", "--torch_dir", str(tmp_path / "missing"), "--paddle_dir",
+                      str(tmp_path / "out"))
+    assert user_error(proc, not_written=tmp_path / "out") == (f"--torch_dir '{tmp_path / 'missing'}' does not exist "
+                                                              "or is not a directory")
 
 
 def test_unsupported_layer_norm_eps_is_refused(tmp_path):
