@@ -6,7 +6,8 @@ up to 30 % within minutes). Here both sides are built first; then, per batch siz
 ``--warmup`` untimed calls of each, ``--rounds`` rounds each time one call of each side, in the order
 base, other in even rounds and other, base in odd ones (a steady drift then favours neither). The
 speedup of a round is base time / other time; reported are the median, minimum and maximum over the
-rounds and each side's median ms. Writes ``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``.
+rounds and each side's median ms; with ``--target``, whether the median reaches it. Writes
+``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``; ``ratio_table.py`` tabulates a folder of runs.
 """
 from __future__ import annotations
 
@@ -70,10 +71,12 @@ def markdown(result: dict) -> str:
     lines = [f"# Speedup of {a['other']} over {a['base']}", "",
              f"Each side: {a['warmup']} untimed, then {a['rounds']} timed calls interleaved with the other's; "
              f"seq {a['seq_len']}, {a['threads']} threads; {prov['cpu']}; code {prov['code']}.", "",
-             "| batch | base ms (median) | other ms (median) | speedup median | min | max |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| batch | base ms (median) | other ms (median) | speedup median | min | max |"
+             + (f" met (>= {a['target']:g}) |" if a["target"] else ""),
+             "|---:|---:|---:|---:|---:|---:|" + ("---|" if a["target"] else "")]
     lines += [f"| {bs} | {r['base_ms']:.1f} | {r['other_ms']:.1f} | {r['speedup_median']:.2f} | "
-              f"{r['speedup_min']:.2f} | {r['speedup_max']:.2f} |" for bs, r in result["batches"].items()]
+              f"{r['speedup_min']:.2f} | {r['speedup_max']:.2f} |" + (f" {'yes' if r['met'] else 'no'} |" if "met" in r else "")
+              for bs, r in result["batches"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -96,6 +99,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each side first (default 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds, one call of each side (default 7)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default all cores")
+    parser.add_argument("--target", type=float,
+                        help="the speedup a target asks for, e.g. 2.5 (0.8x the time: 1.25); reported as met or not")
     parser.add_argument("--output_dir", default="runs/speed_ratio", help="for args.json, speed_ratio.json and .md")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up, 3 rounds")
@@ -107,6 +112,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
         raise UserError(f"--base and --other are the same: {args.base}")
     if min(args.rounds, args.threads) < 1 or args.warmup < 0 or args.seq_len < 2:
         raise UserError("--rounds and --threads must be >= 1, --warmup >= 0, --seq_len >= 2")
+    if args.target is not None and not args.target > 0:
+        raise UserError(f"--target must be a speedup > 0, not {args.target:g}")
     check_seq_len([plan.base[0], plan.other[0]], args.seq_len, args.quick)
     if "paddle_infer_bf16" in (plan.base[1], plan.other[1]):
         from common.inference import PredictorOptions
@@ -154,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
                 raise UserError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
             times = interleaved(base, other, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
             result["batches"][str(bs)] = row = summarize(*times)
+            if args.target:
+                row["met"] = row["speedup_median"] >= args.target
             print(f"batch {bs:>3}: base {row['base_ms']:.1f} ms, other {row['other_ms']:.1f} ms, speedup "
                   f"{row['speedup_median']:.2f} (rounds {row['speedup_min']:.2f}-{row['speedup_max']:.2f})",
                   flush=True)

@@ -31,13 +31,17 @@ def atomic_dir(final: str) -> Iterator[str]:
             shutil.rmtree(tmp)
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON through a temporary file and a rename."""
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` through a temporary file and a rename."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through a temporary file and a rename."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_report(output_dir: str, name: str, args: dict, result: dict, markdown: str) -> None:

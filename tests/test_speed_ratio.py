@@ -1,4 +1,4 @@
-"""speed_ratio.py: two inference measurements interleaved run for run."""
+"""speed_ratio.py: two inference measurements interleaved run for run; ratio_table.py: a folder of them."""
 import json
 import subprocess
 
@@ -31,8 +31,8 @@ def test_speed_ratio_end_to_end(tmp_path):
     import speed_ratio
 
     out = tmp_path / "out"
-    result = speed_ratio.main(["--quick", "--base", "bert-base-uncased:paddle_infer_fp32",
-                               "--other", "squeezebert-uncased:paddle_ort_fp32", "--output_dir", str(out)])
+    result = speed_ratio.main(["--quick", "--base", "bert-base-uncased:paddle_infer_fp32", "--other",
+                               "squeezebert-uncased:paddle_ort_fp32", "--target", "1.0", "--output_dir", str(out)])
     assert json.loads((out / "speed_ratio.json").read_text()) == json.loads(json.dumps(result))
     assert json.loads((out / "args.json").read_text())["rounds"] == 3
     assert list(result["batches"]) == ["1", "2"]
@@ -41,11 +41,24 @@ def test_speed_ratio_end_to_end(tmp_path):
         assert len(speedups) == 3
         assert row["speedup_median"] == pytest.approx(sorted(speedups)[1])
         assert row["speedup_min"] == pytest.approx(min(speedups))
+        assert row["met"] is (row["speedup_median"] >= 1.0)
     head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     assert result["provenance"]["code"].split("+")[0] == head.strip()
     table = (out / "speed_ratio.md").read_text().splitlines()
     assert table[0] == ("# Speedup of squeezebert-uncased:paddle_ort_fp32 over bert-base-uncased:paddle_infer_fp32")
-    assert table[-2].startswith("| 1 | ") and table[-1].startswith("| 2 | ")
+    assert table[-4].endswith("| max | met (>= 1) |")
+    for line, row in zip(table[-2:], result["batches"].values()):
+        assert line.endswith(f"| {row['speedup_max']:.2f} | {'yes' if row['met'] else 'no'} |")
+
+    import ratio_table
+
+    assert ratio_table.main([str(tmp_path)]) == (tmp_path / "ratios.md").read_text()
+    rows = [r for r in (tmp_path / "ratios.md").read_text().splitlines() if r.startswith("| squeezebert")]
+    one, two = result["batches"]["1"], result["batches"]["2"]
+    met = sum(r["met"] for r in result["batches"].values())
+    assert rows == [f"| squeezebert-uncased:paddle_ort_fp32 / bert-base-uncased:paddle_infer_fp32 | 1 | "
+                    f"{one['speedup_median']:.2f} ({one['speedup_min']:.2f}-{one['speedup_max']:.2f}) | "
+                    f"{two['speedup_median']:.2f} ({two['speedup_min']:.2f}-{two['speedup_max']:.2f}) | {met} of 2 |"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -57,6 +70,7 @@ def test_speed_ratio_end_to_end(tmp_path):
     (["--batch_sizes", "0,16"], "--batch_sizes must be >= 1, not '0,16'"),
     (["--rounds", "0"], "--rounds and --threads must be >= 1"),
     (["--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
+    (["--target", "0"], "--target must be a speedup > 0, not 0"),
 ])
 def test_speed_ratio_bad_input_exits_2(argv, message, tmp_path):
     proc = run_script("speed_ratio.py", *argv, "--output_dir", str(tmp_path / "out"))
@@ -75,3 +89,51 @@ def test_speed_ratio_refuses_bf16_without_the_cpu_for_it(monkeypatch):
     monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: [])
     plan = speed_ratio.parse_args(["--other", "bert-base-uncased:paddle_infer_bf16"])[1]
     assert plan.other == ("bert-base-uncased", "paddle_infer_bf16")
+
+
+def _run(folder, name, base, other, speedups, target=None):
+    """A speed_ratio.json as speed_ratio.py writes it: batch -> (median, min, max)."""
+    batches = {b: {"speedup_median": m, "speedup_min": lo, "speedup_max": hi} for b, (m, lo, hi) in speedups.items()}
+    if target:
+        for row in batches.values():
+            row["met"] = row["speedup_median"] >= target
+    result = {"args": {"base": base, "other": other, "seq_len": 128, "warmup": 2, "rounds": 7, "threads": 2,
+                       "target": target},
+              "provenance": {"cpu": "AMD EPYC", "code": name[-3:]}, "batches": batches}
+    (folder / name).mkdir(parents=True)
+    (folder / name / "speed_ratio.json").write_text(json.dumps(result))
+
+
+def test_ratio_table_of_a_folder(tmp_path):
+    import ratio_table
+
+    _run(tmp_path, "a_abc", "bert-base-uncased:paddle_infer_fp32", "squeezebert-uncased:paddle_infer_fp32",
+         {"1": (2.094, 1.95, 2.36), "16": (2.5, 2.39, 2.92)}, target=2.5)
+    _run(tmp_path, "b_def", "bert-base-uncased:torch_fp32", "bert-base-uncased:paddle_ort_fp32",
+         {"32": (1.2, 1.1, 1.3)})
+    (tmp_path / "not_a_run").mkdir()
+    assert ratio_table.main([str(tmp_path)]).splitlines() == [
+        "# Paired speed ratios (speedup of the first over the second)", "",
+        "CPU: AMD EPYC. Code: abc, def. Seq, warm-up calls, rounds, threads: 128 / 2 / 7 / 2.", "",
+        "Each cell: the median speedup over the rounds (min-max).", "",
+        "| pair | target | batch 1 | batch 16 | batch 32 | met |",
+        "|---|---:|---:|---:|---:|---|",
+        "| squeezebert-uncased / bert-base-uncased, paddle_infer_fp32 | 2.5 | 2.09 (1.95-2.36) | 2.50 (2.39-2.92) |  "
+        "| 1 of 2 |",
+        "| paddle_ort_fp32 / torch_fp32, bert-base-uncased |  |  |  | 1.20 (1.10-1.30) |  |",
+    ]
+
+
+def test_ratio_table_bad_input_exits_2(tmp_path):
+    proc = run_script("ratio_table.py", str(tmp_path / "missing"))
+    assert user_error(proc) == f"{tmp_path / 'missing'}: not a directory"
+    (tmp_path / "empty" / "x").mkdir(parents=True)
+    proc = run_script("ratio_table.py", str(tmp_path / "empty"))
+    assert user_error(proc, not_written=tmp_path / "empty" / "ratios.md") == (
+        f"{tmp_path / 'empty'}: no speed_ratio.json in its subfolders (run speed_ratio.py --output_dir "
+        f"{tmp_path / 'empty'}/NAME)")
+    (tmp_path / "empty" / "x" / "speed_ratio.json").write_text("{")
+    proc = run_script("ratio_table.py", str(tmp_path / "empty"))
+    assert user_error(proc, not_written=tmp_path / "empty" / "ratios.md") == (
+        f"{tmp_path / 'empty' / 'x' / 'speed_ratio.json'}: not valid JSON (Expecting property name enclosed in "
+        "double quotes, line 1)")
