@@ -23,9 +23,12 @@ def collect(folder: str) -> list[dict]:
     for path in filter(os.path.isfile, paths):
         with open(path, encoding="utf-8") as f:
             try:
-                results.append(json.load(f))
+                result = json.load(f)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not (isinstance(result, dict) and {"args", "provenance", "batches"} <= result.keys()):
+            raise UserError(f"{path}: not a speed_ratio.py result (needs args, provenance and batches)")
+        results.append(result)
     if not results:
         raise UserError(f"{folder}: no speed_ratio.json in its subfolders (run speed_ratio.py --output_dir {folder}/NAME)")
     return results
