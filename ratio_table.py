@@ -7,11 +7,10 @@ and the settings the runs recorded. Writes ``ratios.md`` in the folder and print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from common.errors import UserError, cli
-from common.fsutil import write_text
+from common.fsutil import read_json, write_text
 
 
 def collect(folder: str) -> list[dict]:
@@ -21,11 +20,7 @@ def collect(folder: str) -> list[dict]:
     paths = [os.path.join(folder, d, "speed_ratio.json") for d in sorted(os.listdir(folder))]
     results = []
     for path in filter(os.path.isfile, paths):
-        with open(path, encoding="utf-8") as f:
-            try:
-                result = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        result = read_json(path)
         if not (isinstance(result, dict) and {"args", "provenance", "batches"} <= result.keys()):
             raise UserError(f"{path}: not a speed_ratio.py result (needs args, provenance and batches)")
         results.append(result)

@@ -1,4 +1,5 @@
-"""Atomic writes: a run or a conversion never leaves a half-written file or directory."""
+"""Atomic writes (a run or a conversion never leaves a half-written file or directory), and the
+JSON reader whose failures are one-line user errors."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+from common.errors import UserError
 
 
 @contextmanager
@@ -29,6 +32,17 @@ def atomic_dir(final: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+
+
+def read_json(path: str) -> Any:
+    """The parsed JSON file; a missing file or invalid JSON is a :class:`UserError`."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
 def write_text(path: str, text: str) -> None:

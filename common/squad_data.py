@@ -9,14 +9,13 @@ own offsets misplace ``[UNK]`` tokens); an answer outside a window, or no answer
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from common.errors import UserError
+from common.fsutil import read_json
 from common.tokenization import tokenize
 
 
@@ -57,17 +56,6 @@ class SquadFeature:
         if with_positions:
             inputs.update(start_positions=self.start_position, end_positions=self.end_position)
         return inputs
-
-
-def read_json(path: str) -> Any:
-    """The parsed JSON file; a missing file or invalid JSON is a :class:`UserError`."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
 def read_squad(path: str, version_2: bool) -> list[SquadExample]:

@@ -21,7 +21,8 @@ from common.checkpoint import open_paddle_checkpoint
 from common.distributed import leave_together
 from common.errors import UserError
 from common.fsutil import write_json
-from common.squad_data import SquadExample, make_features, read_json, read_squad
+from common.fsutil import read_json
+from common.squad_data import SquadExample, make_features, read_squad
 from common.squad_metric import squad_v1_metrics, squad_v2_metrics
 from common.squad_postprocess import SquadPredictions, postprocess
 from common.train_glue import GlueTrainingArguments, pad_inputs, param_groups, resume_checkpoint, speed_up_training

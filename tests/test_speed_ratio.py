@@ -136,7 +136,7 @@ def test_ratio_table_bad_input_exits_2(tmp_path):
     proc = run_script("ratio_table.py", str(tmp_path / "empty"))
     assert user_error(proc, not_written=tmp_path / "empty" / "ratios.md") == (
         f"{tmp_path / 'empty' / 'x' / 'speed_ratio.json'}: not valid JSON (Expecting property name enclosed in "
-        "double quotes, line 1)")
+        "double quotes: line 1 column 2 (char 1))")
     (tmp_path / "empty" / "x" / "speed_ratio.json").write_text('{"args": {}}')
     proc = run_script("ratio_table.py", str(tmp_path / "empty"))
     assert user_error(proc, not_written=tmp_path / "empty" / "ratios.md") == (
