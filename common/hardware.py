@@ -1,7 +1,13 @@
 """The CPU's peak FLOP rates, from /proc/cpuinfo, with the assumptions written down."""
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import platform
+import sys
+
+from common.errors import UserError, cli
 
 
 def _cpuinfo() -> tuple[str, set[str], float | None]:
@@ -80,3 +86,29 @@ def cpu_info(threads: int, ghz: float | None = None) -> dict:
             "one thread per physical core",
         ],
     }
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    """``python -m common.hardware``: this CPU's peaks as JSON, or (``--onednn_bf16``) whether
+    paddle's oneDNN bfloat16 kernels run here, as the exit status the bash scripts test."""
+    parser = argparse.ArgumentParser(prog="python -m common.hardware", description=__doc__)
+    parser.add_argument("--onednn_bf16", action="store_true",
+                        help="print nothing and exit 0 if paddle's oneDNN bf16 kernels run on this CPU; "
+                             "else exit 1, naming the missing CPU flags")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="cores for the peaks (default: all)")
+    parser.add_argument("--ghz", type=float, help="clock for the peaks (default: see cpu_info)")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or (args.ghz is not None and args.ghz <= 0):
+        raise UserError("--threads must be >= 1 and --ghz > 0")
+    if not args.onednn_bf16:
+        print(json.dumps(cpu_info(args.threads, args.ghz), indent=2))
+        return 0
+    missing = onednn_bf16_missing()
+    if missing:
+        print(f"no bf16 for paddle's oneDNN kernels on this CPU (it lacks {', '.join(missing)})")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,12 +19,12 @@ for path in paddle_infer_fp32 paddle_ort_fp32; do
   $PY speed_ratio.py --base bert-base-uncased:$path --other ofa-bert-base-w0.5:$path \
     --target 1.82 --output_dir "$OUT/ofa_w0.5_$path" "$@"
 done
-if $PY -c "import sys, common; from common.hardware import onednn_bf16_missing; sys.exit(bool(onednn_bf16_missing()))"; then
+if $PY -m common.hardware --onednn_bf16; then
   for model in bert-base-uncased squeezebert-uncased; do
     $PY speed_ratio.py --base $model:paddle_infer_fp32 --other $model:paddle_infer_bf16 \
       --target 3 --output_dir "$OUT/bf16_$model" "$@"
   done
 else
-  echo "bf16 pairs skipped: this CPU has no bf16 for paddle's oneDNN kernels"
+  echo "bf16 pairs skipped"
 fi
 $PY ratio_table.py "$OUT"

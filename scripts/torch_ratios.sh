@@ -15,10 +15,10 @@ PY=.venv/bin/python
 OUT=${OUT_DIR:-runs/torch_ratios}
 MODELS=$($PY -c "import common; from common.bench_models import MODELS; print(' '.join(MODELS))")
 BF16=0
-if $PY -c "import sys, common; from common.hardware import onednn_bf16_missing; sys.exit(bool(onednn_bf16_missing()))"; then
+if $PY -m common.hardware --onednn_bf16; then
   BF16=1
 else
-  echo "bf16 pairs skipped: this CPU has no bf16 for paddle's oneDNN kernels"
+  echo "bf16 pairs skipped"
 fi
 for model in $MODELS; do
   for path in ${PADDLE_PATHS:-paddle_infer_fp32 paddle_ort_fp32}; do
