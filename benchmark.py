@@ -1,5 +1,5 @@
-"""Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16, the export in
-onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
+"""Speed of the compact BERT models: paddle (dygraph with its own kernels and with
+``common/train_kernels.py``'s, paddle.inference fp32 / bf16, the export in onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
 fine-tuning step (paddle with its own kernels and with ``common/train_kernels.py``'s), with FLOP
 rates. See --help.
 
@@ -35,16 +35,17 @@ from common.hardware import cpu_info, onednn_bf16_missing
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
 
+# paddle_dygraph_kernels: dygraph eval with common/train_kernels.py's layers (run_glue's evaluation on CPU).
 # paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
-INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "torch_fp32",
-                      "torch_bf16")
+INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_dygraph_kernels", "paddle_infer_fp32", "paddle_ort_fp32",
+                      "paddle_infer_bf16", "torch_fp32", "torch_bf16")
 # paddle_train: paddle's own kernels; paddle_train_kernels: common/train_kernels.py's (what run_glue uses on CPU).
 TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16, paddle.inference bf16 on AMX; paddle_train_kernels:
 # 2 AMD EPYC cores). Slower machines take longer.
-ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_infer_fp32": 70, "paddle_ort_fp32": 70,
+ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_dygraph_kernels": 35, "paddle_infer_fp32": 70, "paddle_ort_fp32": 70,
                               "paddle_infer_bf16": 150,
                               "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 80,
                               "torch_train": 55}
@@ -92,9 +93,11 @@ def inference_step(backend: str, torch_model, paddle_model, predictors: dict, ba
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 return torch_model(**inputs).logits.float().numpy()
         return run
-    if backend == "paddle_dygraph":
+    if backend in ("paddle_dygraph", "paddle_dygraph_kernels"):
         import paddle
+        from common.train_kernels import use_train_kernels
 
+        use_train_kernels(paddle_model, backend == "paddle_dygraph_kernels")
         inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
 
         def run():

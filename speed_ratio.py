@@ -135,20 +135,22 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"args": vars(args),
               "provenance": {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        built = {}  # model -> (torch model, paddle model, config, predictors)
-        for model, _ in (plan.base, plan.other):
-            if model not in built:
+        # (model, on the kernel-backed layers) -> (torch model, paddle model, config, predictors): a side on
+        # paddle_dygraph_kernels gets its own models, as its layers are switched (benchmark.inference_step)
+        built = {}
+        for model, backend in (plan.base, plan.other):
+            key = model, backend == "paddle_dygraph_kernels"
+            if key not in built:
                 print(f"{model}: building", flush=True)
                 torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
-                built[model] = (torch_model, paddle_model, cfg, {})
-        for model, backend in (plan.base, plan.other):
-            torch_model, paddle_model, _, predictors = built[model]
+                built[key] = (torch_model, paddle_model, cfg, {})
+            torch_model, paddle_model, _, predictors = built[key]
             if backend.startswith(("paddle_infer", "paddle_ort")):
                 predictors.update(make_predictors(paddle_model, [backend], args.threads,
                                                   os.path.join(tmp, f"{model}_{backend}")))
 
         def step(model: str, backend: str, bs: int) -> Callable[[], object]:
-            torch_model, paddle_model, cfg, predictors = built[model]
+            torch_model, paddle_model, cfg, predictors = built[model, backend == "paddle_dygraph_kernels"]
             batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
             return inference_step(backend, torch_model, paddle_model, predictors, batch)
 

@@ -61,10 +61,13 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True)
 
     ``model`` stays a plain dygraph model: the conversion replaces every sublayer's ``forward`` with
     its converted code (50x slower in dygraph on small inputs), which is rolled back afterwards.
+    Kernel-backed layers (``common/train_kernels.py``) are exported as the plain layers they replace,
+    and switched again afterwards.
     """
     from paddle.static import InputSpec
 
     model.eval()
+    switched = train_kernels.use_train_kernels(model, False)
     prefix = os.path.join(out_dir, PREFIX)
     spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
     static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
@@ -78,6 +81,8 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True)
         for layer in model.sublayers(include_self=True):
             if getattr(layer.__dict__.get("forward"), "__func__", None) is type(layer).forward:
                 del layer.__dict__["forward"]
+        if switched:
+            train_kernels.use_train_kernels(model)
     return prefix
 
 

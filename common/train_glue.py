@@ -60,8 +60,8 @@ class GlueTrainingArguments(TrainingArguments):
     report_to: Optional[list[str]] = field(default_factory=lambda: ["visualdl"], metadata={"help": "visualdl or none"})
     train_kernels: bool = field(
         default=True,
-        metadata={"help": "CPU: train with this repo's multi-threaded kernels for dropout, layer norm, GELU, "
-                  "attention softmax and bias adds, and glibc keeping freed memory (common/train_kernels.py, "
+        metadata={"help": "CPU: train and evaluate with this repo's multi-threaded kernels for dropout, layer norm, "
+                  "GELU, attention softmax and bias adds, and glibc keeping freed memory (common/train_kernels.py, "
                   "common/malloc.py); false: paddle's own kernels. Same math; dropout draws differ"},
     )
     layer_decay: Optional[float] = field(
@@ -79,9 +79,10 @@ class GlueTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-def speed_up_training(model, training_args) -> None:
-    """On CPU with ``--train_kernels`` (the default): the kernel-backed layers and malloc setting."""
-    if training_args.do_train and training_args.train_kernels and training_args.device == "cpu":
+def speed_up_on_cpu(model, training_args) -> None:
+    """On CPU with ``--train_kernels`` (the default): the kernel-backed layers (training, evaluation and
+    prediction) and the malloc setting."""
+    if training_args.train_kernels and training_args.device == "cpu":
         from common.malloc import retain_freed_memory
         from common import train_kernels
 
@@ -89,7 +90,7 @@ def speed_up_training(model, training_args) -> None:
         try:
             train_kernels.kernels()
         except RuntimeError as exc:  # no compiler, or it failed: train anyway, slower
-            warnings.warn(f"--train_kernels: the kernels did not build ({str(exc)[:300]}); training with paddle's "
+            warnings.warn(f"--train_kernels: the kernels did not build ({str(exc)[:300]}); running with paddle's "
                           "own kernels (--train_kernels false silences this)")
             return
         train_kernels.use_train_kernels(model)
@@ -252,7 +253,7 @@ def glue_main(
         has_head = ckpt.architecture.endswith("ForSequenceClassification")
         id2label = ckpt.config.get("id2label") if has_head else None
         model, labels = _load_model(model_class_name, ckpt.path, task, id2label)
-        speed_up_training(model, training_args)
+        speed_up_on_cpu(model, training_args)
         trainer, datasets = _trainer(model, labels, ckpt.path, task, examples, data_args, training_args, lr_scale)
         if training_args.should_save:
             os.makedirs(training_args.output_dir, exist_ok=True)

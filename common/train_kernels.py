@@ -5,12 +5,14 @@ copies on one thread, and draws dropout masks one element at a time: on 2 cores 
 time than the GEMMs of a fine-tuning step. :func:`use_train_kernels` switches the plain paddle
 layers of a model (``nn.Dropout``, ``nn.LayerNorm``, ``nn.Linear``, ``nn.MultiHeadAttention``,
 ``nn.TransformerEncoderLayer``; exact types, so OFA's super layers are left alone) to subclasses
-that call these operators in train mode: dropout from a counter-based hash, layer norm, bias add,
+that call these operators (see :func:`fast`: in train mode, and in eval mode in dygraph, so
+evaluation and prediction use them too): dropout from a counter-based hash, layer norm, bias add,
 bias + GELU, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
-Parameters, state dict and eval mode are unchanged; gradients equal paddle's (dropout aside).
+Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
+rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators.
 Exported inference models use one of them too: ConvBERT's span convolution (see :func:`export_ops`).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
 ``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
@@ -95,6 +97,18 @@ def is_fp32(x: paddle.Tensor) -> bool:
     return x.dtype == paddle.float32 and x.place.is_cpu_place()
 
 
+def fast(layer: nn.Layer, x: paddle.Tensor) -> bool:
+    """Whether kernel-backed ``layer`` runs the operators on ``x``: a float32 CPU tensor, in train
+    mode, or in eval mode in dygraph (evaluation and prediction; a static graph built in eval mode,
+    an export, keeps paddle's operators)."""
+    return (layer.training or paddle.in_dynamic_mode()) and is_fp32(x)
+
+
+def dropout_p(layer: nn.Layer, p: float) -> float:
+    """``layer``'s dropout rate ``p`` in train mode, 0 in eval mode."""
+    return p if layer.training else 0.0
+
+
 def activation(fn) -> str | None:
     """"gelu" (exact) or "relu" where ``fn`` (a function or PaddleNLP's ACT2FN layer) is one, else None."""
     from paddlenlp.transformers.activations import GELUActivation
@@ -134,7 +148,8 @@ def scale_shift(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
 def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p: float) -> paddle.Tensor:
     """``dropout(softmax(scores * scale + mask), p)`` over the last axis; scores [batch, heads, query,
     key], mask additive [batch, 1, 1 or query, key]."""
-    return kernels().ct_softmax_dropout(_dense(scores), _dense(mask), float(scale), float(p), _seed())[0]
+    seed = _seed() if p > 0 else 0  # p 0 (eval mode): paddle's generator is left as it was
+    return kernels().ct_softmax_dropout(_dense(scores), _dense(mask), float(scale), float(p), seed)[0]
 
 
 def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int,
@@ -173,15 +188,14 @@ class Dropout(nn.Dropout):
 
 class LayerNorm(nn.LayerNorm):
     def forward(self, x):
-        if (self.training and self.weight is not None and self.bias is not None and len(self._normalized_shape) == 1
-                and is_fp32(x)):
+        if fast(self, x) and self.weight is not None and self.bias is not None and len(self._normalized_shape) == 1:
             return layer_norm(x, self.weight, self.bias, self._epsilon)
         return nn.LayerNorm.forward(self, x)
 
 
 class Linear(nn.Linear):
     def forward(self, x):
-        if self.training and self.bias is not None and is_fp32(x):
+        if fast(self, x) and self.bias is not None:
             return bias_add(paddle.matmul(x, self.weight), self.bias)
         return nn.Linear.forward(self, x)
 
@@ -208,27 +222,27 @@ def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Te
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
-    """Attention through :func:`attend` in train mode."""
+    """Attention through :func:`attend` where :func:`fast`."""
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         key = query if key is None else key
         value = query if value is None else value
         mask = None
-        if self.training and cache is None and not self.need_weights and is_fp32(query):
+        if fast(self, query) and cache is None and not self.need_weights:
             mask = additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
         if mask is None:
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), mask, self.num_heads,
-                     self.dropout or 0.0)
+                     dropout_p(self, self.dropout or 0.0))
         return self.out_proj(out)
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """Post-norm encoder layer whose FFN bias and GELU are one operator in train mode."""
+    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast`."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
-        if (not self.training or cache is not None or output_attentions or self.normalize_before
-                or self.activation is not F.gelu or self.linear1.bias is None or not is_fp32(src)):
+        if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
+                or self.activation is not F.gelu or self.linear1.bias is None):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
             extra = {"output_attentions": True} if output_attentions else {}

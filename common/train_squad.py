@@ -25,7 +25,7 @@ from common.fsutil import read_json
 from common.squad_data import SquadExample, make_features, read_squad
 from common.squad_metric import squad_v1_metrics, squad_v2_metrics
 from common.squad_postprocess import SquadPredictions, postprocess
-from common.train_glue import GlueTrainingArguments, pad_inputs, param_groups, resume_checkpoint, speed_up_training
+from common.train_glue import GlueTrainingArguments, pad_inputs, param_groups, resume_checkpoint, speed_up_on_cpu
 
 
 @dataclass
@@ -203,7 +203,7 @@ def _run_model(model_type, model_class_name, model_args, data_args, training_arg
     # Fresh parameter and optimizer-state names, as in a new process: checkpoints are keyed by them.
     with paddle.utils.unique_name.guard():
         model = getattr(ppt, model_class_name).from_pretrained(ckpt.path)
-        speed_up_training(model, training_args)
+        speed_up_on_cpu(model, training_args)
         trainer = Trainer(
             model=model,
             args=training_args,

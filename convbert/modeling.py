@@ -163,7 +163,7 @@ class EncoderLayer(pm.TransformerEncoderLayerWithConv):
 
 
 # Fine-tuning on CPU: kernel-backed versions of the two layers above (common/train_kernels.py
-# switches a model to them in train mode; eval mode and export run the forwards above).
+# switches a model to them; they run in train mode and in dygraph eval mode, an export runs the forwards above).
 
 
 @tk.register
@@ -175,12 +175,12 @@ class TrainSelfAttention(SelfAttention):
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         sep = self.key_conv_attn_layer
         mask = None
-        if self.training and tk.is_fp32(query) and self._operator_case(query, key, value, cache):
+        if tk.fast(self, query) and self._operator_case(query, key, value, cache):
             mask = tk.additive_mask(attn_mask, query.shape[0], query.shape[1], query.dtype)
         if mask is None:
             return SelfAttention.forward(self, query, key, value, attn_mask, cache)
         q = self.q_proj(query)
-        out = tk.attend(q, self.k_proj(query), self.v_proj(query), mask, self.num_heads, self.dropout.p)
+        out = tk.attend(q, self.k_proj(query), self.v_proj(query), mask, self.num_heads, tk.dropout_p(self, self.dropout.p))
         depthwise = sep.depthwise.weight
         mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
         mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)

@@ -43,17 +43,17 @@ class NoNorm(nn.Layer):
 
 @tk.register
 class TrainNoNorm(NoNorm):
-    """NoNorm as one operator in train mode (common/train_kernels.py)."""
+    """NoNorm as one operator (common/train_kernels.py)."""
 
     def forward(self, input_tensor):
-        if self.training and tk.is_fp32(input_tensor):
+        if tk.fast(self, input_tensor):
             return tk.scale_shift(input_tensor, self.weight, self.bias)
         return NoNorm.forward(self, input_tensor)
 
 
 def _add_norm(norm: nn.Layer, x, residual):
-    """``norm(x + residual)``: one operator where ``norm`` is a kernel-backed NoNorm in train mode."""
-    if type(norm) is TrainNoNorm and norm.training and tk.is_fp32(x):
+    """``norm(x + residual)``: one operator where ``norm`` is a kernel-backed NoNorm (and :func:`tk.fast`)."""
+    if type(norm) is TrainNoNorm and tk.fast(norm, x):
         return tk.scale_shift(x, norm.weight, norm.bias, residual=residual)
     return norm(x + residual)
 
@@ -65,13 +65,13 @@ class TrainAttention(_pm.MobileBertAttention):
     def forward(self, query_tensor, key_tensor, value_tensor, hidden_states, attention_mask=None, head_mask=None,
                 output_attentions=None):
         mask = None
-        if self.training and head_mask is None and not output_attentions and tk.is_fp32(query_tensor):
+        if tk.fast(self, query_tensor) and head_mask is None and not output_attentions:
             mask = tk.additive_mask(attention_mask, query_tensor.shape[0], key_tensor.shape[1], query_tensor.dtype)
         if mask is None:
             return _pm.MobileBertAttention.forward(self, query_tensor, key_tensor, value_tensor, hidden_states,
                                                    attention_mask, head_mask, output_attentions)
         context = tk.attend(self.query(query_tensor), self.key(key_tensor), self.value(value_tensor), mask,
-                            self.num_attention_heads, self.attention_dropout.p)
+                            self.num_attention_heads, tk.dropout_p(self, self.attention_dropout.p))
         projected = self.dense(context)
         if not self.use_bottleneck:
             projected = self.output_dropout(projected)
@@ -101,10 +101,10 @@ class TrainOutput(_pm.MobileBertOutput):
 
 @tk.register
 class TrainIntermediate(_pm.MobileBertIntermediate):
-    """Dense, bias and ReLU in train mode: a matmul and one operator."""
+    """Dense, bias and ReLU: a matmul and one operator."""
 
     def forward(self, hidden_states):
-        if self.training and tk.activation(self.intermediate_act_fn) == "relu" and tk.is_fp32(hidden_states):
+        if tk.fast(self, hidden_states) and tk.activation(self.intermediate_act_fn) == "relu":
             return tk.bias_relu(paddle.matmul(hidden_states, self.dense.weight), self.dense.bias)
         return _pm.MobileBertIntermediate.forward(self, hidden_states)
 

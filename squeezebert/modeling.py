@@ -40,7 +40,7 @@ class PointwiseConv1D(nn.Conv1D):
 
 
 # Fine-tuning on CPU: kernel-backed versions of the layers above (common/train_kernels.py switches
-# a model to them in train mode; eval mode and export run the forwards above).
+# a model to them; they run in train mode and in dygraph eval mode, an export runs the forwards above).
 
 
 @tk.register
@@ -49,7 +49,7 @@ class TrainPointwiseConv1D(PointwiseConv1D):
     gradient over a broadcast batch one sample at a time)."""
 
     def forward(self, x):
-        if self.training and tk.is_fp32(x):
+        if tk.fast(self, x):
             return tk.pointwise_conv(x, self.weight, self.bias, self._groups)
         return PointwiseConv1D.forward(self, x)
 
@@ -60,8 +60,7 @@ class TrainConvActivation(_pm.ConvActivation):
 
     def forward(self, x):
         conv = self.conv1d
-        if (self.training and tk.activation(self.act) == "gelu" and isinstance(conv, PointwiseConv1D)
-                and tk.is_fp32(x)):
+        if tk.fast(self, x) and tk.activation(self.act) == "gelu" and isinstance(conv, PointwiseConv1D):
             return tk.pointwise_conv(x, conv.weight, conv.bias, conv._groups, gelu=True)
         return _pm.ConvActivation.forward(self, x)
 
@@ -71,7 +70,7 @@ class TrainLayerNorm(_pm.SqueezeBertLayerNorm):
     """Layer norm over the channels without the two transposes."""
 
     def forward(self, x):
-        if self.training and tk.is_fp32(x):
+        if tk.fast(self, x):
             return tk.channel_layer_norm(x, self.weight, self.bias, self._epsilon)
         return _pm.SqueezeBertLayerNorm.forward(self, x)
 
@@ -84,14 +83,14 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
     def forward(self, hidden_states, attention_mask, output_attentions):
         batch, channels, length = hidden_states.shape
         mask = None
-        if self.training and not output_attentions and tk.is_fp32(hidden_states) and attention_mask is not None:
+        if tk.fast(self, hidden_states) and not output_attentions and attention_mask is not None:
             mask = tk.additive_mask(attention_mask, batch, length, hidden_states.dtype)
         if mask is None:
             return _pm.SqueezeBertSelfAttention.forward(self, hidden_states, attention_mask, output_attentions)
         heads = [batch, self.num_attention_heads, self.attention_head_size, length]
         query, key, value = (conv(hidden_states).reshape(heads) for conv in (self.query, self.key, self.value))
         scores = paddle.matmul(query, key, transpose_x=True)
-        probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, self.dropout.p)
+        probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, tk.dropout_p(self, self.dropout.p))
         context = paddle.matmul(value, probs, transpose_y=True)
         return {"context_layer": context.reshape([batch, channels, length])}
 

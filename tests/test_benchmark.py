@@ -305,6 +305,26 @@ def test_benchmark_quick_end_to_end(tmp_path):
     assert (out / "results.png").stat().st_size > 10_000
 
 
+def test_dygraph_kernels_backend_runs_the_operators_with_paddles_logits(monkeypatch):
+    """paddle_dygraph_kernels switches the model to common/train_kernels.py's layers, paddle_dygraph back."""
+    import benchmark
+    from common import train_kernels as tk
+    from common.bench_models import build_pair, make_batch
+
+    _, model, cfg = build_pair(MODELS["bert-base-uncased"], quick=True)
+    batch = make_batch(2, 16, cfg["vocab_size"])
+    calls = []
+    real = tk.attend
+    monkeypatch.setattr(tk, "attend", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = benchmark.inference_step("paddle_dygraph", None, model, {}, batch)()
+    assert calls == []
+    fast = benchmark.inference_step("paddle_dygraph_kernels", None, model, {}, batch)()
+    assert len(calls) == cfg["num_hidden_layers"]
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(benchmark.inference_step("paddle_dygraph", None, model, {}, batch)(), plain)
+    assert len(calls) == cfg["num_hidden_layers"]
+
+
 def test_benchmark_rejects_unknown_names():
     import benchmark
 

@@ -61,6 +61,26 @@ def test_speed_ratio_end_to_end(tmp_path):
                     f"{two['speedup_median']:.2f} ({two['speedup_min']:.2f}-{two['speedup_max']:.2f}) | {met} of 2 |"]
 
 
+def test_speed_ratio_gives_the_dygraph_kernels_side_its_own_model(tmp_path, monkeypatch):
+    """One model on paddle_dygraph against paddle_dygraph_kernels: the kernel side's layers are switched,
+    so it gets a model of its own and each side times what it names."""
+    import speed_ratio
+    from common import train_kernels as tk
+
+    built = []
+    real = speed_ratio.build_pair
+
+    def build_pair(model, quick):
+        built.append(real(model, quick))
+        return built[-1]
+    monkeypatch.setattr(speed_ratio, "build_pair", build_pair)
+    result = speed_ratio.main(["--quick", "--base", "tinybert-4l-312d:paddle_dygraph", "--other",
+                               "tinybert-4l-312d:paddle_dygraph_kernels", "--output_dir", str(tmp_path / "out")])
+    assert list(result["batches"]) == ["1", "2"]
+    switched = [any(type(layer) in tk.UNSWAPS for layer in paddle_model.sublayers()) for _, paddle_model, _ in built]
+    assert switched == [False, True]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--base", "bert-base-uncased"], "'bert-base-uncased': expected MODEL:BACKEND"),
     (["--other", "gpt2:torch_fp32"], "unknown model: gpt2"),

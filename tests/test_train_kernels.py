@@ -61,16 +61,39 @@ def test_bert_attention_and_ffn_use_the_fused_operators():
     assert {tk.MultiHeadAttention, tk.TransformerEncoderLayer, tk.Linear, tk.LayerNorm, tk.Dropout} <= types
 
 
-def test_eval_mode_and_state_dict_unchanged():
-    _, model, cfg = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+@pytest.mark.parametrize("name", ["tinybert-4l-312d", "squeezebert-uncased", "mobilebert-uncased", "conv-bert-small"])
+def test_eval_mode_runs_the_kernels_with_paddles_outputs(name):
+    """Dygraph eval mode (evaluation, prediction) goes through the operators: paddle's logits within
+    float rounding, the state dict kept, and paddle's generator untouched (no dropout draws)."""
+    _, model, cfg = build_pair(MODELS[name], quick=True)
+    for p in model.parameters():  # as in the gradient test: attention far from uniform
+        if p.ndim > 1:
+            p.set_value(p * 8)
     batch = _padded_batch(cfg["vocab_size"])
     keys = list(model.state_dict())
     with paddle.no_grad():
-        before = model(**batch).numpy()
+        want = model(**batch).numpy()
         tk.use_train_kernels(model)
-        after = model(**batch).numpy()
-    np.testing.assert_array_equal(before, after)
+        paddle.seed(11)
+        got = model(**batch).numpy()
+        drawn = paddle.rand([4]).numpy()
+    paddle.seed(11)
+    np.testing.assert_array_equal(drawn, paddle.rand([4]).numpy())
+    assert not np.array_equal(got, want)  # the operators ran: not bit-identical to paddle's ops
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("name", ["tinybert-4l-312d", "mobilebert-uncased"])
+def test_export_of_a_switched_model_keeps_paddles_operators(name, tmp_path):
+    """The export runs the plain layers (MobileBERT's kernel-backed ones failed to convert) and
+    switches the model back to the kernels after it."""
+    from common.inference import custom_ops, export_static, op_types_of
+
+    _, model, _ = build_pair(MODELS[name], quick=True)
+    switched = tk.use_train_kernels(model)
+    assert custom_ops(op_types_of(export_static(model, str(tmp_path)))) == []
+    assert sum(type(layer) in tk.UNSWAPS for layer in model.sublayers(include_self=True)) == switched
 
 
 def test_dropout_keeps_1_minus_p_scaled_and_its_gradient_uses_the_same_mask():
@@ -176,9 +199,10 @@ def test_channel_layer_norm_against_squeezeberts():
         np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-def _fused_calls(monkeypatch, name, functions):
+def _fused_calls(monkeypatch, name, functions, train=True):
     """How often each of ``functions`` (names in common/train_kernels.py, with their keyword
-    arguments) runs in a train-mode forward of the quick ``name`` model with the kernels on."""
+    arguments) runs in a forward (train mode, or eval mode without gradients) of the quick ``name``
+    model with the kernels on."""
     calls = {}
     for fn in functions:
         real = getattr(tk, fn)
@@ -191,9 +215,21 @@ def _fused_calls(monkeypatch, name, functions):
         monkeypatch.setattr(tk, fn, spy)
     _, model, cfg = build_pair(MODELS[name], quick=True)
     tk.use_train_kernels(model)
-    model.train()
-    model(**_padded_batch(cfg["vocab_size"]))
+    model.train() if train else model.eval()
+    with paddle.set_grad_enabled(train):
+        model(**_padded_batch(cfg["vocab_size"]))
     return model, cfg, calls
+
+
+@pytest.mark.parametrize("name, functions", [
+    ("bert-base-uncased", ["attend", "layer_norm", "bias_add", "softmax_dropout"]),
+    ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm", "softmax_dropout"]),
+    ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
+    ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
+])
+def test_eval_mode_makes_the_train_modes_operator_calls(monkeypatch, name, functions):
+    train = dict(_fused_calls(monkeypatch, name, functions)[2])  # a copy: the spies stay in place
+    assert train and _fused_calls(monkeypatch, name, functions, train=False)[2] == train
 
 
 def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
@@ -259,19 +295,31 @@ def test_retain_freed_memory_applies_on_glibc():
 def test_trainer_falls_back_to_paddles_kernels_when_the_build_fails(monkeypatch):
     from types import SimpleNamespace
 
-    from common.train_glue import speed_up_training
+    from common.train_glue import speed_up_on_cpu
 
     def broken():
         raise RuntimeError("g++: not found")
 
     monkeypatch.setattr(tk, "kernels", broken)
     _, model, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
-    args = SimpleNamespace(do_train=True, train_kernels=True, device="cpu")
-    with pytest.warns(UserWarning, match=r"did not build \(g\+\+: not found\); training with paddle's own kernels"):
-        speed_up_training(model, args)
+    args = SimpleNamespace(train_kernels=True, device="cpu")
+    with pytest.warns(UserWarning, match=r"did not build \(g\+\+: not found\); running with paddle's own kernels"):
+        speed_up_on_cpu(model, args)
     assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
-    speed_up_training(model, SimpleNamespace(do_train=True, train_kernels=False, device="cpu"))  # off: untouched
+    speed_up_on_cpu(model, SimpleNamespace(train_kernels=False, device="cpu"))  # off: untouched
     assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
+
+
+@pytest.mark.parametrize("device, switched", [("cpu", True), ("gpu", False)])
+def test_cpu_runs_switch_to_the_kernels_for_evaluation_too(device, switched):
+    """An evaluation- or prediction-only run (no --do_train) on CPU gets the kernel-backed layers."""
+    from types import SimpleNamespace
+
+    from common.train_glue import speed_up_on_cpu
+
+    _, model, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    speed_up_on_cpu(model, SimpleNamespace(do_train=False, do_eval=True, train_kernels=True, device=device))
+    assert any(type(layer) in tk.UNSWAPS for layer in model.sublayers()) is switched
 
 
 def test_kernels_apply_after_a_static_export(tmp_path):
