@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark's ratio targets, each pair interleaved run for run (speed_ratio.py): SqueezeBERT over
-# BERT-base and OFA width 0.5 over width 1.0 (BERT-base) on paddle.inference and on onnxruntime, and
-# bf16 over fp32 in paddle.inference where the CPU has bf16, each with its target. One folder per pair
+# BERT-base and OFA width 0.5 over width 1.0 (BERT-base) on paddle.inference, on onnxruntime and in
+# dygraph with common/train_kernels.py's layers, and bf16 over fp32 in paddle.inference where the CPU
+# has bf16, each with its target. One folder per pair
 # under $OUT_DIR (default runs/speed_ratios) and a table of them all, $OUT_DIR/ratios.md
-# (ratio_table.py); 13 minutes on 2 Zen 3 cores. Options go to every speed_ratio.py run:
+# (ratio_table.py); about 20 minutes on 2 Zen 3 cores. Options go to every speed_ratio.py run:
 #
 #   bash scripts/speed_ratios.sh                      # batches 1,16,32, 7 rounds
 #   OUT_DIR=runs/ratios_b16 bash scripts/speed_ratios.sh --batch_sizes 16 --rounds 11
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
 OUT=${OUT_DIR:-runs/speed_ratios}
-for path in paddle_infer_fp32 paddle_ort_fp32; do
+for path in paddle_infer_fp32 paddle_ort_fp32 paddle_dygraph_kernels; do
   $PY speed_ratio.py --base bert-base-uncased:$path --other squeezebert-uncased:$path \
     --target 2.5 --output_dir "$OUT/squeezebert_$path" "$@"
   $PY speed_ratio.py --base bert-base-uncased:$path --other ofa-bert-base-w0.5:$path \
