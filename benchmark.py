@@ -1,7 +1,7 @@
-"""Speed of the compact BERT models: paddle (dygraph with its own kernels and with
-``common/train_kernels.py``'s, paddle.inference fp32 / bf16, the export in onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
-fine-tuning step (paddle with its own kernels and with ``common/train_kernels.py``'s), with FLOP
-rates. See --help.
+"""Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16, the export in
+onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
+fine-tuning step (paddle's dygraph with its own kernels and with ``common/train_kernels.py``'s),
+with FLOP rates. See --help.
 
 Models are full-size official configs with random weights, the same in both frameworks
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
@@ -45,8 +45,8 @@ BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
 # For the up-front time estimate only: GFLOP/s per thread each backend was seen to reach on BERT-base and
 # SqueezeBERT (2 Sapphire Rapids cores, batch 16, paddle.inference bf16 on AMX; paddle_train_kernels:
 # 2 AMD EPYC cores). Slower machines take longer.
-ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_dygraph_kernels": 35, "paddle_infer_fp32": 70, "paddle_ort_fp32": 70,
-                              "paddle_infer_bf16": 150,
+ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_dygraph_kernels": 35, "paddle_infer_fp32": 70,
+                              "paddle_ort_fp32": 70, "paddle_infer_bf16": 150,
                               "torch_fp32": 75, "torch_bf16": 150, "paddle_train": 15, "paddle_train_kernels": 80,
                               "torch_train": 55}
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP

@@ -180,7 +180,8 @@ class TrainSelfAttention(SelfAttention):
         if mask is None:
             return SelfAttention.forward(self, query, key, value, attn_mask, cache)
         q = self.q_proj(query)
-        out = tk.attend(q, self.k_proj(query), self.v_proj(query), mask, self.num_heads, tk.dropout_p(self, self.dropout.p))
+        out = tk.attend(q, self.k_proj(query), self.v_proj(query), mask, self.num_heads,
+                        tk.dropout_p(self, self.dropout.p))
         depthwise = sep.depthwise.weight
         mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
         mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)

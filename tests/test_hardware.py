@@ -12,6 +12,11 @@ AVX2 = {"fma", "avx2"}
 AVX512 = AVX2 | set(hardware.ONEDNN_BF16_FLAGS)
 
 
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    """``python -m common.hardware *argv`` in a fresh process, as the bash scripts run it."""
+    return subprocess.run([sys.executable, "-m", "common.hardware", *argv], capture_output=True, text=True, cwd=REPO)
+
+
 def _fake_cpu(monkeypatch, flags: set[str], mhz: float = 2000.0, boost: float | None = None) -> None:
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Fake CPU", flags, mhz))
     monkeypatch.setattr(hardware, "_max_ghz", lambda: boost)
@@ -54,7 +59,7 @@ def test_cli_onednn_bf16(monkeypatch, capsys):
 
 def test_cli_in_a_process_follows_this_cpu():
     """What the bash scripts run: the exit status says whether paddle's bf16 kernels run here."""
-    proc = subprocess.run([sys.executable, "-m", "common.hardware", "--onednn_bf16"], capture_output=True, text=True, cwd=REPO)
+    proc = _cli("--onednn_bf16")
     missing = hardware.onednn_bf16_missing()
     assert proc.returncode == (1 if missing else 0), proc.stderr
     assert (", ".join(missing) in proc.stdout) if missing else proc.stdout == ""
@@ -69,5 +74,4 @@ def test_cli_peaks_json(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv", [["--threads", "0"], ["--ghz", "-1"]])
 def test_cli_bad_input(argv):
-    proc = subprocess.run([sys.executable, "-m", "common.hardware", *argv], capture_output=True, text=True, cwd=REPO)
-    assert user_error(proc) == "--threads must be >= 1 and --ghz > 0"
+    assert user_error(_cli(*argv)) == "--threads must be >= 1 and --ghz > 0"
