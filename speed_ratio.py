@@ -135,22 +135,24 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"args": vars(args),
               "provenance": {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        # (model, on the kernel-backed layers) -> (torch model, paddle model, config, predictors): a side on
-        # paddle_dygraph_kernels gets its own models, as its layers are switched (benchmark.inference_step)
-        built = {}
+        def key(model: str, backend: str) -> tuple[str, bool]:
+            """A side on paddle_dygraph_kernels gets its own models: benchmark.inference_step switches
+            that model's layers."""
+            return model, backend == "paddle_dygraph_kernels"
+
+        built = {}  # key -> (torch model, paddle model, config, predictors)
         for model, backend in (plan.base, plan.other):
-            key = model, backend == "paddle_dygraph_kernels"
-            if key not in built:
+            if key(model, backend) not in built:
                 print(f"{model}: building", flush=True)
                 torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
-                built[key] = (torch_model, paddle_model, cfg, {})
-            torch_model, paddle_model, _, predictors = built[key]
+                built[key(model, backend)] = (torch_model, paddle_model, cfg, {})
+            torch_model, paddle_model, _, predictors = built[key(model, backend)]
             if backend.startswith(("paddle_infer", "paddle_ort")):
                 predictors.update(make_predictors(paddle_model, [backend], args.threads,
                                                   os.path.join(tmp, f"{model}_{backend}")))
 
         def step(model: str, backend: str, bs: int) -> Callable[[], object]:
-            torch_model, paddle_model, cfg, predictors = built[model, backend == "paddle_dygraph_kernels"]
+            torch_model, paddle_model, cfg, predictors = built[key(model, backend)]
             batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
             return inference_step(backend, torch_model, paddle_model, predictors, batch)
 

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onednn_bf16", action="store_true",
                         help="print nothing and exit 0 if paddle's oneDNN bf16 kernels run on this CPU; "
                              "else exit 1, naming the missing CPU flags")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="cores for the peaks (default: all)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="cores for the peaks (default: all this process may use, as the benchmark)")
     parser.add_argument("--ghz", type=float, help="clock for the peaks (default: see cpu_info)")
     args = parser.parse_args(argv)
     if args.threads < 1 or (args.ghz is not None and args.ghz <= 0):

@@ -89,7 +89,7 @@ def speed_up_on_cpu(model, training_args) -> None:
         retain_freed_memory()
         try:
             train_kernels.kernels()
-        except RuntimeError as exc:  # no compiler, or it failed: train anyway, slower
+        except RuntimeError as exc:  # no compiler, or it failed: run anyway, slower
             warnings.warn(f"--train_kernels: the kernels did not build ({str(exc)[:300]}); running with paddle's "
                           "own kernels (--train_kernels false silences this)")
             return
