@@ -17,19 +17,23 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "common.hardware", *argv], capture_output=True, text=True, cwd=REPO)
 
 
-def _fake_cpu(monkeypatch, flags: set[str], mhz: float = 2000.0, boost: float | None = None) -> None:
-    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Fake CPU", flags, mhz))
+def _fake_cpu(monkeypatch, flags: set[str], mhz: float = 2000.0, boost: float | None = None,
+              vendor: str = "GenuineIntel", family: int = 6) -> None:
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: hardware.CpuId("Fake CPU", flags, mhz, vendor, family))
     monkeypatch.setattr(hardware, "_max_ghz", lambda: boost)
 
 
-@pytest.mark.parametrize("flags, fp32, bf16", [
-    (AVX2, 32, 32),
-    (AVX512, 64, 64),
-    (AVX512 | {"avx512_bf16"}, 64, 128),
-    (AVX512 | {"avx512_bf16", "amx_bf16"}, 64, 1024),
+@pytest.mark.parametrize("flags, vendor, family, fp32, bf16", [
+    (AVX2, "GenuineIntel", 6, 32, 32),
+    (AVX2, "AuthenticAMD", 25, 32, 32),  # Zen 3
+    (AVX512, "GenuineIntel", 6, 64, 64),
+    (AVX512 | {"avx512_bf16"}, "GenuineIntel", 6, 64, 128),
+    (AVX512 | {"avx512_bf16"}, "AuthenticAMD", 25, 32, 64),  # Zen 4: 512-bit operations on 256-bit units
+    (AVX512 | {"avx512_bf16"}, "AuthenticAMD", 26, 64, 128),  # Zen 5
+    (AVX512 | {"avx512_bf16", "amx_bf16"}, "GenuineIntel", 6, 64, 1024),
 ])
-def test_peaks_per_instruction_set(monkeypatch, flags, fp32, bf16):
-    _fake_cpu(monkeypatch, flags)
+def test_peaks_per_instruction_set(monkeypatch, flags, vendor, family, fp32, bf16):
+    _fake_cpu(monkeypatch, flags, vendor=vendor, family=family)
     info = hardware.cpu_info(threads=2, ghz=3.0)
     assert (info["fp32_flop_per_cycle_core"], info["bf16_flop_per_cycle_core"]) == (fp32, bf16)
     assert info["peak_fp32_gflops"] == 2 * fp32 * 3.0 and info["peak_bf16_gflops"] == 2 * bf16 * 3.0
@@ -45,7 +49,15 @@ def test_clock_source(monkeypatch):
 
 
 def test_real_cpuinfo_is_read():
-    assert hardware.cpu_flags() and hardware.cpu_info(1)["ghz"] > 0
+    cpu = hardware._cpuinfo()
+    assert cpu.flags == hardware.cpu_flags() and cpu.flags and hardware.cpu_info(1)["ghz"] > 0
+    assert cpu.vendor in ("GenuineIntel", "AuthenticAMD") and cpu.family > 0
+
+
+def test_zen4_assumption_is_written(monkeypatch):
+    _fake_cpu(monkeypatch, AVX512 | {"avx512_bf16"}, vendor="AuthenticAMD", family=25)
+    assert hardware.cpu_info(1, 3.0)["assumptions"][1] == \
+        "fp32: AVX-512 on 256-bit units (Zen 4), 2 FMA units, 32 FLOP/cycle/core"
 
 
 def test_cli_onednn_bf16(monkeypatch, capsys):
