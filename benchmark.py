@@ -294,7 +294,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--runs", type=int, default=5, help="timed inference runs; the median is reported (default 5)")
     parser.add_argument("--train_runs", type=int, default=3, help="timed training steps after 1 warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=cores, help=f"threads of both frameworks (default all cores: {cores})")
-    parser.add_argument("--peak_ghz", type=float, help="clock for the peak FLOP rate (default /proc/cpuinfo's cpu MHz)")
+    parser.add_argument("--peak_ghz", type=float,
+                        help="clock for the peak FLOP rate (default: cpufreq's maximum, else /proc/cpuinfo's cpu MHz)")
     parser.add_argument("--output_dir", default="runs/benchmark", help="for results.json, results.md, results.png")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
