@@ -25,3 +25,24 @@ def test_zlib_users_work_after_paddle():
     code = "import common, paddle, gzip; print(len(gzip.compress(b'x' * 1000)) < 100)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("True")
+
+
+def _dnnl_openmp(imports: str) -> str:
+    """The library that paddle's oneDNN calls ``GOMP_parallel`` in, after ``imports`` (glibc's LD_DEBUG)."""
+    import glob
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": os.path.join(tmp, "ld"), "LD_BIND_NOW": "1"}
+        subprocess.run([sys.executable, "-c", imports], env=env, cwd=REPO, capture_output=True, check=True)
+        lines = [line for path in glob.glob(os.path.join(tmp, "ld*")) for line in open(path, encoding="utf-8")]
+    hits = [line.split(" to ")[1].split()[0] for line in lines
+            if "libdnnl" in line.split(" to ")[0] and "`GOMP_parallel'" in line]
+    assert hits, f"no binding of oneDNN's GOMP_parallel after {imports!r}"
+    return os.path.basename(hits[0])
+
+
+def test_paddle_keeps_its_own_openmp_when_torch_follows():
+    """torch first puts its libgomp under paddle's oneDNN (the slowdown ``common`` prevents)."""
+    assert _dnnl_openmp("import torch, paddle") == "libgomp.so.1"
+    assert _dnnl_openmp("import common, torch") == "libiomp5.so"
