@@ -583,33 +583,46 @@ ConvShape conv_shape(const paddle::Tensor& x, const paddle::Tensor& w, const pad
   return s;
 }
 
-// Y[b] = W X[b] + bias, per sample and group (one GEMM each, spread over the threads).
+// Row blocks per (group, sample) so that every thread has a GEMM: more than one only when groups x
+// samples are fewer than the threads (at batch 1, a one-group convolution would leave a core idle).
+int64_t row_blocks(int64_t tasks, int64_t rows) {
+  const int64_t threads = omp_get_max_threads();
+  return tasks >= threads ? 1 : std::min(rows, (threads + tasks - 1) / tasks);
+}
+
+// Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads).
 paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
                             const ConvShape& s) {
   auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();
+  const int64_t blocks = row_blocks(s.groups * s.batch, s.out_g), rows = (s.out_g + blocks - 1) / blocks;
   bool failed = false;
   // Group-major: a thread's consecutive GEMMs share their weight block, which stays in its cache.
-#pragma omp parallel for collapse(2) schedule(static) reduction(|| : failed)
+#pragma omp parallel for collapse(3) schedule(static) reduction(|| : failed)
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int64_t n = 0; n < s.batch; ++n) {
-      float* out = py + (n * s.out + g * s.out_g) * s.length;
-      for (int64_t c = 0; c < s.out_g; ++c) {
-        const float v = pb[g * s.out_g + c];
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t first = blk * rows, count = std::min(rows, s.out_g - first);
+        if (count <= 0) continue;
+        const int64_t c0 = g * s.out_g + first;
+        float* out = py + (n * s.out + c0) * s.length;
+        for (int64_t c = 0; c < count; ++c) {
+          const float v = pb[c0 + c];
 #pragma omp simd
-        for (int64_t l = 0; l < s.length; ++l) out[c * s.length + l] = v;
+          for (int64_t l = 0; l < s.length; ++l) out[c * s.length + l] = v;
+        }
+        failed = gemm(false, false, count, s.length, s.in_g, pw + c0 * s.in_g, s.in_g,
+                      px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length) || failed;
       }
-      failed = gemm(false, false, s.out_g, s.length, s.in_g, pw + g * s.out_g * s.in_g, s.in_g,
-                    px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length) || failed;
     }
   }
   check_gemm(failed, "pointwise_conv forward");
   return y;
 }
 
-// dX = W^T dY per sample and group; dW = sum over samples of dY X^T (threads split groups and row
-// blocks, never a sum); dBias = dY summed over samples and positions.
+// dX = W^T dY per sample, group and row block; dW = sum over samples of dY X^T (threads split groups
+// and row blocks, never a sum); dBias = dY summed over samples and positions.
 std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle::Tensor& w, const float* pd,
                                           const ConvShape& s) {
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -617,23 +630,28 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
   auto db = paddle::empty({s.out}, w.dtype(), w.place());
   const float *px = x.data<float>(), *pw = w.data<float>();
   float *pdx = dx.data<float>(), *pdw = dw.data<float>(), *pdb = db.data<float>();
-  const int threads = omp_get_max_threads();
-  const int64_t blocks = (threads + s.groups - 1) / s.groups, rows = (s.out_g + blocks - 1) / blocks;
+  const int64_t x_blocks = row_blocks(s.batch * s.groups, s.in_g), x_rows = (s.in_g + x_blocks - 1) / x_blocks;
+  const int64_t w_blocks = row_blocks(s.groups, s.out_g), w_rows = (s.out_g + w_blocks - 1) / w_blocks;
   bool failed = false;
-#pragma omp parallel num_threads(threads) reduction(|| : failed)
+#pragma omp parallel reduction(|| : failed)
   {
-#pragma omp for collapse(2) schedule(static) nowait
+#pragma omp for collapse(3) schedule(static) nowait
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t g = 0; g < s.groups; ++g) {
-        failed = gemm(true, false, s.in_g, s.length, s.out_g, pw + g * s.out_g * s.in_g, s.in_g,
-                      pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f,
-                      pdx + (n * s.in + g * s.in_g) * s.length, s.length) || failed;
+        for (int64_t blk = 0; blk < x_blocks; ++blk) {
+          const int64_t first = blk * x_rows, count = std::min(x_rows, s.in_g - first);
+          if (count <= 0) continue;
+          const int64_t c0 = g * s.in_g + first;
+          failed = gemm(true, false, count, s.length, s.out_g, pw + g * s.out_g * s.in_g + first, s.in_g,
+                        pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f,
+                        pdx + (n * s.in + c0) * s.length, s.length) || failed;
+        }
       }
     }
 #pragma omp for collapse(2) schedule(static) nowait
     for (int64_t g = 0; g < s.groups; ++g) {
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t first = blk * rows, count = std::min(rows, s.out_g - first);
+      for (int64_t blk = 0; blk < w_blocks; ++blk) {
+        const int64_t first = blk * w_rows, count = std::min(w_rows, s.out_g - first);
         if (count <= 0) continue;
         const int64_t c0 = g * s.out_g + first;
         for (int64_t n = 0; n < s.batch; ++n) {

@@ -166,20 +166,25 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
             np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("groups,gelu", [(1, False), (4, False), (4, True)])
-def test_pointwise_conv_against_paddles_conv1d(groups, gelu):
-    """The grouped 1x1 convolution (+ GELU) and its three gradients against nn.Conv1D, same weights."""
+@pytest.mark.parametrize("groups,gelu,batch", [(1, False, 3), (4, False, 3), (4, True, 3), (1, False, 1), (1, True, 1)])
+def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
+    """The grouped 1x1 convolution (+ GELU) and its three gradients against nn.Conv1D, same weights;
+    on 3 threads, so that at batch 1 with one group the GEMMs split their rows (25 -> 9, 9, 7)."""
     paddle.seed(2)
-    conv = paddle.nn.Conv1D(16, 24, 1, groups=groups)
+    conv = paddle.nn.Conv1D(16, 25 if groups == 1 else 24, 1, groups=groups)
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(3, 16, 7)).astype("float32")
-    grad = paddle.to_tensor(rng.normal(size=(3, 24, 7)).astype("float32"))
+    x = rng.normal(size=(batch, 16, 7)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(batch, conv._out_channels, 7)).astype("float32"))
     results = []
-    for fn in (lambda t: tk.pointwise_conv(t, conv.weight, conv.bias, groups, gelu),
-               lambda t: F.gelu(conv(t)) if gelu else conv(t)):
-        t = paddle.to_tensor(x, stop_gradient=False)
-        out = fn(t)
-        results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
+    paddle.base.core.set_num_threads(3)
+    try:
+        for fn in (lambda t: tk.pointwise_conv(t, conv.weight, conv.bias, groups, gelu),
+                   lambda t: F.gelu(conv(t)) if gelu else conv(t)):
+            t = paddle.to_tensor(x, stop_gradient=False)
+            out = fn(t)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
+    finally:
+        paddle.base.core.set_num_threads(1)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
