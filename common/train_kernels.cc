@@ -583,12 +583,19 @@ ConvShape conv_shape(const paddle::Tensor& x, const paddle::Tensor& w, const pad
   return s;
 }
 
-// Row blocks per (group, sample) so that every thread has a GEMM: more than one only when groups x
-// samples are fewer than the threads (at batch 1, a one-group convolution would leave a core idle).
-int64_t row_blocks(int64_t tasks, int64_t rows) {
-  const int64_t threads = omp_get_max_threads();
-  return tasks >= threads ? 1 : std::min(rows, (threads + tasks - 1) / tasks);
-}
+// A GEMM's n output rows in blocks, so that every thread has a GEMM: more than one block only when the
+// GEMMs (tasks: groups x samples) are fewer than the threads (at batch 1, a one-group convolution
+// would leave a core idle). Block blk holds rows [first(blk), first(blk) + count(blk)); count may be 0.
+struct RowSplit {
+  int64_t n, blocks, rows;
+  RowSplit(int64_t tasks, int64_t n_rows) : n(n_rows) {
+    const int64_t threads = omp_get_max_threads();
+    blocks = tasks >= threads ? 1 : std::min(n, (threads + tasks - 1) / tasks);
+    rows = (n + blocks - 1) / blocks;
+  }
+  int64_t first(int64_t blk) const { return blk * rows; }
+  int64_t count(int64_t blk) const { return std::max<int64_t>(0, std::min(rows, n - blk * rows)); }
+};
 
 // Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads).
 paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
@@ -596,16 +603,15 @@ paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, co
   auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();
-  const int64_t blocks = row_blocks(s.groups * s.batch, s.out_g), rows = (s.out_g + blocks - 1) / blocks;
+  const RowSplit split(s.groups * s.batch, s.out_g);
   bool failed = false;
   // Group-major: a thread's consecutive GEMMs share their weight block, which stays in its cache.
 #pragma omp parallel for collapse(3) schedule(static) reduction(|| : failed)
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int64_t n = 0; n < s.batch; ++n) {
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t first = blk * rows, count = std::min(rows, s.out_g - first);
-        if (count <= 0) continue;
-        const int64_t c0 = g * s.out_g + first;
+      for (int64_t blk = 0; blk < split.blocks; ++blk) {
+        const int64_t count = split.count(blk), c0 = g * s.out_g + split.first(blk);
+        if (count == 0) continue;
         float* out = py + (n * s.out + c0) * s.length;
         for (int64_t c = 0; c < count; ++c) {
           const float v = pb[c0 + c];
@@ -630,18 +636,16 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
   auto db = paddle::empty({s.out}, w.dtype(), w.place());
   const float *px = x.data<float>(), *pw = w.data<float>();
   float *pdx = dx.data<float>(), *pdw = dw.data<float>(), *pdb = db.data<float>();
-  const int64_t x_blocks = row_blocks(s.batch * s.groups, s.in_g), x_rows = (s.in_g + x_blocks - 1) / x_blocks;
-  const int64_t w_blocks = row_blocks(s.groups, s.out_g), w_rows = (s.out_g + w_blocks - 1) / w_blocks;
+  const RowSplit x_split(s.batch * s.groups, s.in_g), w_split(s.groups, s.out_g);
   bool failed = false;
 #pragma omp parallel reduction(|| : failed)
   {
 #pragma omp for collapse(3) schedule(static) nowait
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t g = 0; g < s.groups; ++g) {
-        for (int64_t blk = 0; blk < x_blocks; ++blk) {
-          const int64_t first = blk * x_rows, count = std::min(x_rows, s.in_g - first);
-          if (count <= 0) continue;
-          const int64_t c0 = g * s.in_g + first;
+        for (int64_t blk = 0; blk < x_split.blocks; ++blk) {
+          const int64_t first = x_split.first(blk), count = x_split.count(blk), c0 = g * s.in_g + first;
+          if (count == 0) continue;
           failed = gemm(true, false, count, s.length, s.out_g, pw + g * s.out_g * s.in_g + first, s.in_g,
                         pd + (n * s.out + g * s.out_g) * s.length, s.length, 0.f,
                         pdx + (n * s.in + c0) * s.length, s.length) || failed;
@@ -650,10 +654,9 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
     }
 #pragma omp for collapse(2) schedule(static) nowait
     for (int64_t g = 0; g < s.groups; ++g) {
-      for (int64_t blk = 0; blk < w_blocks; ++blk) {
-        const int64_t first = blk * w_rows, count = std::min(w_rows, s.out_g - first);
-        if (count <= 0) continue;
-        const int64_t c0 = g * s.out_g + first;
+      for (int64_t blk = 0; blk < w_split.blocks; ++blk) {
+        const int64_t count = w_split.count(blk), c0 = g * s.out_g + w_split.first(blk);
+        if (count == 0) continue;
         for (int64_t n = 0; n < s.batch; ++n) {
           failed = gemm(false, true, count, s.in_g, s.length, pd + (n * s.out + c0) * s.length, s.length,
                         px + (n * s.in + g * s.in_g) * s.length, s.length, n ? 1.f : 0.f, pdw + c0 * s.in_g,

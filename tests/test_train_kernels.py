@@ -8,6 +8,7 @@ import pytest
 
 from common import train_kernels as tk
 from common.bench_models import MODELS, build_pair
+from common.inference import math_threads
 from common.malloc import retain_freed_memory
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -176,6 +177,7 @@ def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
     x = rng.normal(size=(batch, 16, 7)).astype("float32")
     grad = paddle.to_tensor(rng.normal(size=(batch, conv._out_channels, 7)).astype("float32"))
     results = []
+    threads = math_threads()
     paddle.base.core.set_num_threads(3)
     try:
         for fn in (lambda t: tk.pointwise_conv(t, conv.weight, conv.bias, groups, gelu),
@@ -184,7 +186,7 @@ def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
             out = fn(t)
             results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
     finally:
-        paddle.base.core.set_num_threads(1)
+        paddle.base.core.set_num_threads(threads)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
