@@ -6,9 +6,10 @@ atomically, ``inference.pdmodel`` / ``inference.pdiparams`` (inputs ``input_ids`
 ``token_type_ids``, ``attention_mask``: int64 ``[batch, seq]``), the tokenizer and
 ``export.json``. The exported model is run by ``paddle.inference`` (fp32, with and without
 oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared with the dygraph
-model; over ``--atol`` nothing is written and the exit code is 1. A ConvBERT model's span
-convolution is exported as this repo's CPU operator (``common/train_kernels.cc``; the predictor of
-``common/inference.py`` loads it); ``--portable`` keeps to paddle's own operators. ``--onnx`` (portable)
+model; over ``--atol`` nothing is written and the exit code is 1. Attention (BERT, TinyBERT,
+MobileBERT; one operator per layer) and a ConvBERT model's span convolution are exported as this
+repo's CPU operators (``common/train_kernels.cc``; the predictor of ``common/inference.py`` loads
+them); ``--portable`` keeps to paddle's own operators. ``--onnx`` (portable)
 also writes ``inference.onnx`` (paddle2onnx), checked the same way in onnxruntime.
 """
 from __future__ import annotations
@@ -106,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads of the predictor (default all cores)")
     parser.add_argument("--portable", action="store_true",
-                        help="paddle's own operators only, for GPUs and other runtimes (default: ConvBERT's span "
-                             "convolution is this repo's CPU operator, 2x faster; needs this repo to run)")
+                        help="paddle's own operators only, for GPUs and other runtimes (default: attention and "
+                             "ConvBERT's span convolution are this repo's CPU operators, faster; needs this repo "
+                             "to run)")
     parser.add_argument("--onnx", action="store_true",
                         help=f"also write {ONNX_FILE} (paddle2onnx; implies --portable), checked in onnxruntime")
     args = parser.parse_args(argv)

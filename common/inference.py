@@ -55,19 +55,21 @@ def run_dygraph(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> list[np
 def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True) -> str:
     """Save ``model`` (in eval mode) as a static inference model in ``out_dir``; returns the path prefix.
 
-    ``custom_ops``: layers may use this repo's CPU operators (``common/train_kernels.py``; ConvBERT's
-    span convolution); the program then runs on the CPU, in a process that can build or load them
-    (:class:`Predictor` does). False: paddle's own operators only.
+    ``custom_ops``: layers may use this repo's CPU operators (``common/train_kernels.py``: attention,
+    ConvBERT's span convolution); the program then runs on the CPU, in a process that can build or
+    load them (:class:`Predictor` does). False: paddle's own operators only.
 
     ``model`` stays a plain dygraph model: the conversion replaces every sublayer's ``forward`` with
     its converted code (50x slower in dygraph on small inputs), which is rolled back afterwards.
     Kernel-backed layers (``common/train_kernels.py``) are exported as the plain layers they replace,
-    and switched again afterwards.
+    except those whose operators go into the export (``custom_ops``), and switched back afterwards.
     """
     from paddle.static import InputSpec
 
     model.eval()
     switched = train_kernels.use_train_kernels(model, False)
+    if custom_ops:
+        train_kernels.use_train_kernels(model, exported_only=True)
     prefix = os.path.join(out_dir, PREFIX)
     spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
     static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
@@ -81,6 +83,7 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True)
         for layer in model.sublayers(include_self=True):
             if getattr(layer.__dict__.get("forward"), "__func__", None) is type(layer).forward:
                 del layer.__dict__["forward"]
+        train_kernels.use_train_kernels(model, False)
         if switched:
             train_kernels.use_train_kernels(model)
     return prefix

@@ -1,5 +1,5 @@
 // Multi-threaded fp32 CPU kernels for fine-tuning (paddle custom operators, see common/train_kernels.py);
-// the span convolution also runs in ConvBERT's exported inference models.
+// attention without dropout and the span convolution also run in exported inference models.
 // paddle 2.6.2's own CPU kernels for these ops run on one thread. GEMMs stay paddle's, except in the
 // grouped 1x1 convolution, which calls oneDNN's sgemm (paddle's libdnnl) once per sample and group.
 // Every op takes contiguous row-major tensors (the Python side makes them so); the feature
@@ -97,6 +97,25 @@ paddle::Tensor map_with_bias(const paddle::Tensor& x, const paddle::Tensor& b, c
     for (int64_t i = 0; i < n; ++i) po[r * n + i] = f(px[r * n + i] + pb[i]);
   }
   return out;
+}
+
+// out = softmax(row * scale + add) over k values (out may be row).
+inline void masked_softmax(const float* row, const float* add, float scale, int64_t k, float* out) {
+  float mx = row[0] * scale + add[0];  // not -INFINITY: fast-math assumes finite values
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < k; ++i) {
+    out[i] = row[i] * scale + add[i];
+    mx = out[i] > mx ? out[i] : mx;
+  }
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) {
+    out[i] = expf(out[i] - mx);
+    sum += out[i];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t i = 0; i < k; ++i) out[i] *= inv;
 }
 
 }  // namespace
@@ -453,25 +472,10 @@ std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& s, const
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / (heads * q), qi = r % q;
-    const float* add = pmask + (b * (per_query ? q : 1) + (per_query ? qi : 0)) * k;
-    const float* row = ps + r * k;
     float* prow = pp + r * k;
-    float mx = row[0] * scale + add[0];  // not -INFINITY: fast-math assumes finite values
-#pragma omp simd reduction(max : mx)
-    for (int64_t i = 0; i < k; ++i) {
-      prow[i] = row[i] * scale + add[i];
-      mx = prow[i] > mx ? prow[i] : mx;
-    }
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < k; ++i) {
-      prow[i] = expf(prow[i] - mx);
-      sum += prow[i];
-    }
-    const float inv = 1.f / sum;
+    masked_softmax(ps + r * k, pmask + (b * (per_query ? q : 1) + (per_query ? qi : 0)) * k, scale, k, prow);
 #pragma omp simd
     for (int64_t i = 0; i < k; ++i) {
-      prow[i] *= inv;
       const bool kp = keep(sd, r * k + i, threshold);
       pk[r * k + i] = kp;
       po[r * k + i] = kp ? prow[i] * keep_scale : 0.f;
@@ -1059,3 +1063,65 @@ PD_BUILD_GRAD_OP(ct_span_conv)
     .Outputs({paddle::Grad("V"), paddle::Grad("Logits")})
     .Attrs({"heads: int64_t", "pad: int64_t"})
     .SetKernelFn(PD_KERNEL(SpanConvBackward));
+
+// ---- attention without dropout or gradient (inference: exported models, dygraph under no_grad) --------
+// Out[b, :, h] = softmax(Q[b, :, h] K[b, :, h]^T * scale + M[b]) V[b, :, h]: heads side by side in the last
+// dimension of Q [batch, query, heads * size] and K, V [batch, key, heads * size] (the projections' own
+// layout: no head split or merge); M an additive [batch, 1, 1 or query, key] mask. One task per sample and
+// head, whose scores stay in the thread's cache between the two GEMMs.
+
+std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                                             const paddle::Tensor& m, int64_t heads, float scale) {
+  check_float(q, "attention query");
+  check_float(k, "attention key");
+  check_float(v, "attention value");
+  check_float(m, "attention mask");
+  const auto qs = q.shape(), ks = k.shape(), ms = m.shape();
+  PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[2] == qs[2],
+           "attention takes query [batch, query, width], key and value [batch, key, width]");
+  const int64_t batch = qs[0], nq = qs[1], nk = ks[1], width = qs[2], size = width / heads;
+  PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
+  PD_CHECK(ms.size() == 4 && ms[0] == batch && ms[1] == 1 && (ms[2] == 1 || ms[2] == nq) && ms[3] == nk,
+           "attention mask must be [batch, 1, 1 or query, key]");
+  const int64_t mask_rows = ms[2];
+  auto out = paddle::empty(qs, q.dtype(), q.place());
+  const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>(), *pm = m.data<float>();
+  float* po = out.data<float>();
+  bool failed = false;
+#pragma omp parallel reduction(|| : failed)
+  {
+    std::vector<float> scores(nq * nk);
+    float* s = scores.data();
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t qo = b * nq * width + h * size, ko = b * nk * width + h * size;
+        failed = gemm(false, true, nq, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
+        for (int64_t i = 0; i < nq; ++i) {
+          masked_softmax(s + i * nk, pm + (b * mask_rows + (mask_rows == 1 ? 0 : i)) * nk, scale, nk, s + i * nk);
+        }
+        failed = gemm(false, false, nq, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
+      }
+    }
+  }
+  check_gemm(failed, "attention");
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> AttentionShapes(const std::vector<int64_t>& q, const std::vector<int64_t>&,
+                                                  const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return {q};
+}
+
+std::vector<paddle::DataType> AttentionDtypes(const paddle::DataType& q, const paddle::DataType&,
+                                              const paddle::DataType&, const paddle::DataType&) {
+  return {q};
+}
+
+PD_BUILD_OP(ct_attention)
+    .Inputs({"Q", "K", "V", "M"})
+    .Outputs({"Out"})
+    .Attrs({"heads: int64_t", "scale: float"})
+    .SetKernelFn(PD_KERNEL(AttentionForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));

@@ -12,8 +12,10 @@ Model folders add their own layers with :func:`register`, built on the model-spe
 here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
-rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators.
-Exported inference models use one of them too: ConvBERT's span convolution (see :func:`export_ops`).
+rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
+except where a layer says otherwise (attention, :func:`attends`).
+Exported inference models use some of them too: attention without dropout (one operator per layer,
+:func:`attend`) and ConvBERT's span convolution (see :func:`export_ops`).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
 ``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
 """
@@ -100,7 +102,7 @@ def is_fp32(x: paddle.Tensor) -> bool:
 def fast(layer: nn.Layer, x: paddle.Tensor) -> bool:
     """Whether kernel-backed ``layer`` runs the operators on ``x``: a float32 CPU tensor, in train
     mode, or in eval mode in dygraph (evaluation and prediction; a static graph built in eval mode,
-    an export, keeps paddle's operators)."""
+    an export, keeps paddle's operators; attention layers: :func:`attends`)."""
     return (layer.training or paddle.in_dynamic_mode()) and is_fp32(x)
 
 
@@ -201,8 +203,13 @@ class Linear(nn.Linear):
 
 
 def additive_mask(attn_mask, batch: int, keys: int, dtype) -> paddle.Tensor | None:
-    """``attn_mask`` as the additive [batch, 1, 1 or query, keys] mask the attention operator takes
-    (zeros for None; paddle's conversion of bool and int masks), or None for a shape it does not take."""
+    """``attn_mask`` as the additive [batch, 1, 1 or query, keys] mask the attention operators take
+    (zeros for None, in dygraph; paddle's conversion of bool and int masks), or None for a shape they
+    do not take. In a static graph (an export) the mask's sizes are not compared here (they would become
+    tensors, and the comparison a conditional block): the operator checks them when it runs."""
+    if not paddle.in_dynamic_mode():
+        mask = None if attn_mask is None else nn.layer.transformer._convert_attention_mask(attn_mask, dtype)
+        return mask if mask is not None and mask.ndim == 4 else None
     if attn_mask is None:
         return paddle.zeros([batch, 1, 1, keys], dtype)
     mask = nn.layer.transformer._convert_attention_mask(attn_mask, dtype)
@@ -213,22 +220,33 @@ def additive_mask(attn_mask, batch: int, keys: int, dtype) -> paddle.Tensor | No
 
 def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int, p: float):
     """Multi-head attention of projected [batch, length, heads * size] q, k, v under an
-    :func:`additive_mask`: one copy per head split and merge, and scale + mask + softmax + dropout as
-    one operator. Returns [batch, length, heads * size]."""
+    :func:`additive_mask`. Without dropout or gradient (in an export, or under ``paddle.no_grad``):
+    one operator for all of it, one (sample, head) per task. Otherwise one copy per head split and
+    merge, and scale + mask + softmax + dropout as one operator. Returns [batch, length, heads * size]."""
     size = q.shape[-1] // heads
+    if p == 0 and (in_export() or not paddle.is_grad_enabled()):
+        return kernels().ct_attention(_dense(q), _dense(k), _dense(v), _dense(mask), int(heads), size**-0.5)
     q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
     weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), mask, size**-0.5, p)
     return kernels().ct_swap12(paddle.matmul(weights, v)).reshape([0, 0, heads * size])
 
 
+def attends(layer: nn.Layer, x: paddle.Tensor) -> bool:
+    """Whether kernel-backed attention ``layer`` runs the operators on ``x``: where :func:`fast`, and in
+    an export (:func:`in_export`; ``common.inference.export_static`` switches such layers in)."""
+    return fast(layer, x) or (in_export() and x.dtype == paddle.float32)
+
+
 class MultiHeadAttention(nn.MultiHeadAttention):
-    """Attention through :func:`attend` where :func:`fast`."""
+    """Attention through :func:`attend` where :func:`attends`."""
+
+    exported = True
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         key = query if key is None else key
         value = query if value is None else value
         mask = None
-        if fast(self, query) and cache is None and not self.need_weights:
+        if attends(self, query) and cache is None and not self.need_weights:
             mask = additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
         if mask is None:
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
@@ -269,12 +287,15 @@ def register(fast: type) -> type:
     return fast
 
 
-def use_train_kernels(model: nn.Layer, enable: bool = True) -> int:
+def use_train_kernels(model: nn.Layer, enable: bool = True, exported_only: bool = False) -> int:
     """Switch ``model``'s plain paddle layers to the kernel-backed ones in place (``enable`` False:
-    back); returns how many layers were switched."""
+    back); returns how many layers were switched. ``exported_only``: only the classes whose operators
+    go into exported models (class attribute ``exported``, e.g. attention)."""
     if enable:
         kernels()  # compile (or load) before the first step
     table = SWAPS if enable else UNSWAPS
+    if exported_only:
+        table = {base: fast for base, fast in table.items() if getattr(fast if enable else base, "exported", False)}
     layers = [(name, layer) for name, layer in model.named_sublayers(include_self=True) if type(layer) in table]
     for name, layer in layers:
         if "forward" in layer.__dict__:

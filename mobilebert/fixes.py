@@ -60,12 +60,15 @@ def _add_norm(norm: nn.Layer, x, residual):
 
 @tk.register
 class TrainAttention(_pm.MobileBertAttention):
-    """Attention through common/train_kernels.attend, and the residual added inside the NoNorm."""
+    """Attention through common/train_kernels.attend (also in exports), and the residual added inside
+    the NoNorm."""
+
+    exported = True
 
     def forward(self, query_tensor, key_tensor, value_tensor, hidden_states, attention_mask=None, head_mask=None,
                 output_attentions=None):
         mask = None
-        if tk.fast(self, query_tensor) and head_mask is None and not output_attentions:
+        if tk.attends(self, query_tensor) and head_mask is None and not output_attentions:
             mask = tk.additive_mask(attention_mask, query_tensor.shape[0], key_tensor.shape[1], query_tensor.dtype)
         if mask is None:
             return _pm.MobileBertAttention.forward(self, query_tensor, key_tensor, value_tensor, hidden_states,

@@ -89,15 +89,23 @@ def test_eval_mode_runs_the_kernels_with_paddles_outputs(name):
 
 
 @pytest.mark.parametrize("name", ["tinybert-4l-312d", "mobilebert-uncased"])
-def test_export_of_a_switched_model_keeps_paddles_operators(name, tmp_path):
-    """The export runs the plain layers (MobileBERT's kernel-backed ones failed to convert) and
-    switches the model back to the kernels after it."""
+@pytest.mark.parametrize("switch", [True, False])
+def test_export_holds_the_attention_operator_and_restores_the_layers(name, switch, tmp_path):
+    """The export runs the plain layers (MobileBERT's kernel-backed ones failed to convert) except
+    attention, which is one operator per layer with no conditional block around it (none where
+    ``custom_ops`` is False); afterwards the model's layers are what they were."""
     from common.inference import custom_ops, export_static, op_types_of
 
-    _, model, _ = build_pair(MODELS[name], quick=True)
-    switched = tk.use_train_kernels(model)
-    assert custom_ops(op_types_of(export_static(model, str(tmp_path)))) == []
-    assert sum(type(layer) in tk.UNSWAPS for layer in model.sublayers(include_self=True)) == switched
+    _, model, cfg = build_pair(MODELS[name], quick=True)
+    switched = tk.use_train_kernels(model) if switch else 0
+    types = [type(layer) for layer in model.sublayers(include_self=True)]
+    ops = op_types_of(export_static(model, str(tmp_path / "fast")))
+    assert custom_ops(ops) == ["ct_attention"]
+    assert not {"conditional_block", "select_input", "softmax"} & ops
+    assert [type(layer) for layer in model.sublayers(include_self=True)] == types
+    assert sum(t in tk.UNSWAPS for t in types) == switched
+    assert custom_ops(op_types_of(export_static(model, str(tmp_path / "portable"), custom_ops=False))) == []
+    assert [type(layer) for layer in model.sublayers(include_self=True)] == types
 
 
 def test_dropout_keeps_1_minus_p_scaled_and_its_gradient_uses_the_same_mask():
@@ -135,6 +143,68 @@ def test_attention_softmax_dropout_against_paddle():
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-6)
     np.testing.assert_allclose(scores.grad.numpy(), ref_scores.grad.numpy(), atol=1e-6)
     assert 0.5 < float(keep.mean()) < 1  # some dropped, most kept
+
+
+def _reference_attention(q, k, v, mask, heads):
+    """paddle's ops: heads split, softmax(q k^T / sqrt(size) + mask) v, heads merged."""
+    size = q.shape[-1] // heads
+    split = [x.reshape([x.shape[0], x.shape[1], heads, size]).transpose([0, 2, 1, 3]) for x in (q, k, v)]
+    weights = F.softmax(paddle.matmul(split[0], split[1], transpose_y=True) * size**-0.5 + mask)
+    return paddle.matmul(weights, split[2]).transpose([0, 2, 1, 3]).reshape(q.shape)
+
+
+@pytest.mark.parametrize("query_rows, per_query_mask, threads", [(5, False, 1), (5, True, 3), (7, False, 3)])
+def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, threads):
+    """One operator for inference attention: 3 heads of size 5 side by side, 5 or 7 queries over 7
+    keys, a padding mask per sample or per query, on 1 and 3 threads."""
+    rng = np.random.default_rng(4)
+    q = paddle.to_tensor(rng.normal(size=(2, query_rows, 15)).astype("float32") * 3)
+    k, v = (paddle.to_tensor(rng.normal(size=(2, 7, 15)).astype("float32") * 3) for _ in range(2))
+    mask = np.where(rng.random((2, 1, query_rows if per_query_mask else 1, 7)) < 0.3, -1e4, 0.0)
+    mask[..., 0] = 0  # every row keeps a key
+    mask = paddle.to_tensor(mask.astype("float32"))
+    want = _reference_attention(q, k, v, mask, 3).numpy()
+    old = math_threads()
+    paddle.base.core.set_num_threads(threads)
+    try:
+        got = tk.kernels().ct_attention(q, k, v, mask, 3, 5**-0.5).numpy()
+    finally:
+        paddle.base.core.set_num_threads(old)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_operator_rejects_shapes_it_does_not_take():
+    q = paddle.rand([2, 5, 15])
+    with pytest.raises(OSError, match=r"attention mask must be \[batch, 1, 1 or query, key\]"):
+        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 3, 5]), 3, 1.0)
+    with pytest.raises(OSError, match="attention: width 15 not divisible by heads 4"):
+        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 1, 5]), 4, 1.0)
+
+
+def test_attend_is_one_operator_without_gradient(monkeypatch):
+    """Under no_grad, attention is the one inference operator; with gradients (and dropout), the
+    split path, which back-propagates. Same values."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.normal(size=(2, 6, 8)).astype("float32") for _ in range(3))
+    mask = paddle.to_tensor(np.where(rng.random((2, 1, 1, 6)) < 0.3, -1e4, 0.0).astype("float32"))
+    calls = []
+    real = tk.kernels()
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(tk, "kernels", Spy)
+    with paddle.no_grad():
+        fast = tk.attend(*(paddle.to_tensor(x) for x in (q, k, v)), mask, 2, 0.0).numpy()
+    assert calls == ["ct_attention"]
+    tensors = [paddle.to_tensor(x, stop_gradient=False) for x in (q, k, v)]
+    out = tk.attend(*tensors, mask, 2, 0.0)
+    out.sum().backward()
+    assert "ct_attention" not in calls[1:] and "ct_softmax_dropout" in calls
+    assert all(t.grad is not None for t in tensors)
+    np.testing.assert_allclose(fast, out.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
@@ -232,7 +302,7 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 
 
 @pytest.mark.parametrize("name, functions", [
-    ("bert-base-uncased", ["attend", "layer_norm", "bias_add", "softmax_dropout"]),
+    ("bert-base-uncased", ["attend", "layer_norm", "bias_add"]),
     ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm", "softmax_dropout"]),
     ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
     ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
