@@ -1065,21 +1065,26 @@ PD_BUILD_GRAD_OP(ct_span_conv)
     .SetKernelFn(PD_KERNEL(SpanConvBackward));
 
 // ---- attention without dropout or gradient (inference: exported models, dygraph under no_grad) --------
-// Out[b, :, h] = softmax(Q[b, :, h] K[b, :, h]^T * scale + M[b]) V[b, :, h]: heads side by side in the last
-// dimension of Q [batch, query, heads * size] and K, V [batch, key, heads * size] (the projections' own
-// layout: no head split or merge); M an additive [batch, 1, 1 or query, key] mask. One task per sample and
-// head, whose scores stay in the thread's cache between the two GEMMs.
+// Out[b, h] = softmax(Q[b, h] K[b, h]^T * scale + M[b]) V[b, h] per sample b and head h, the heads side by side
+// in the channels: token-major Q [batch, query, heads * size] and K, V [batch, key, heads * size] (the
+// projections' own layout: no head split or merge), or with ``channels_first`` [batch, heads * size, query]
+// and [batch, heads * size, key] (SqueezeBERT's convolutions), Out in Q's layout; M an additive
+// [batch, 1, 1 or query, key] mask. One task per sample and head, whose scores stay in the thread's cache
+// between the two GEMMs.
 
 std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
-                                             const paddle::Tensor& m, int64_t heads, float scale) {
+                                             const paddle::Tensor& m, int64_t heads, float scale,
+                                             bool channels_first) {
   check_float(q, "attention query");
   check_float(k, "attention key");
   check_float(v, "attention value");
   check_float(m, "attention mask");
   const auto qs = q.shape(), ks = k.shape(), ms = m.shape();
-  PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[2] == qs[2],
-           "attention takes query [batch, query, width], key and value [batch, key, width]");
-  const int64_t batch = qs[0], nq = qs[1], nk = ks[1], width = qs[2], size = width / heads;
+  const int c = channels_first ? 1 : 2, t = 3 - c;  // channel and token dimensions
+  PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[c] == qs[c],
+           "attention takes query [batch, query, width] and key, value [batch, key, width] (channels_first: "
+           "[batch, width, query] and [batch, width, key])");
+  const int64_t batch = qs[0], nq = qs[t], nk = ks[t], width = qs[c], size = width / heads;
   PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
   PD_CHECK(ms.size() == 4 && ms[0] == batch && ms[1] == 1 && (ms[2] == 1 || ms[2] == nq) && ms[3] == nk,
            "attention mask must be [batch, 1, 1 or query, key]");
@@ -1095,12 +1100,22 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h) {
-        const int64_t qo = b * nq * width + h * size, ko = b * nk * width + h * size;
-        failed = gemm(false, true, nq, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
+        // Token-major: a head is a [tokens, size] block of row stride width; channels-first: [size, tokens].
+        const int64_t qo = channels_first ? (b * width + h * size) * nq : b * nq * width + h * size;
+        const int64_t ko = channels_first ? (b * width + h * size) * nk : b * nk * width + h * size;
+        if (channels_first) {
+          failed = gemm(true, false, nq, nk, size, pq + qo, nq, pk + ko, nk, 0.f, s, nk) || failed;
+        } else {
+          failed = gemm(false, true, nq, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
+        }
         for (int64_t i = 0; i < nq; ++i) {
           masked_softmax(s + i * nk, pm + (b * mask_rows + (mask_rows == 1 ? 0 : i)) * nk, scale, nk, s + i * nk);
         }
-        failed = gemm(false, false, nq, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
+        if (channels_first) {  // Out^T = V^T P^T
+          failed = gemm(false, true, size, nq, nk, pv + ko, nk, s, nk, 0.f, po + qo, nq) || failed;
+        } else {
+          failed = gemm(false, false, nq, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
+        }
       }
     }
   }
@@ -1121,7 +1136,7 @@ std::vector<paddle::DataType> AttentionDtypes(const paddle::DataType& q, const p
 PD_BUILD_OP(ct_attention)
     .Inputs({"Q", "K", "V", "M"})
     .Outputs({"Out"})
-    .Attrs({"heads: int64_t", "scale: float"})
+    .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
     .SetKernelFn(PD_KERNEL(AttentionForward))
     .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
     .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));

@@ -218,6 +218,16 @@ def additive_mask(attn_mask, batch: int, keys: int, dtype) -> paddle.Tensor | No
     return mask.expand([batch, 1, mask.shape[2], keys])
 
 
+def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int,
+              channels_first: bool = False) -> paddle.Tensor:
+    """softmax(q k^T / sqrt(size) + mask) v per head, as one operator, without dropout or gradient:
+    heads side by side in the channels of [batch, length, heads * size] q, k, v (``channels_first``:
+    [batch, heads * size, length]); mask additive [batch, 1, 1 or query, keys]. Returns q's layout."""
+    size = q.shape[1 if channels_first else -1] // heads
+    return kernels().ct_attention(_dense(q), _dense(k), _dense(v), _dense(mask), int(heads), size**-0.5,
+                                  bool(channels_first))
+
+
 def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int, p: float):
     """Multi-head attention of projected [batch, length, heads * size] q, k, v under an
     :func:`additive_mask`. Without dropout or gradient (in an export, or under ``paddle.no_grad``):
@@ -225,7 +235,7 @@ def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Te
     merge, and scale + mask + softmax + dropout as one operator. Returns [batch, length, heads * size]."""
     size = q.shape[-1] // heads
     if p == 0 and (in_export() or not paddle.is_grad_enabled()):
-        return kernels().ct_attention(_dense(q), _dense(k), _dense(v), _dense(mask), int(heads), size**-0.5)
+        return attention(q, k, v, mask, heads)
     q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
     weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), mask, size**-0.5, p)
     return kernels().ct_swap12(paddle.matmul(weights, v)).reshape([0, 0, heads * size])

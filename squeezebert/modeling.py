@@ -78,7 +78,7 @@ class TrainLayerNorm(_pm.SqueezeBertLayerNorm):
 @tk.register
 class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
     """The transpose-free attention of :func:`_self_attention_forward` with scale, mask, softmax and
-    dropout as one operator."""
+    dropout as one operator; without dropout or gradient (evaluation), all of it as one operator."""
 
     def forward(self, hidden_states, attention_mask, output_attentions):
         batch, channels, length = hidden_states.shape
@@ -87,10 +87,14 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
             mask = tk.additive_mask(attention_mask, batch, length, hidden_states.dtype)
         if mask is None:
             return _pm.SqueezeBertSelfAttention.forward(self, hidden_states, attention_mask, output_attentions)
+        p = tk.dropout_p(self, self.dropout.p)
+        if p == 0 and not paddle.is_grad_enabled():  # inference: one operator, channels-first
+            query, key, value = (conv(hidden_states) for conv in (self.query, self.key, self.value))
+            return {"context_layer": tk.attention(query, key, value, mask, self.num_attention_heads, channels_first=True)}
         heads = [batch, self.num_attention_heads, self.attention_head_size, length]
         query, key, value = (conv(hidden_states).reshape(heads) for conv in (self.query, self.key, self.value))
         scores = paddle.matmul(query, key, transpose_x=True)
-        probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, tk.dropout_p(self, self.dropout.p))
+        probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, p)
         context = paddle.matmul(value, probs, transpose_y=True)
         return {"context_layer": context.reshape([batch, channels, length])}
 

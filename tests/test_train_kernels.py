@@ -153,10 +153,12 @@ def _reference_attention(q, k, v, mask, heads):
     return paddle.matmul(weights, split[2]).transpose([0, 2, 1, 3]).reshape(q.shape)
 
 
-@pytest.mark.parametrize("query_rows, per_query_mask, threads", [(5, False, 1), (5, True, 3), (7, False, 3)])
-def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, threads):
+@pytest.mark.parametrize("query_rows, per_query_mask, threads, channels_first",
+                         [(5, False, 1, False), (5, True, 3, False), (7, False, 3, False), (5, True, 3, True),
+                          (7, False, 1, True)])
+def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, threads, channels_first):
     """One operator for inference attention: 3 heads of size 5 side by side, 5 or 7 queries over 7
-    keys, a padding mask per sample or per query, on 1 and 3 threads."""
+    keys, a padding mask per sample or per query, on 1 and 3 threads, token-major or channels-first."""
     rng = np.random.default_rng(4)
     q = paddle.to_tensor(rng.normal(size=(2, query_rows, 15)).astype("float32") * 3)
     k, v = (paddle.to_tensor(rng.normal(size=(2, 7, 15)).astype("float32") * 3) for _ in range(2))
@@ -164,10 +166,11 @@ def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, thre
     mask[..., 0] = 0  # every row keeps a key
     mask = paddle.to_tensor(mask.astype("float32"))
     want = _reference_attention(q, k, v, mask, 3).numpy()
+    layout = (lambda x: x.transpose([0, 2, 1])) if channels_first else (lambda x: x)
     old = math_threads()
     paddle.base.core.set_num_threads(threads)
     try:
-        got = tk.kernels().ct_attention(q, k, v, mask, 3, 5**-0.5).numpy()
+        got = layout(tk.attention(layout(q), layout(k), layout(v), mask, 3, channels_first)).numpy()
     finally:
         paddle.base.core.set_num_threads(old)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -176,9 +179,12 @@ def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, thre
 def test_attention_operator_rejects_shapes_it_does_not_take():
     q = paddle.rand([2, 5, 15])
     with pytest.raises(OSError, match=r"attention mask must be \[batch, 1, 1 or query, key\]"):
-        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 3, 5]), 3, 1.0)
+        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 3, 5]), 3, 1.0, False)
     with pytest.raises(OSError, match="attention: width 15 not divisible by heads 4"):
-        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 1, 5]), 4, 1.0)
+        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 1, 5]), 4, 1.0, False)
+    with pytest.raises(OSError, match=r"attention takes query \[batch, query, width\]"):
+        tk.kernels().ct_attention(q, paddle.rand([2, 5, 12]), paddle.rand([2, 5, 12]), paddle.zeros([2, 1, 1, 5]),
+                                  3, 1.0, False)
 
 
 def test_attend_is_one_operator_without_gradient(monkeypatch):
@@ -303,7 +309,7 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 
 @pytest.mark.parametrize("name, functions", [
     ("bert-base-uncased", ["attend", "layer_norm", "bias_add"]),
-    ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm", "softmax_dropout"]),
+    ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm"]),
     ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
     ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
 ])
@@ -325,6 +331,15 @@ def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
     assert {sm.TrainPointwiseConv1D, sm.TrainConvActivation, sm.TrainLayerNorm, sm.TrainSelfAttention} <= types
     tk.use_train_kernels(model, False)
     assert {sm.PointwiseConv1D, sm._pm.SqueezeBertLayerNorm} <= {type(layer) for layer in model.sublayers()}
+
+
+@pytest.mark.parametrize("name, layout", [("bert-base-uncased", ""), ("mobilebert-uncased", ""),
+                                          ("conv-bert-small", ""), ("squeezebert-uncased", " channels_first=True")])
+def test_evaluation_runs_attention_as_one_operator(monkeypatch, name, layout):
+    """Eval mode without gradients: one attention operator per layer (SqueezeBERT's channels-first),
+    no softmax + dropout operator."""
+    _, cfg, calls = _fused_calls(monkeypatch, name, ["attention", "softmax_dropout"], train=False)
+    assert calls == {"attention" + layout: cfg["num_hidden_layers"]}
 
 
 def test_mobilebert_runs_nonorm_attention_and_bias_relu_operators(monkeypatch):
