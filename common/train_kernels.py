@@ -305,7 +305,7 @@ def use_train_kernels(model: nn.Layer, enable: bool = True, exported_only: bool 
         kernels()  # compile (or load) before the first step
     table = SWAPS if enable else UNSWAPS
     if exported_only:
-        table = {base: fast for base, fast in table.items() if getattr(fast if enable else base, "exported", False)}
+        table = {old: new for old, new in table.items() if getattr(new if enable else old, "exported", False)}
     layers = [(name, layer) for name, layer in model.named_sublayers(include_self=True) if type(layer) in table]
     for name, layer in layers:
         if "forward" in layer.__dict__:
