@@ -118,6 +118,25 @@ inline void masked_softmax(const float* row, const float* add, float scale, int6
   for (int64_t i = 0; i < k; ++i) out[i] *= inv;
 }
 
+// An additive attention mask M [batch, 1, 1 or query, key], checked against those sizes.
+class AttentionMask {
+ public:
+  AttentionMask(const paddle::Tensor& m, int64_t batch, int64_t query, int64_t key) : key_(key) {
+    check_float(m, "attention mask");
+    const auto ms = m.shape();
+    PD_CHECK(ms.size() == 4 && ms[0] == batch && ms[1] == 1 && (ms[2] == 1 || ms[2] == query) && ms[3] == key,
+             "attention mask must be [batch, 1, 1 or query, key]");
+    rows_ = ms[2];
+    data_ = m.data<float>();
+  }
+  // The key values that query qi of sample b adds.
+  const float* row(int64_t b, int64_t qi) const { return data_ + (b * rows_ + (rows_ == 1 ? 0 : qi)) * key_; }
+
+ private:
+  int64_t key_, rows_;
+  const float* data_;
+};
+
 }  // namespace
 
 // ---- dropout (upscale_in_train): Out = X * keep / (1 - p), Mask = keep --------------------------
@@ -451,19 +470,14 @@ PD_BUILD_GRAD_OP(ct_layer_norm)
 std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& s, const paddle::Tensor& m, float scale,
                                                   float p, int64_t seed) {
   check_float(s, "attention scores");
-  check_float(m, "attention mask");
   const auto shape = s.shape();
   PD_CHECK(shape.size() == 4, "attention scores must be [batch, heads, query, key]");
   const int64_t batch = shape[0], heads = shape[1], q = shape[2], k = shape[3];
-  const auto mshape = m.shape();
-  PD_CHECK(mshape.size() == 4 && mshape[0] == batch && mshape[1] == 1 && (mshape[2] == 1 || mshape[2] == q) &&
-               mshape[3] == k,
-           "attention mask must be [batch, 1, 1 or query, key]");
-  const bool per_query = mshape[2] == q && q != 1;
+  const AttentionMask additive(m, batch, q, k);
   auto out = paddle::empty(shape, s.dtype(), s.place());
   auto probs = paddle::empty(shape, s.dtype(), s.place());
   auto mask = paddle::empty(shape, paddle::DataType::UINT8, s.place());
-  const float *ps = s.data<float>(), *pmask = m.data<float>();
+  const float* ps = s.data<float>();
   float *po = out.data<float>(), *pp = probs.data<float>();
   uint8_t* pk = mask.data<uint8_t>();
   const uint64_t threshold = threshold_of(p), sd = static_cast<uint64_t>(seed);
@@ -473,7 +487,7 @@ std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& s, const
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / (heads * q), qi = r % q;
     float* prow = pp + r * k;
-    masked_softmax(ps + r * k, pmask + (b * (per_query ? q : 1) + (per_query ? qi : 0)) * k, scale, k, prow);
+    masked_softmax(ps + r * k, additive.row(b, qi), scale, k, prow);
 #pragma omp simd
     for (int64_t i = 0; i < k; ++i) {
       const bool kp = keep(sd, r * k + i, threshold);
@@ -1078,19 +1092,16 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
   check_float(q, "attention query");
   check_float(k, "attention key");
   check_float(v, "attention value");
-  check_float(m, "attention mask");
-  const auto qs = q.shape(), ks = k.shape(), ms = m.shape();
+  const auto qs = q.shape(), ks = k.shape();
   const int c = channels_first ? 1 : 2, t = 3 - c;  // channel and token dimensions
   PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[c] == qs[c],
            "attention takes query [batch, query, width] and key, value [batch, key, width] (channels_first: "
            "[batch, width, query] and [batch, width, key])");
   const int64_t batch = qs[0], nq = qs[t], nk = ks[t], width = qs[c], size = width / heads;
   PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
-  PD_CHECK(ms.size() == 4 && ms[0] == batch && ms[1] == 1 && (ms[2] == 1 || ms[2] == nq) && ms[3] == nk,
-           "attention mask must be [batch, 1, 1 or query, key]");
-  const int64_t mask_rows = ms[2];
+  const AttentionMask additive(m, batch, nq, nk);
   auto out = paddle::empty(qs, q.dtype(), q.place());
-  const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>(), *pm = m.data<float>();
+  const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
   float* po = out.data<float>();
   bool failed = false;
 #pragma omp parallel reduction(|| : failed)
@@ -1108,9 +1119,7 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
         } else {
           failed = gemm(false, true, nq, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
         }
-        for (int64_t i = 0; i < nq; ++i) {
-          masked_softmax(s + i * nk, pm + (b * mask_rows + (mask_rows == 1 ? 0 : i)) * nk, scale, nk, s + i * nk);
-        }
+        for (int64_t i = 0; i < nq; ++i) masked_softmax(s + i * nk, additive.row(b, i), scale, nk, s + i * nk);
         if (channels_first) {  // Out^T = V^T P^T
           failed = gemm(false, true, size, nq, nk, pv + ko, nk, s, nk, 0.f, po + qo, nq) || failed;
         } else {

@@ -228,13 +228,19 @@ def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle
                                   bool(channels_first))
 
 
+def one_operator_attention(p: float) -> bool:
+    """Whether attention with dropout rate ``p`` runs as the one :func:`attention` operator: no dropout,
+    and no gradient (in an export, or under ``paddle.no_grad``)."""
+    return p == 0 and (in_export() or not paddle.is_grad_enabled())
+
+
 def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int, p: float):
     """Multi-head attention of projected [batch, length, heads * size] q, k, v under an
     :func:`additive_mask`. Without dropout or gradient (in an export, or under ``paddle.no_grad``):
     one operator for all of it, one (sample, head) per task. Otherwise one copy per head split and
     merge, and scale + mask + softmax + dropout as one operator. Returns [batch, length, heads * size]."""
     size = q.shape[-1] // heads
-    if p == 0 and (in_export() or not paddle.is_grad_enabled()):
+    if one_operator_attention(p):
         return attention(q, k, v, mask, heads)
     q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
     weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), mask, size**-0.5, p)

@@ -88,7 +88,7 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
         if mask is None:
             return _pm.SqueezeBertSelfAttention.forward(self, hidden_states, attention_mask, output_attentions)
         p = tk.dropout_p(self, self.dropout.p)
-        if p == 0 and not paddle.is_grad_enabled():  # inference: one operator, channels-first
+        if tk.one_operator_attention(p):  # channels-first
             query, key, value = (conv(hidden_states) for conv in (self.query, self.key, self.value))
             return {"context_layer": tk.attention(query, key, value, mask, self.num_attention_heads, channels_first=True)}
         heads = [batch, self.num_attention_heads, self.attention_head_size, length]

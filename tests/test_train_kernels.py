@@ -1,4 +1,5 @@
 """common/train_kernels.py: the custom operators against paddle's own ops, values and gradients."""
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -25,6 +26,17 @@ def _sharpen(model) -> None:
     for p in model.parameters():
         if p.ndim > 1:
             p.set_value(p * 8)
+
+
+@contextlib.contextmanager
+def _threads(n):
+    """paddle's math threads set to ``n`` inside the block, restored after."""
+    old = math_threads()
+    paddle.base.core.set_num_threads(n)
+    try:
+        yield
+    finally:
+        paddle.base.core.set_num_threads(old)
 
 
 def _padded_batch(vocab):
@@ -96,7 +108,7 @@ def test_export_holds_the_attention_operator_and_restores_the_layers(name, switc
     ``custom_ops`` is False); afterwards the model's layers are what they were."""
     from common.inference import custom_ops, export_static, op_types_of
 
-    _, model, cfg = build_pair(MODELS[name], quick=True)
+    _, model, _ = build_pair(MODELS[name], quick=True)
     switched = tk.use_train_kernels(model) if switch else 0
     types = [type(layer) for layer in model.sublayers(include_self=True)]
     ops = op_types_of(export_static(model, str(tmp_path / "fast")))
@@ -167,12 +179,8 @@ def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, thre
     mask = paddle.to_tensor(mask.astype("float32"))
     want = _reference_attention(q, k, v, mask, 3).numpy()
     layout = (lambda x: x.transpose([0, 2, 1])) if channels_first else (lambda x: x)
-    old = math_threads()
-    paddle.base.core.set_num_threads(threads)
-    try:
+    with _threads(threads):
         got = layout(tk.attention(layout(q), layout(k), layout(v), mask, 3, channels_first)).numpy()
-    finally:
-        paddle.base.core.set_num_threads(old)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -253,16 +261,12 @@ def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
     x = rng.normal(size=(batch, 16, 7)).astype("float32")
     grad = paddle.to_tensor(rng.normal(size=(batch, conv._out_channels, 7)).astype("float32"))
     results = []
-    threads = math_threads()
-    paddle.base.core.set_num_threads(3)
-    try:
+    with _threads(3):
         for fn in (lambda t: tk.pointwise_conv(t, conv.weight, conv.bias, groups, gelu),
                    lambda t: F.gelu(conv(t)) if gelu else conv(t)):
             t = paddle.to_tensor(x, stop_gradient=False)
             out = fn(t)
             results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
-    finally:
-        paddle.base.core.set_num_threads(threads)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
