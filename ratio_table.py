@@ -2,7 +2,9 @@
 
 Per pair: the target (when the run had one), the speedup's median (min-max over the rounds) at each
 batch size, and at how many batch sizes the median reaches the target. Also the CPU, the commits
-and the settings the runs recorded. Writes ``ratios.md`` in the folder and prints it.
+and the settings the runs recorded. Where pairs compare a model with itself (torch_ratios.sh), one
+table per baseline backend: each model's speedup on every path and on its best path per batch size,
+with how often that best path reaches the target. Writes ``ratios.md`` in the folder and prints it.
 """
 from __future__ import annotations
 
@@ -64,13 +66,57 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_model(results: list[dict]) -> str:
+    """Per baseline backend, each model's median speedup on every path and on the fastest one.
+
+    Only pairs of one model on two backends count; empty when there are none.
+    """
+    groups: dict[str, dict[str, dict[str, dict]]] = {}
+    for r in results:
+        (bm, bb), (om, ob) = (r["args"]["base"].split(":"), r["args"]["other"].split(":"))
+        if bm == om:
+            groups.setdefault(bb, {}).setdefault(bm, {})[ob] = r
+    sections = []
+    for base, models in sorted(groups.items()):
+        paths = sorted({p for runs in models.values() for p in runs})
+        batches = sorted({int(b) for runs in models.values() for r in runs.values() for b in r["batches"]})
+        targeted = any(r["args"].get("target") for runs in models.values() for r in runs.values())
+        lines = [f"## Per model, speedup over {base}", "",
+                 "Median speedup at batch " + " / ".join(map(str, batches)) + "; best: the fastest path at each "
+                 "batch size" + ("; met: at how many batch sizes the best path reaches the target." if targeted
+                                 else "."), "",
+                 "| model | " + " | ".join(paths) + " | best |" + (" met |" if targeted else ""),
+                 "|---|" + "---|" * (len(paths) + 1 + targeted)]
+        cells = met = models_met = 0
+        for model, runs in models.items():
+            rows = {p: [runs[p]["batches"].get(str(b)) if p in runs else None for b in batches] for p in paths}
+            best = [max((row[i] for row in rows.values() if row[i]), key=lambda x: x["speedup_median"], default=None)
+                    for i in range(len(batches))]
+            line = f"| {model} | " + " | ".join(_medians(rows[p]) for p in paths) + f" | {_medians(best)} |"
+            if targeted:
+                n = sum(bool(row and row.get("met")) for row in best)
+                line += f" {n} of {len(batches)} |"
+                cells, met, models_met = cells + len(batches), met + n, models_met + (n == len(batches))
+            lines.append(line)
+        if targeted:
+            lines += ["", f"Best path meets the target in {met} of {cells} cells, at every batch size for "
+                      f"{models_met} of {len(models)} models."]
+        sections.append("\n".join(lines) + "\n")
+    return "".join("\n" + s for s in sections)
+
+
+def _medians(rows: list[dict | None]) -> str:
+    return " / ".join(f"{row['speedup_median']:.2f}" if row else "–" for row in rows)
+
+
 @cli
 def main(argv: list[str] | None = None) -> str:
     """Write and print the table; returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the runs' parent folder, e.g. runs/speed_ratios")
     args = parser.parse_args(argv)
-    text = table(collect(args.folder))
+    results = collect(args.folder)
+    text = table(results) + per_model(results)
     write_text(os.path.join(args.folder, "ratios.md"), text)
     print(text, end="")
     return text

@@ -4,7 +4,9 @@
 # fp32 path in $PADDLE_PATHS (default: paddle_infer_fp32 paddle_ort_fp32 paddle_dygraph_kernels), and
 # torch_bf16 against paddle_infer_bf16 where the CPU has bf16 for paddle (BF16_PAIRS=0: never), for
 # each model in $MODELS (default: all of benchmark.py's). One folder per pair under $OUT_DIR (default
-# runs/torch_ratios) and the table of them all, $OUT_DIR/ratios.md. Options go to every speed_ratio.py run:
+# runs/torch_ratios) and the table of them all, $OUT_DIR/ratios.md, which ends with a per-model table for
+# torch_fp32 and one for torch_bf16: each path, the best path per batch size, and the cells that meet 1.25.
+# Options go to every speed_ratio.py run:
 #
 #   bash scripts/torch_ratios.sh
 #   PADDLE_PATHS=paddle_infer_fp32 OUT_DIR=runs/torch_b16 bash scripts/torch_ratios.sh --batch_sizes 16

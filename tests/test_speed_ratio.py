@@ -141,6 +141,46 @@ def test_ratio_table_of_a_folder(tmp_path):
         "| squeezebert-uncased / bert-base-uncased, paddle_infer_fp32 | 2.5 | 2.09 (1.95-2.36) | 2.50 (2.39-2.92) |  "
         "| 1 of 2 |",
         "| paddle_ort_fp32 / torch_fp32, bert-base-uncased |  |  |  | 1.20 (1.10-1.30) |  |",
+        "",
+        "## Per model, speedup over torch_fp32", "",
+        "Median speedup at batch 32; best: the fastest path at each batch size.", "",
+        "| model | paddle_ort_fp32 | best |",
+        "|---|---|---|",
+        "| bert-base-uncased | 1.20 | 1.20 |",
+    ]
+
+
+def test_ratio_table_per_model_takes_the_best_path_per_batch_size(tmp_path):
+    import ratio_table
+
+    for name, model, path, speedups in [
+            ("a_ab1", "bert-base-uncased", "paddle_infer_fp32", {"1": 1.37, "16": 1.19, "32": 1.26}),
+            ("a_ab2", "bert-base-uncased", "paddle_ort_fp32", {"1": 1.13, "16": 1.24, "32": 1.07}),
+            ("b_ab3", "tinybert-4l-312d", "paddle_infer_fp32", {"1": 1.24, "16": 1.43}),
+            ("b_ab4", "tinybert-4l-312d", "paddle_dygraph_kernels", {"1": 1.25, "16": 1.30, "32": 1.29})]:
+        _run(tmp_path, name, f"{model}:torch_fp32", f"{model}:{path}",
+             {b: (m, m - 0.1, m + 0.1) for b, m in speedups.items()}, target=1.25)
+    _run(tmp_path, "c_ab5", "tinybert-4l-312d:torch_bf16", "tinybert-4l-312d:paddle_infer_bf16",
+         {"1": (1.86, 1.05, 2.77), "16": (1.11, 0.96, 1.38), "32": (1.38, 1.26, 1.62)}, target=1.25)
+    _run(tmp_path, "d_ab6", "bert-base-uncased:paddle_infer_fp32", "squeezebert-uncased:paddle_infer_fp32",
+         {"1": (2.09, 1.95, 2.36)}, target=2.5)
+    lines = ratio_table.main([str(tmp_path)]).splitlines()
+    assert lines[lines.index("## Per model, speedup over torch_bf16"):] == [
+        "## Per model, speedup over torch_bf16", "",
+        "Median speedup at batch 1 / 16 / 32; best: the fastest path at each batch size; met: at how many batch "
+        "sizes the best path reaches the target.", "",
+        "| model | paddle_infer_bf16 | best | met |",
+        "|---|---|---|---|",
+        "| tinybert-4l-312d | 1.86 / 1.11 / 1.38 | 1.86 / 1.11 / 1.38 | 2 of 3 |", "",
+        "Best path meets the target in 2 of 3 cells, at every batch size for 0 of 1 models.", "",
+        "## Per model, speedup over torch_fp32", "",
+        "Median speedup at batch 1 / 16 / 32; best: the fastest path at each batch size; met: at how many batch "
+        "sizes the best path reaches the target.", "",
+        "| model | paddle_dygraph_kernels | paddle_infer_fp32 | paddle_ort_fp32 | best | met |",
+        "|---|---|---|---|---|---|",
+        "| bert-base-uncased | – / – / – | 1.37 / 1.19 / 1.26 | 1.13 / 1.24 / 1.07 | 1.37 / 1.24 / 1.26 | 2 of 3 |",
+        "| tinybert-4l-312d | 1.25 / 1.30 / 1.29 | 1.24 / 1.43 / – | – / – / – | 1.25 / 1.43 / 1.29 | 3 of 3 |", "",
+        "Best path meets the target in 5 of 6 cells, at every batch size for 1 of 2 models.",
     ]
 
 
