@@ -31,9 +31,14 @@ def collect(folder: str) -> list[dict]:
     return results
 
 
+def sides(args: dict) -> tuple[list[str], list[str]]:
+    """A run's base and other side, each as [model, backend]."""
+    return args["base"].split(":"), args["other"].split(":")
+
+
 def pair_name(args: dict) -> str:
     """``other / base``, the shared model or backend said once."""
-    (bm, bb), (om, ob) = (args["base"].split(":"), args["other"].split(":"))
+    (bm, bb), (om, ob) = sides(args)
     if bb == ob:
         return f"{om} / {bm}, {bb}"
     if bm == om:
@@ -73,7 +78,7 @@ def per_model(results: list[dict]) -> str:
     """
     groups: dict[str, dict[str, dict[str, dict]]] = {}
     for r in results:
-        (bm, bb), (om, ob) = (r["args"]["base"].split(":"), r["args"]["other"].split(":"))
+        (bm, bb), (om, ob) = sides(r["args"])
         if bm == om:
             groups.setdefault(bb, {}).setdefault(bm, {})[ob] = r
     sections = []
