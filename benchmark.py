@@ -30,7 +30,7 @@ from common.bench_models import MODELS, Model, build_pair, check_names, check_se
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
-from common.fsutil import write_json
+from common.fsutil import read_json, write_json, write_text
 from common.hardware import cpu_info, onednn_bf16_missing
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
@@ -297,6 +297,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--peak_ghz", type=float,
                         help="clock for the peak FLOP rate (default: cpufreq's maximum, else /proc/cpuinfo's cpu MHz)")
     parser.add_argument("--output_dir", default="runs/benchmark", help="for results.json, results.md, results.png")
+    parser.add_argument("--report_only", action="store_true",
+                        help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
     args = parser.parse_args(argv)
@@ -322,12 +324,12 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     return settings, args
 
 
-def write_results(results: dict, output_dir: str) -> None:
-    """results.json, results.md and results.png under ``output_dir``."""
+def write_results(results: dict, output_dir: str, report_only: bool = False) -> None:
+    """results.json (unless ``report_only``), results.md and results.png under ``output_dir``."""
     os.makedirs(output_dir, exist_ok=True)
-    write_json(os.path.join(output_dir, "results.json"), results)
-    with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(results))
+    if not report_only:
+        write_json(os.path.join(output_dir, "results.json"), results)
+    write_text(os.path.join(output_dir, "results.md"), markdown(results))
     plot(results, os.path.join(output_dir, "results.png"))
 
 
@@ -339,6 +341,11 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     s, args = parse_args(argv)
+    if args.report_only:
+        results = read_json(os.path.join(args.output_dir, "results.json"))
+        write_results(results, args.output_dir, report_only=True)
+        print(f"rewrote {args.output_dir}/results.md and results.png from its results.json")
+        return results
     retain_freed_memory()  # for every backend alike (common/malloc.py)
     paddle.base.core.set_num_threads(s.threads)
     torch.set_num_threads(s.threads)

@@ -25,6 +25,12 @@ OFA_WIDTHS = (("bert-base-uncased", "1.0"), ("ofa-bert-base-w0.833", "0.833"), (
               ("ofa-bert-base-w0.5", "0.5"))
 
 
+def _models(results: dict) -> list[str]:
+    """The models measured, in the run's order (results.json stores its keys sorted)."""
+    order = results["settings"].get("models", [])
+    return sorted(results["models"], key=lambda m: order.index(m) if m in order else len(order))
+
+
 def _ms(rows: list[dict]) -> dict:
     return {(r["model"], r["backend"], r["batch_size"]): r["ms_per_batch"] for r in rows if "error" not in r}
 
@@ -54,7 +60,7 @@ def targets(results: dict) -> list[str]:
     """Markdown lines: each target of issue #6, computed from the measured rows (ratios of ms per
     batch at each batch size; "met" means at every batch size)."""
     s = results["settings"]
-    sizes, models = s["batch_sizes"], list(results["models"])
+    sizes, models = s["batch_sizes"], _models(results)
     inf, train = _ms(_by_kind(results, "inference")), _ms(_by_kind(results, "train"))
     lines = ["| target | model | measured (ratio of ms per batch, @batch size) | met | note |", "|---|---|---|---|---|"]
     fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
@@ -105,6 +111,49 @@ def targets(results: dict) -> list[str]:
     return lines
 
 
+def summary(results: dict) -> list[str]:
+    """Markdown lines: a model x backend table of ms per batch at the smallest batch / seq/s at the
+    largest, and a fine-tuning table of ms per step with the kernels' ratios (the README's tables)."""
+    s = results["settings"]
+    small, big = min(s["batch_sizes"]), max(s["batch_sizes"])
+    rows = _by_kind(results, "inference")
+    found = {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
+    backends, lines, models = _backends(rows), [], _models(results)
+    if backends:
+        lines += [f"Inference, ms per batch at batch {small} / seq/s at batch {big}:", "",
+                  "| model | GFLOP/seq | " + " | ".join(backends) + " |", "|---|---:|" + "---:|" * len(backends)]
+        for name in models:
+            cells = []
+            for backend in backends:
+                one, many = found.get((name, backend, small), {}), found.get((name, backend, big), {})
+                cells.append("failed" if "error" in one or "error" in many else "-" if not (one and many)
+                             else f"{one['ms_per_batch']:.0f} / {many['seq_per_s']:.1f}")
+            gflops = results["models"][name].get("gflops_per_seq", float("nan"))
+            lines.append(f"| {name} | {gflops:.3g} | " + " | ".join(cells) + " |")
+    train = _by_kind(results, "train")
+    if train:
+        ms = _ms(train)
+        tbackends = _backends(train)
+        base = "paddle_train_kernels" if "paddle_train_kernels" in tbackends else "paddle_train"
+        pairs = [(base, b) for b in ("paddle_train", "torch_train") if b != base and {base, b} <= set(tbackends)]
+        lines += ([""] if lines else []) + [
+            f"Fine-tuning step (forward, cross-entropy, backward, AdamW; batch {s['train_batch_size']} x "
+            f"{train[0]['seq_len']}, train mode), ms per step:", "",
+            "| model | " + " | ".join(tbackends + [f"{a} / {b}" for a, b in pairs]) + " |",
+            "|---|" + "---:|" * (len(tbackends) + len(pairs))]
+        for name in models:
+            times = {b: ms.get((name, b, s["train_batch_size"])) for b in tbackends}
+            cells = ["failed" if t is None else f"{t:.0f}" for t in times.values()]
+            cells += ["-" if None in (times[a], times[b]) else f"{times[a] / times[b]:.2f}x" for a, b in pairs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _version_rank(item: tuple[str, str]) -> int:
+    order = ("python", "paddle", "torch", "transformers", "numpy")
+    return order.index(item[0]) if item[0] in order else len(order)
+
+
 def markdown(results: dict) -> str:
     """Inference: a row per model x backend (ms per batch at batch 1, seq/s at the others, GFLOP/s
     and % of peak at the largest batch); training: a row per model x backend."""
@@ -114,7 +163,8 @@ def markdown(results: dict) -> str:
         f"# Benchmark: {m['cpu']}, {m['threads']} threads",
         "",
         f"Code: commit {results['versions'].get('code') or 'unknown'}; "
-        + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if k != "code") + ".",
+        + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items(), key=_version_rank) if k != "code")
+        + ".",
         "",
         f"Peak: fp32 {m['peak_fp32_gflops']:.0f} GFLOP/s, bf16 {m['peak_bf16_gflops']:.0f} GFLOP/s. Assumed: "
         + "; ".join(m["assumptions"]) + ".",
@@ -132,7 +182,7 @@ def markdown(results: dict) -> str:
     ]
     rows = _by_kind(results, "inference")
     found = {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
-    for name in results["models"]:  # those measured so far
+    for name in _models(results):  # those measured so far
         gflops = results["models"][name].get("gflops_per_seq", float("nan"))
         for backend in _backends(rows):
             cells = []
@@ -156,7 +206,7 @@ def markdown(results: dict) -> str:
             cells = "failed | - | - | -" if "error" in r else (
                 f"{r['ms_per_batch']:.0f} | {r['seq_per_s']:.1f} | {r['gflop_per_s']:.1f} | {r['pct_of_peak']:.1f}")
             lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} x {r['seq_len']} | {cells} |")
-    lines += ["", "## Targets", "", *targets(results)]
+    lines += ["", "## Summary", "", *summary(results), "", "## Targets", "", *targets(results)]
     over = [r for r in results["results"] if r.get("pct_of_peak", 0) > 100]
     if over:
         lines += ["", f"**{len(over)} rates exceed the assumed peak**: the cores ran faster than {m['ghz']:.2f} GHz "
@@ -166,7 +216,8 @@ def markdown(results: dict) -> str:
         lines += ["", "Failures:", ""]
         lines += [f"- {r['model']} / {r['backend']} @{r['batch_size']}: {r['error']}" for r in failed]
     lines += ["", "Models (torch-paddle max |logit diff| on the same weights):", ""]
-    for name, v in results["models"].items():
+    for name in _models(results):
+        v = results["models"][name]
         about = f"FAILED: {v['error']}" if "error" in v else (
             f"{v['parameters'] / 1e6:.3g}M parameters, {v['parity_max_abs_logit_diff']:.1e} "
             f"(max |logit| {v['max_abs_logit']:.2g})")
@@ -182,7 +233,7 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogFormatter
 
-    s, models = results["settings"], list(results["models"])
+    s, models = results["settings"], _models(results)
     rows = _by_kind(results, "inference")
     backends = _backends(rows)
     ok = {(r["model"], r["backend"], r["batch_size"]): r for r in rows if "error" not in r}

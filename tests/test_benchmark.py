@@ -539,6 +539,69 @@ def test_targets_are_computed_from_the_rows():
     assert "| bert-base-uncased | - | 0.01 |" in lines
 
 
+def _full_row(model, backend, bs, ms, kind="inference"):
+    seq_per_s = bs * 1000 / ms
+    return _row(model, backend, bs, ms, kind, seq_per_s=seq_per_s, gflop_per_s=seq_per_s, pct_of_peak=1.0)
+
+
+def test_report_only_rewrites_the_summary_tables_from_results_json(tmp_path, capsys):
+    """--report_only measures nothing: results.md gets the model x backend summary (ms at the smallest
+    batch / seq/s at the largest) and the fine-tuning table with the kernels' ratios, from results.json."""
+    import benchmark
+
+    models = ["tinybert-4l-312d", "bert-base-uncased"]
+    results = {
+        "settings": {"models": models, "batch_sizes": [1, 32], "seq_len": 128, "train_batch_size": 32,
+                     "warmup": 1, "runs": 3, "train_runs": 2, "threads": 2},
+        "machine": {"cpu": "test CPU", "threads": 2, "ghz": 3.5, "peak_fp32_gflops": 224.0,
+                    "peak_bf16_gflops": 448.0, "assumptions": ["given"]},
+        "versions": {"code": "abc1234", "paddle": "2.6.2"},
+        "models": {m: {"gflops_per_seq": g, "parameters": 1e6, "parity_max_abs_logit_diff": 1e-6,
+                       "max_abs_logit": 1.0, "note": ""} for m, g in (("bert-base-uncased", 22.3),
+                                                                     ("tinybert-4l-312d", 1.25))},
+        "results": [
+            _full_row("tinybert-4l-312d", "paddle_infer_fp32", 1, 9.6), _full_row("tinybert-4l-312d", "paddle_infer_fp32", 32, 250.0),
+            _full_row("tinybert-4l-312d", "torch_fp32", 1, 15.2), _full_row("tinybert-4l-312d", "torch_fp32", 32, 297.0),
+            _full_row("bert-base-uncased", "paddle_infer_fp32", 1, 120.3),
+            {"kind": "inference", "model": "bert-base-uncased", "backend": "paddle_infer_fp32", "batch_size": 32,
+             "seq_len": 128, "error": "x"},
+            _full_row("bert-base-uncased", "torch_fp32", 1, 187.3),
+            _full_row("tinybert-4l-312d", "paddle_train", 32, 2218.0, "train"),
+            _full_row("tinybert-4l-312d", "paddle_train_kernels", 32, 867.0, "train"),
+            _full_row("tinybert-4l-312d", "torch_train", 32, 1143.0, "train"),
+            _full_row("bert-base-uncased", "paddle_train", 32, 24365.0, "train"),
+            {"kind": "train", "model": "bert-base-uncased", "backend": "paddle_train_kernels", "batch_size": 32,
+             "seq_len": 128, "error": "x"},
+            _full_row("bert-base-uncased", "torch_train", 32, 14450.0, "train"),
+        ],
+    }
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(results))
+    before = (out / "results.json").read_bytes()
+    benchmark.main(["--report_only", "--output_dir", str(out)])
+    assert (out / "results.json").read_bytes() == before
+    table = (out / "results.md").read_text()
+    summary = table[table.index("## Summary"):table.index("## Targets")].strip().splitlines()
+    assert summary == [
+        "## Summary", "",
+        "Inference, ms per batch at batch 1 / seq/s at batch 32:", "",
+        "| model | GFLOP/seq | paddle_infer_fp32 | torch_fp32 |", "|---|---:|---:|---:|",
+        "| tinybert-4l-312d | 1.25 | 10 / 128.0 | 15 / 107.7 |",
+        "| bert-base-uncased | 22.3 | failed | - |", "",
+        "Fine-tuning step (forward, cross-entropy, backward, AdamW; batch 32 x 128, train mode), ms per step:", "",
+        "| model | paddle_train | paddle_train_kernels | torch_train | paddle_train_kernels / paddle_train "
+        "| paddle_train_kernels / torch_train |", "|---|---:|---:|---:|---:|---:|",
+        "| tinybert-4l-312d | 2218 | 867 | 1143 | 0.39x | 0.76x |",
+        "| bert-base-uncased | 24365 | failed | 14450 | - | - |",
+    ]
+    assert (out / "results.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(["--report_only", "--output_dir", str(tmp_path / "none")])
+    assert exit_.value.code == 2 and not (tmp_path / "none").exists()
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none' / 'results.json'}: file not found\n"
+
+
 def test_interrupted_benchmark_keeps_finished_models(tmp_path, monkeypatch):
     """results.json is rewritten after every model: a run stopped in the second model keeps the first."""
     import benchmark
