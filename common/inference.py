@@ -6,6 +6,7 @@ An exported model takes ``input_ids``, ``token_type_ids`` and ``attention_mask``
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import os
@@ -153,6 +154,9 @@ def _config(prefix: str, opt: PredictorOptions, op_types: set[str]):
     config.set_cpu_math_library_num_threads(opt.threads)
     if opt.onednn:
         config.enable_mkldnn()
+        # Fold weights computed from parameters (SqueezeBERT's per-group slices) into parameters before
+        # the fc fusion, which takes only parameters; paddle's list folds after it. Other exports: same outputs.
+        config.pass_builder().insert_pass(0, "constant_folding_pass")
         config.set_mkldnn_op({t for t in op_types - ONEDNN_EXCLUDED if not t.startswith(CUSTOM_PREFIX)})
         config.set_mkldnn_cache_capacity(16)  # primitives cached per input shape
         if opt.precision == "bf16":
@@ -162,13 +166,32 @@ def _config(prefix: str, opt: PredictorOptions, op_types: set[str]):
     return config
 
 
-def op_types_of(prefix: str) -> set[str]:
-    """The operator types of the exported program."""
+def _op_list(pdmodel: str) -> list[str]:
     from paddle.base import core
 
-    with open(prefix + ".pdmodel", "rb") as f:
+    with open(pdmodel, "rb") as f:
         desc = core.ProgramDesc(f.read())
-    return {desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())}
+    return [desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())]
+
+
+def op_types_of(prefix: str) -> set[str]:
+    """The operator types of the exported program."""
+    return set(_op_list(prefix + ".pdmodel"))
+
+
+def optimized_op_counts(prefix: str, options: PredictorOptions, work_dir: str) -> collections.Counter:
+    """How many operators of each type ``paddle.inference`` runs for the exported model under
+    ``options``, after its IR passes (the optimized program is written under ``work_dir``)."""
+    from paddle import inference
+
+    op_types = op_types_of(prefix)
+    if custom_ops(op_types):
+        train_kernels.kernels()
+    config = _config(prefix, options, op_types)
+    config.enable_save_optim_model(True)
+    config.set_optim_cache_dir(work_dir)
+    inference.create_predictor(config)
+    return collections.Counter(_op_list(os.path.join(work_dir, "_optimized.pdmodel")))
 
 
 def custom_ops(op_types: set[str]) -> list[str]:

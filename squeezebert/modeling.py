@@ -114,12 +114,24 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 
 
 # Static graphs (export, paddle.inference) in eval mode: the encoder runs token-major, [batch *
-# length, channels], so a grouped convolution is one batched matmul over [groups, tokens, channels /
-# groups] (M = every token of the batch, not one sequence's), the attention takes BERT's head layout,
-# and layer norm needs no transposes. Same parameters, same results. Against the channels-first
-# graph on the Zen 5 host (paddle.inference, 2 threads, seq 128), by hand: fp32 30 against 49 ms at
-# batch 1, 800 against 1077 ms at batch 32; bf16 25 against 37 ms, 511 against 679 ms. The benchmark
-# runs before and after (README): fp32 48 -> 34 ms at batch 1, 37 seq/s at batch 32 in both.
+# length, channels] (M = every token of the batch, not one sequence's), the attention takes BERT's
+# head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
+# convolution takes one of two forms:
+# - per group (the export for this repo's CPU predictor, ``tk.in_export``): a matmul per group on its
+#   slice of the channels (``split``, then ``concat``), the feed-forward's two convolutions split
+#   between them. Each weight is a slice of a parameter, transposed, which paddle.inference folds
+#   into a parameter before its fc fusion (common/inference.py), so every group's matmul and bias
+#   become one oneDNN ``fc`` with cached weights.
+# - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
+#   channels / groups], with transposes in and out.
+# Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
+# group against batched: paddle.inference fp32 0.96-0.97 / 1.07-1.08 / 1.07-1.09x as fast at batch
+# 1 / 16 / 32, bf16 1.03-1.24 / 1.18-1.39 / 1.18-1.23x; onnxruntime 0.69 / 0.92 / 1.02x (first run),
+# hence the batched portable form.
+
+
+def _per_group() -> bool:
+    return tk.in_export()
 
 
 def _to_groups(x: paddle.Tensor, groups: int) -> paddle.Tensor:
@@ -133,32 +145,61 @@ def _from_groups(y: paddle.Tensor) -> paddle.Tensor:
 
 
 def _grouped_matmul(xg: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
-    """The convolution of split input ``xg`` [groups, tokens, in / groups]: [groups, tokens, out / groups]
-    (the weight's transpose is folded by paddle.inference)."""
+    """Batched form: the convolution of split input ``xg`` [groups, tokens, in / groups]: [groups, tokens,
+    out / groups] (the weight's transpose is folded by paddle.inference)."""
     weight = conv.weight_by_group().transpose([0, 2, 1])
     return paddle.matmul(xg, weight) + conv.bias.reshape([conv._groups, 1, -1])
 
 
-def _grouped(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
-    """The convolution of token-major ``x`` [tokens, in], still split: [groups, tokens, out / groups]."""
-    return _grouped_matmul(_to_groups(x, conv._groups), conv)
+def _split(x: paddle.Tensor, groups: int) -> list[paddle.Tensor]:
+    """Per-group form: token-major ``x`` [tokens, channels] as its groups' [tokens, channels / groups]."""
+    return paddle.split(x, groups, axis=-1) if groups > 1 else [x]
+
+
+def _by_group(parts: list[paddle.Tensor], conv: PointwiseConv1D) -> list[paddle.Tensor]:
+    """Per-group form: the convolution of the groups' slices ``parts``, the groups' [tokens, out / groups]."""
+    weight, bias = conv.weight_by_group(), conv.bias.reshape([conv._groups, -1])
+    return [paddle.matmul(x, weight[g].transpose([1, 0])) + bias[g] for g, x in enumerate(parts)]
+
+
+def _joined(parts: list[paddle.Tensor]) -> paddle.Tensor:
+    return paddle.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
 def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
     """The convolution of token-major ``x``: [tokens, in] -> [tokens, out]."""
+    if _per_group():
+        return _joined(_by_group(_split(x, conv._groups), conv))
     if conv._groups == 1:
         return paddle.matmul(x, conv.weight.squeeze(-1), transpose_y=True) + conv.bias
-    return _from_groups(_grouped(x, conv))
+    return _from_groups(_grouped_matmul(_to_groups(x, conv._groups), conv))
 
 
-def _heads(x: paddle.Tensor, conv: PointwiseConv1D, batch: paddle.Tensor, heads: int) -> paddle.Tensor:
-    """Query, key or value of token-major ``x`` as [batch, heads, length, head size]. When each group
-    holds whole heads, straight from the groups' output (one transpose)."""
-    groups, size = conv._groups, conv._out_channels // heads
-    if groups > 1 and heads % groups == 0:
-        y = _grouped(x, conv).reshape([groups, batch, -1, heads // groups, size])
-        return y.transpose([1, 0, 3, 2, 4]).reshape([0, heads, -1, size])
-    return _pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([0, 2, 1, 3])
+def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> list[paddle.Tensor]:
+    """Query, key and value of token-major ``x``, each [batch, heads, length, head size]. Per group: one
+    split per group count. Batched, each group holding whole heads: straight from the groups' output."""
+    parts = {g: _split(x, g) for g in {c._groups for c in convs}} if _per_group() else {}
+    out = []
+    for conv in convs:
+        groups, size = conv._groups, conv._out_channels // heads
+        if not parts and groups > 1 and heads % groups == 0:
+            y = _grouped_matmul(_to_groups(x, groups), conv).reshape([groups, batch, -1, heads // groups, size])
+            out.append(y.transpose([1, 0, 3, 2, 4]).reshape([0, heads, -1, size]))
+        else:
+            y = _joined(_by_group(parts[groups], conv)) if parts else _pointwise(x, conv)
+            out.append(y.reshape([batch, -1, heads, size]).transpose([0, 2, 1, 3]))
+    return out
+
+
+def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:
+    """outer(act(inner(x))) on token-major ``x``, left split between the two where their groups match."""
+    if inner._groups != outer._groups or inner._groups == 1:
+        return _pointwise(act(_pointwise(x, inner)), outer)
+    if _per_group():
+        # act.forward: a layer called twice in one conversion keeps its converted forward after the
+        # export (paddle 2.6's convert_call records the converted one as the original the second time)
+        return _joined(_by_group([act.forward(y) for y in _by_group(_split(x, inner._groups), inner)], outer))
+    return _from_groups(_grouped_matmul(act(_grouped_matmul(_to_groups(x, inner._groups), inner)), outer))
 
 
 def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm) -> paddle.Tensor:
@@ -170,16 +211,12 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
     """``SqueezeBertLayer``'s eval-mode forward on token-major ``x`` [batch * length, channels]."""
     att = layer.attention
     heads, size = att.num_attention_heads, att.attention_head_size
-    query, key, value = (_heads(x, conv, batch, heads) for conv in (att.query, att.key, att.value))
+    query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
     scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
     context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
     post = layer.post_attention
     hidden = _layer_norm(_pointwise(context, post.conv1d) + x, post.layernorm)
-    inner, outer, act = layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act
-    if inner._groups == outer._groups > 1:  # the output convolution's groups are the intermediate's
-        out = _from_groups(_grouped_matmul(act(_grouped(hidden, inner)), outer))
-    else:
-        out = _pointwise(act(_pointwise(hidden, inner)), outer)
+    out = _feed_forward(hidden, layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act)
     return _layer_norm(out + hidden, layer.output.layernorm)
 
 

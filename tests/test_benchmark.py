@@ -397,14 +397,14 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     """The exported encoder runs token-major (no channels-first layer norm transposes, no conv ops)
     and gives HF's outputs on a padded batch with both token types."""
     from common.convert import convert_checkpoint
-    from common.inference import Predictor, PredictorOptions, op_types_of, export_static
+    from common.inference import Predictor, PredictorOptions, export_static, op_types_of, optimized_op_counts
     from common.models import load_model_dir
     from squeezebert.spec import SPEC
 
     torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", embedding_size=32, **groups)
     convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
     prefix = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "static"))
-    assert not {t for t in op_types_of(prefix) if "conv" in t or t == "split"}
+    assert not {t for t in op_types_of(prefix) if "conv" in t}
     batch = _padded(3, 11, seed=3)
     torch_model = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
     with torch.no_grad():
@@ -412,6 +412,17 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     for onednn in (True, False):
         got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    # paddle.inference runs each group of each convolution as one oneDNN fc (weights folded first), plus the
+    # pooler's and the classifier's; the attention's two matmuls stay matmuls
+    ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "optimized"))
+    layers = transformers.AutoConfig.from_pretrained(torch_dir).num_hidden_layers
+    assert ops["fc"] == layers * sum(groups.values()) + 2
+    assert ops["fused_matmul"] + ops["matmul"] + ops["matmul_v2"] == 2 * layers
+    # the portable export (onnxruntime, GPUs) keeps a grouped convolution as one batched matmul
+    portable = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "portable"), custom_ops=False)
+    assert "split" in op_types_of(prefix) and "split" not in op_types_of(portable)
+    got = Predictor(portable, PredictorOptions(threads=2))(batch)[0]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
 
 def test_squeezebert_builds_pointwise_convolutions_with_the_same_names():
