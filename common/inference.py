@@ -174,6 +174,18 @@ def _op_list(pdmodel: str) -> list[str]:
     return [desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())]
 
 
+def _model_config(prefix: str, options: PredictorOptions):
+    """The predictor config of the exported model; this repo's operators it holds are registered."""
+    op_types = op_types_of(prefix)
+    custom = custom_ops(op_types)
+    if custom and options.device != "cpu":
+        raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
+                        "for another device, export with --portable")
+    if custom:
+        train_kernels.kernels()  # registers them in this process
+    return _config(prefix, options, op_types)
+
+
 def op_types_of(prefix: str) -> set[str]:
     """The operator types of the exported program."""
     return set(_op_list(prefix + ".pdmodel"))
@@ -184,10 +196,7 @@ def optimized_op_counts(prefix: str, options: PredictorOptions, work_dir: str) -
     ``options``, after its IR passes (the optimized program is written under ``work_dir``)."""
     from paddle import inference
 
-    op_types = op_types_of(prefix)
-    if custom_ops(op_types):
-        train_kernels.kernels()
-    config = _config(prefix, options, op_types)
+    config = _model_config(prefix, options)
     config.enable_save_optim_model(True)
     config.set_optim_cache_dir(work_dir)
     inference.create_predictor(config)
@@ -222,14 +231,7 @@ class Predictor:
         if not os.path.isfile(prefix + ".pdmodel"):
             raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
         self.options = options = options or PredictorOptions()
-        op_types = op_types_of(prefix)
-        custom = custom_ops(op_types)
-        if custom and options.device != "cpu":
-            raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
-                            "for another device, export with --portable")
-        if custom:
-            train_kernels.kernels()  # registers them in this process
-        self.predictor = inference.create_predictor(_config(prefix, options, op_types))
+        self.predictor = inference.create_predictor(_model_config(prefix, options))
         self.inputs = {n: self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()}
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
 
