@@ -336,16 +336,16 @@ def write_results(results: dict, output_dir: str, report_only: bool = False) -> 
 @cli
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the results (also written under ``--output_dir``)."""
-    import paddle
-    import torch
-    import transformers
-
     s, args = parse_args(argv)
     if args.report_only:
         results = read_json(os.path.join(args.output_dir, "results.json"))
         write_results(results, args.output_dir, report_only=True)
         print(f"rewrote {args.output_dir}/results.md and results.png from its results.json")
         return results
+    import paddle
+    import torch
+    import transformers
+
     retain_freed_memory()  # for every backend alike (common/malloc.py)
     paddle.base.core.set_num_threads(s.threads)
     torch.set_num_threads(s.threads)

@@ -31,8 +31,13 @@ def _models(results: dict) -> list[str]:
     return sorted(results["models"], key=lambda m: order.index(m) if m in order else len(order))
 
 
+def _index(rows: list[dict]) -> dict:
+    """Rows by (model, backend, batch size)."""
+    return {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
+
+
 def _ms(rows: list[dict]) -> dict:
-    return {(r["model"], r["backend"], r["batch_size"]): r["ms_per_batch"] for r in rows if "error" not in r}
+    return {k: r["ms_per_batch"] for k, r in _index(rows).items() if "error" not in r}
 
 
 def _ratios(ms: dict, sizes: list[int], num: tuple, den: tuple) -> dict[int, float]:
@@ -75,8 +80,7 @@ def targets(results: dict) -> list[str]:
     lines = ["| target | model | measured (ratio of ms per batch, @batch size) | met | note |", "|---|---|---|---|---|"]
     fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
     bf16 = f"paddle inference bf16 / torch bf16 autocast <= {TARGET_PADDLE_OVER_TORCH}"
-    pct = {(r["model"], r["backend"], r["batch_size"]): r["pct_of_peak"]
-           for r in _by_kind(results, "inference") if "pct_of_peak" in r}
+    pct = {k: r["pct_of_peak"] for k, r in _index(_by_kind(results, "inference")).items() if "pct_of_peak" in r}
     for m in models:
         lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, *PADDLE_FP32_PATHS), (m, "torch_fp32")),
                                  lambda r: r <= TARGET_PADDLE_OVER_TORCH, _needed(pct, m, "torch_fp32", sizes)))
@@ -129,7 +133,7 @@ def summary(results: dict) -> list[str]:
     s = results["settings"]
     small, big = min(s["batch_sizes"]), max(s["batch_sizes"])
     rows = _by_kind(results, "inference")
-    found = {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
+    found = _index(rows)
     backends, lines, models = _backends(rows), [], _models(results)
     if backends:
         lines += [f"Inference, ms per batch at batch {small} / seq/s at batch {big}:", "",
@@ -193,7 +197,7 @@ def markdown(results: dict) -> str:
         "|---|---|---:|" + "---:|" * (len(sizes) + 2),
     ]
     rows = _by_kind(results, "inference")
-    found = {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
+    found = _index(rows)
     for name in _models(results):  # those measured so far
         gflops = results["models"][name].get("gflops_per_seq", float("nan"))
         for backend in _backends(rows):
@@ -248,7 +252,7 @@ def plot(results: dict, path: str) -> None:
     s, models = results["settings"], _models(results)
     rows = _by_kind(results, "inference")
     backends = _backends(rows)
-    ok = {(r["model"], r["backend"], r["batch_size"]): r for r in rows if "error" not in r}
+    ok = {k: r for k, r in _index(rows).items() if "error" not in r}
     small, big = min(s["batch_sizes"]), max(s["batch_sizes"])
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.1 * len(models)), 9))
     x = np.arange(len(models))
