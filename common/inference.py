@@ -186,9 +186,14 @@ def _model_config(prefix: str, options: PredictorOptions):
     return _config(prefix, options, op_types)
 
 
+def op_counts(prefix: str) -> collections.Counter:
+    """How many operators of each type the exported program holds."""
+    return collections.Counter(_op_list(prefix + ".pdmodel"))
+
+
 def op_types_of(prefix: str) -> set[str]:
     """The operator types of the exported program."""
-    return set(_op_list(prefix + ".pdmodel"))
+    return set(op_counts(prefix))
 
 
 def optimized_op_counts(prefix: str, options: PredictorOptions, work_dir: str) -> collections.Counter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 from paddlenlp.transformers.mobilebert import modeling as _pm
 
 from common import train_kernels as tk
@@ -56,6 +57,21 @@ def _add_norm(norm: nn.Layer, x, residual):
     if type(norm) is TrainNoNorm and tk.fast(norm, x):
         return tk.scale_shift(x, norm.weight, norm.bias, residual=residual)
     return norm(x + residual)
+
+
+@tk.register
+class TrainBottleneckLayer(_pm.BottleneckLayer):
+    """In an export, dense + NoNorm as one linear map: ``(x W + b) * g + c = x (W * g) + (b * g + c)``.
+    paddle.inference folds the products of parameters into constants (common/inference.py runs
+    ``constant_folding_pass`` first) and runs one ``fc``."""
+
+    exported = True
+
+    def forward(self, hidden_states):
+        norm = self.layer_norm
+        if tk.in_export() and isinstance(norm, NoNorm):
+            return F.linear(hidden_states, self.dense.weight * norm.weight, self.dense.bias * norm.weight + norm.bias)
+        return _pm.BottleneckLayer.forward(self, hidden_states)
 
 
 @tk.register

@@ -252,3 +252,43 @@ def test_compare_script(dirs):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max_rel_diff=" in proc.stdout and proc.stdout.strip().endswith("OK: within rtol 1.0e-04 on every token")
+
+
+def test_export_folds_each_bottleneck_nonorm_into_its_dense(tmp_path):
+    """For this repo's predictor a bottleneck's dense + NoNorm is one fc (NoNorm's scale and shift folded
+    into the weights): HF's logits on a padded batch with both token types, with and without oneDNN.
+    The portable export keeps the NoNorm."""
+    from common.inference import Predictor, PredictorOptions, export_static, op_counts, optimized_op_counts
+    from common.models import load_model_dir
+
+    def scatter(tensors):  # NoNorm scales and shifts away from 1 and 0, so that a wrong fold shows
+        rng = np.random.default_rng(1)
+        for name in [n for n in tensors if "LayerNorm" in n]:
+            mean = 1.0 if name.endswith("weight") else 0.0
+            tensors[name] = rng.normal(mean, 0.5, tensors[name].shape).astype(np.float32)
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "mobilebert", head="classification", seed=5, **TINY)
+    _edit(torch_dir, scatter)
+    paddle_dir = str(tmp_path / "paddle")
+    convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
+    mask = np.array([[1] * 11, [1] * 7 + [0] * 4, [1] * 3 + [0] * 8])
+    batch = {"input_ids": np.random.default_rng(2).integers(5, len(VOCAB), (3, 11)) * mask,
+             "token_type_ids": np.array([[0] * 5 + [1] * 6] * 3) * mask, "attention_mask": mask}
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    layers, ffns = 2, TINY["num_feedforward_networks"]
+    # NoNorms: the attention output, one per extra FFN, the output and its bottleneck (after a residual
+    # add), the embeddings'; and 2 bottleneck inputs per layer, folded (W * g, b * g) or not
+    residual, bottlenecks = layers * (ffns + 2) + 1, 2 * layers
+    for custom_ops, written, multiplies in ((True, residual + 2 * bottlenecks, residual),
+                                            (False, residual + bottlenecks, residual + bottlenecks)):
+        prefix = export_static(load_model_dir(paddle_dir), str(tmp_path / f"static{custom_ops}"), custom_ops=custom_ops)
+        assert op_counts(prefix)["elementwise_mul"] == written
+        for onednn in (True, False):
+            got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+        ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / f"optimized{custom_ops}"))
+        # linears per layer: 2 bottleneck inputs, q, k, v, attention output, 2 per FFN, output bottleneck;
+        # then the embedding projection, the pooler and the classifier
+        assert ops["fc"] == layers * (7 + 2 * ffns) + 3 and ops["elementwise_mul"] == multiplies
