@@ -254,10 +254,10 @@ def test_compare_script(dirs):
     assert "max_rel_diff=" in proc.stdout and proc.stdout.strip().endswith("OK: within rtol 1.0e-04 on every token")
 
 
-def test_export_folds_each_bottleneck_nonorm_into_its_dense(tmp_path):
-    """For this repo's predictor a bottleneck's dense + NoNorm is one fc (NoNorm's scale and shift folded
-    into the weights): HF's logits on a padded batch with both token types, with and without oneDNN.
-    The portable export keeps the NoNorm."""
+def test_export_folds_nonorm_scales_into_the_denses(tmp_path):
+    """For this repo's predictor each NoNorm after a dense is folded into it: a bottleneck's dense + NoNorm
+    is one fc, and NoNorm(dense(x) + r) one fc plus r * g; HF's logits on a padded batch with both token
+    types, with and without oneDNN. The portable export keeps paddle's NoNorm."""
     from common.inference import Predictor, PredictorOptions, export_static, op_counts, optimized_op_counts
     from common.models import load_model_dir
 
@@ -278,17 +278,23 @@ def test_export_folds_each_bottleneck_nonorm_into_its_dense(tmp_path):
     with torch.no_grad():
         ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     layers, ffns = 2, TINY["num_feedforward_networks"]
-    # NoNorms: the attention output, one per extra FFN, the output and its bottleneck (after a residual
-    # add), the embeddings'; and 2 bottleneck inputs per layer, folded (W * g, b * g) or not
-    residual, bottlenecks = layers * (ffns + 2) + 1, 2 * layers
-    for custom_ops, written, multiplies in ((True, residual + 2 * bottlenecks, residual),
-                                            (False, residual + bottlenecks, residual + bottlenecks)):
+    # NoNorms after a dense and a residual add: the attention output, one per extra FFN, the output and its
+    # bottleneck; 2 bottleneck inputs per layer (a dense, no residual); the embeddings' one
+    residual, bottlenecks = layers * (ffns + 2), 2 * layers
+    optimized = {}
+    for custom_ops in (True, False):
         prefix = export_static(load_model_dir(paddle_dir), str(tmp_path / f"static{custom_ops}"), custom_ops=custom_ops)
+        # folded: W * g and b * g for each dense, and r * g after a residual add
+        written = 3 * residual + 2 * bottlenecks + 1 if custom_ops else residual + bottlenecks + 1
         assert op_counts(prefix)["elementwise_mul"] == written
         for onednn in (True, False):
             got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-        ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / f"optimized{custom_ops}"))
-        # linears per layer: 2 bottleneck inputs, q, k, v, attention output, 2 per FFN, output bottleneck;
-        # then the embedding projection, the pooler and the classifier
-        assert ops["fc"] == layers * (7 + 2 * ffns) + 3 and ops["elementwise_mul"] == multiplies
+        optimized[custom_ops] = optimized_op_counts(prefix, PredictorOptions(threads=2),
+                                                    str(tmp_path / f"optimized{custom_ops}"))
+    # linears per layer: 2 bottleneck inputs, q, k, v, attention output, 2 per FFN, output bottleneck;
+    # then the embedding projection, the pooler and the classifier
+    assert optimized[True]["fc"] == optimized[False]["fc"] == layers * (7 + 2 * ffns) + 3
+    # the folded ones lose NoNorm's add, and the bottlenecks its multiply too
+    assert optimized[False]["elementwise_add"] - optimized[True]["elementwise_add"] == residual + bottlenecks
+    assert optimized[False]["elementwise_mul"] - optimized[True]["elementwise_mul"] == bottlenecks
