@@ -59,35 +59,42 @@ def _add_norm(norm: nn.Layer, x, residual):
     return norm(x + residual)
 
 
+def _folds(norm: nn.Layer) -> bool:
+    """Whether an export (eval mode: no dropout) folds NoNorm ``norm`` into the dense before it."""
+    return tk.in_export() and isinstance(norm, NoNorm)
+
+
+def _folded(dense: nn.Linear, norm: NoNorm, x):
+    """``norm(dense(x))`` as one linear map, ``x (W * g) + (b * g + c)`` (NoNorm scale ``g``, shift ``c``):
+    paddle.inference folds the products of parameters into constants (common/inference.py runs
+    ``constant_folding_pass`` first) and runs one ``fc``."""
+    return F.linear(x, dense.weight * norm.weight, dense.bias * norm.weight + norm.bias)
+
+
 def _dense_add_norm(dense: nn.Linear, x, residual, norm: nn.Layer, dropout: nn.Layer | None = None):
-    """``norm(dropout(dense(x)) + residual)``. In an export (eval mode: no dropout) with a NoNorm of scale
-    ``g`` and shift ``c``: ``x (W * g) + (b * g + c) + residual * g``, one multiply-add fewer once the
-    products of parameters are constants (see :class:`TrainBottleneckLayer`)."""
-    if tk.in_export() and isinstance(norm, NoNorm):
-        return F.linear(x, dense.weight * norm.weight, dense.bias * norm.weight + norm.bias) + residual * norm.weight
+    """``norm(dropout(dense(x)) + residual)``; folded in an export: ``x (W * g) + (b * g + c) + residual * g``."""
+    if _folds(norm):
+        return _folded(dense, norm, x) + residual * norm.weight
     y = dense(x)
     return _add_norm(norm, y if dropout is None else dropout(y), residual)
 
 
 @tk.register
 class TrainBottleneckLayer(_pm.BottleneckLayer):
-    """In an export, dense + NoNorm as one linear map: ``(x W + b) * g + c = x (W * g) + (b * g + c)``.
-    paddle.inference folds the products of parameters into constants (common/inference.py runs
-    ``constant_folding_pass`` first) and runs one ``fc``."""
+    """Dense + NoNorm, folded in an export."""
 
     exported = True
 
     def forward(self, hidden_states):
-        norm = self.layer_norm
-        if tk.in_export() and isinstance(norm, NoNorm):
-            return F.linear(hidden_states, self.dense.weight * norm.weight, self.dense.bias * norm.weight + norm.bias)
+        if _folds(self.layer_norm):
+            return _folded(self.dense, self.layer_norm, hidden_states)
         return _pm.BottleneckLayer.forward(self, hidden_states)
 
 
 @tk.register
 class TrainAttention(_pm.MobileBertAttention):
-    """Attention through common/train_kernels.attend (also in exports), and the residual added inside
-    the NoNorm."""
+    """Attention through common/train_kernels.attend (also in exports); the output dense, residual add
+    and NoNorm through :func:`_dense_add_norm`."""
 
     exported = True
 
@@ -107,7 +114,7 @@ class TrainAttention(_pm.MobileBertAttention):
 
 @tk.register
 class TrainFFNOutput(_pm.FFNOutput):
-    exported = True  # _dense_add_norm
+    exported = True  # folded in exports (_dense_add_norm)
 
     def forward(self, hidden_states, residual_tensor):
         return _dense_add_norm(self.dense, hidden_states, residual_tensor, self.layer_norm)
@@ -115,7 +122,7 @@ class TrainFFNOutput(_pm.FFNOutput):
 
 @tk.register
 class TrainOutputBottleneck(_pm.OutputBottleneck):
-    exported = True  # _dense_add_norm
+    exported = True  # folded in exports (_dense_add_norm)
 
     def forward(self, hidden_states, residual_tensor):
         return _dense_add_norm(self.dense, hidden_states, residual_tensor, self.layer_norm, self.dropout)
@@ -123,7 +130,7 @@ class TrainOutputBottleneck(_pm.OutputBottleneck):
 
 @tk.register
 class TrainOutput(_pm.MobileBertOutput):
-    exported = True  # _dense_add_norm
+    exported = True  # folded in exports (_dense_add_norm)
 
     def forward(self, intermediate_states, residual_tensor_1, residual_tensor_2):
         if not self.use_bottleneck:
