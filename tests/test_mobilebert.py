@@ -15,7 +15,7 @@ import transformers
 from paddlenlp.transformers.mobilebert import modeling as paddlenlp_mobilebert
 from safetensors.numpy import load_file, save_file
 
-from common.compare import compare_main, diff_outputs, run_both, run_paddle, token_rel
+from common.compare import compare_main, diff_outputs, make_batch, run_both, run_paddle, run_torch, token_rel
 from common.convert import convert_checkpoint
 from common.errors import UserError
 from conftest import REPO
@@ -271,12 +271,9 @@ def test_export_folds_nonorm_scales_into_the_denses(tmp_path):
     _edit(torch_dir, scatter)
     paddle_dir = str(tmp_path / "paddle")
     convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
-    mask = np.array([[1] * 11, [1] * 7 + [0] * 4, [1] * 3 + [0] * 8])
-    batch = {"input_ids": np.random.default_rng(2).integers(5, len(VOCAB), (3, 11)) * mask,
-             "token_type_ids": np.array([[0] * 5 + [1] * 6] * 3) * mask, "attention_mask": mask}
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
-    with torch.no_grad():
-        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    batch = make_batch(torch_dir, paddle_dir)  # the comparison's padded batch, both token types
+    assert (batch["attention_mask"] == 0).any() and (batch["token_type_ids"] == 1).any()
+    ref = run_torch(torch_dir, batch, has_head=True)["logits"]
     layers, ffns = 2, TINY["num_feedforward_networks"]
     # NoNorms after a dense and a residual add: the attention output, one per extra FFN, the output and its
     # bottleneck; 2 bottleneck inputs per layer (a dense, no residual); the embeddings' one
