@@ -7,9 +7,11 @@ An exported model takes ``input_ids``, ``token_type_ids`` and ``attention_mask``
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import functools
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +19,7 @@ import paddle
 
 from common import train_kernels
 from common.errors import UserError
-from common.hardware import onednn_bf16_missing
+from common.hardware import cpu_flags, onednn_bf16_missing
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 PREFIX = "inference"  # <dir>/inference.pdmodel, <dir>/inference.pdiparams
@@ -29,6 +31,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # host, 1767 against 1804 ms in fp32, 901 against 1009 ms in bf16.
 ONEDNN_EXCLUDED = frozenset({"pad", "reshape2"})
 CUSTOM_PREFIX = "ct_"  # this repo's operators (common/train_kernels.cc), CPU only
+# A bf16 predictor runs token-major attention as ct_attention_bf16 (bf16 products, VDPBF16PS) where the CPU
+# has AVX512-BF16: paddle's bf16 passes leave custom operators in fp32.
+ATTENTION, BF16_ATTENTION = "ct_attention", "ct_attention_bf16"
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -129,11 +134,11 @@ class PredictorOptions:
             raise UserError("fp16 runs through TensorRT: set tensorrt")
 
 
-def _config(prefix: str, opt: PredictorOptions, op_types: set[str]):
+def _config(program: str, params: str, opt: PredictorOptions, op_types: set[str]):
     from paddle import inference
 
     opt.check()
-    config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
+    config = inference.Config(program, params)
     config.disable_glog_info()
     config.switch_ir_optim(opt.ir_optim)
     config.enable_memory_optim()
@@ -174,8 +179,32 @@ def _op_list(pdmodel: str) -> list[str]:
     return [desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())]
 
 
+def bf16_attention(options: PredictorOptions) -> bool:
+    """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION`."""
+    return options.device == "cpu" and options.precision == "bf16" and "avx512_bf16" in cpu_flags()
+
+
+def _write_bf16_attention(pdmodel: str, out: str) -> None:
+    """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
+    :data:`BF16_ATTENTION`."""
+    from paddle.base import core
+
+    with open(pdmodel, "rb") as f:
+        desc = core.ProgramDesc(f.read())
+    for b in range(desc.num_blocks()):
+        block = desc.block(b)
+        for i in range(block.op_size()):
+            op = block.op(i)
+            if op.type() == ATTENTION and not op.attr("channels_first"):
+                op.set_type(BF16_ATTENTION)
+    with open(out, "wb") as f:
+        f.write(desc.serialize_to_string())
+
+
+@contextlib.contextmanager
 def _model_config(prefix: str, options: PredictorOptions):
-    """The predictor config of the exported model; this repo's operators it holds are registered."""
+    """The predictor config of the exported model, valid inside the block (create the predictor there);
+    this repo's operators it holds are registered, and a bf16 config runs :func:`bf16_attention`."""
     op_types = op_types_of(prefix)
     custom = custom_ops(op_types)
     if custom and options.device != "cpu":
@@ -183,7 +212,12 @@ def _model_config(prefix: str, options: PredictorOptions):
                         "for another device, export with --portable")
     if custom:
         train_kernels.kernels()  # registers them in this process
-    return _config(prefix, options, op_types)
+    with tempfile.TemporaryDirectory(prefix="compact_bert_program_") as work:
+        program = prefix + ".pdmodel"
+        if ATTENTION in op_types and bf16_attention(options):
+            program = os.path.join(work, PREFIX + ".pdmodel")
+            _write_bf16_attention(prefix + ".pdmodel", program)
+        yield _config(program, prefix + ".pdiparams", options, op_types)
 
 
 def op_counts(prefix: str) -> collections.Counter:
@@ -201,10 +235,10 @@ def optimized_op_counts(prefix: str, options: PredictorOptions, work_dir: str) -
     ``options``, after its IR passes (the optimized program is written under ``work_dir``)."""
     from paddle import inference
 
-    config = _model_config(prefix, options)
-    config.enable_save_optim_model(True)
-    config.set_optim_cache_dir(work_dir)
-    inference.create_predictor(config)
+    with _model_config(prefix, options) as config:
+        config.enable_save_optim_model(True)
+        config.set_optim_cache_dir(work_dir)
+        inference.create_predictor(config)
     return collections.Counter(_op_list(os.path.join(work_dir, "_optimized.pdmodel")))
 
 
@@ -236,7 +270,8 @@ class Predictor:
         if not os.path.isfile(prefix + ".pdmodel"):
             raise UserError(f"{prefix}.pdmodel: missing (export the model first)")
         self.options = options = options or PredictorOptions()
-        self.predictor = inference.create_predictor(_model_config(prefix, options))
+        with _model_config(prefix, options) as config:
+            self.predictor = inference.create_predictor(config)
         self.inputs = {n: self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()}
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
 

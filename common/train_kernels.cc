@@ -6,6 +6,7 @@
 // dimension is the last one unless an op's comment gives another layout.
 #include "paddle/extension.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -131,6 +132,8 @@ class AttentionMask {
   }
   // The key values that query qi of sample b adds.
   const float* row(int64_t b, int64_t qi) const { return data_ + (b * rows_ + (rows_ == 1 ? 0 : qi)) * key_; }
+  // From one query's row to the next's: 0 where every query adds the same row.
+  int64_t stride() const { return rows_ == 1 ? 0 : key_; }
 
  private:
   int64_t key_, rows_;
@@ -1147,5 +1150,210 @@ PD_BUILD_OP(ct_attention)
     .Outputs({"Out"})
     .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
     .SetKernelFn(PD_KERNEL(AttentionForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));
+
+// ---- the same attention with bfloat16 products (bf16 inference: paddle.inference's bf16 predictor runs this op
+// in place of ct_attention; common/inference.py renames it in the program). Token-major only. Q, K, V, the
+// probabilities P are rounded to bf16, products summed in fp32 (VDPBF16PS), softmax in fp32.
+#ifdef __AVX512BF16__
+namespace {
+
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
+
+// C[R x n] (fp32, n <= 16 NV) = (A B) * alpha[r] + add[r add_ld + j] (add optional) with A [R x k2] words of bf16
+// pairs along k (row stride lda words) and B [k2 x >= 16 NV] words, word (p, j) the pair B[2p, j], B[2p + 1, j]
+// (row stride ldb words).
+struct Epilogue {
+  const float* alpha;  // per row
+  const float* add;    // nullptr: none
+  int64_t add_ld;      // 0: one add row for all rows
+};
+
+template <int R, int NV>
+inline void bf16_tile(int64_t k2, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c, int64_t ldc,
+                      __mmask16 tail, Epilogue e) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k2; ++p) {
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + p * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 alpha = _mm512_set1_ps(e.alpha[r]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v == NV - 1 ? tail : 0xFFFF;
+      const __m512 add = e.add ? _mm512_maskz_loadu_ps(m, e.add + r * e.add_ld + 16 * v) : _mm512_setzero_ps();
+      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, m, _mm512_fmadd_ps(acc[r][v], alpha, add));
+    }
+  }
+}
+
+template <int R>
+void bf16_rows(int64_t n, int64_t k2, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c, int64_t ldc,
+               Epilogue e) {
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t w = std::min<int64_t>(64, n - j);
+    const __mmask16 tail = first_lanes(w - (w - 1) / 16 * 16);
+    const Epilogue ej{e.alpha, e.add ? e.add + j : nullptr, e.add_ld};
+    switch ((w + 15) / 16) {
+      case 1: bf16_tile<R, 1>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
+      case 2: bf16_tile<R, 2>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
+      case 3: bf16_tile<R, 3>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
+      default: bf16_tile<R, 4>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
+    }
+  }
+}
+
+// C [m x n] as in bf16_tile, in tiles of 6 rows by 64 columns (24 fp32 accumulators in registers).
+void bf16_gemm(int64_t m, int64_t n, int64_t k2, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c,
+               int64_t ldc, Epilogue e) {
+  int64_t i = 0;
+  for (; i + 6 <= m; i += 6) {
+    bf16_rows<6>(n, k2, a + i * lda, lda, b, ldb, c + i * ldc, ldc,
+                 {e.alpha + i, e.add ? e.add + i * e.add_ld : nullptr, e.add_ld});
+  }
+  a += i * lda;
+  c += i * ldc;
+  e = {e.alpha + i, e.add ? e.add + i * e.add_ld : nullptr, e.add_ld};
+  switch (m - i) {
+    case 1: bf16_rows<1>(n, k2, a, lda, b, ldb, c, ldc, e); break;
+    case 2: bf16_rows<2>(n, k2, a, lda, b, ldb, c, ldc, e); break;
+    case 3: bf16_rows<3>(n, k2, a, lda, b, ldb, c, ldc, e); break;
+    case 4: bf16_rows<4>(n, k2, a, lda, b, ldb, c, ldc, e); break;
+    case 5: bf16_rows<5>(n, k2, a, lda, b, ldb, c, ldc, e); break;
+  }
+}
+
+// n floats to bf16 at out, then a zero to an even count.
+inline void to_bf16(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+  if (n % 2) out[n] = 0;
+}
+
+// e^x for x <= 0: 2^n e^r, |r| <= ln 2 / 2, e^r to degree 4 (relative error below 5e-5: the result is rounded to
+// bf16, whose step is 8e-3).
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945309f), x);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.f / 24), r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// out = bf16(exp(x - max x)) over the k values of x, zero padded to an even count; returns 1 / their sum (the
+// softmax's normalisation, left to the caller).
+float exp_to_bf16(const float* x, int64_t k, uint16_t* out) {
+  __m512 mx = _mm512_set1_ps(-3.0e38f);
+  for (int64_t i = 0; i < k; i += 16) mx = _mm512_mask_max_ps(mx, first_lanes(k - i), mx, _mm512_loadu_ps(x + i));
+  const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 m = first_lanes(k - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), top)));
+    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(e));
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (k % 2) out[k] = 0;
+  return 1.f / _mm512_reduce_add_ps(sum);
+}
+
+// Word (p, c) of out (row stride ld words) = the bf16 pair x[2p, c], x[2p + 1, c] of rows x[0 .. rows) of n floats
+// (row stride ldx; a missing last row is zero).
+void pair_rows(const float* x, int64_t rows, int64_t n, int64_t ldx, uint32_t* out, int64_t ld) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                              21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t p = 0; 2 * p < rows; ++p) {
+    const float* x0 = x + 2 * p * ldx;
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 m = first_lanes(n - c);
+      const __m512 lo = _mm512_maskz_loadu_ps(m, x0 + c);
+      const __m512 hi = 2 * p + 1 < rows ? _mm512_maskz_loadu_ps(m, x0 + ldx + c) : _mm512_setzero_ps();
+      _mm512_storeu_si512(out + p * ld + c, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+std::vector<paddle::Tensor> AttentionBf16Forward(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                                                 const paddle::Tensor& m, int64_t heads, float scale, bool channels_first) {
+#ifndef __AVX512BF16__
+  PD_THROW("ct_attention_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
+#else
+  check_float(q, "attention query");
+  check_float(k, "attention key");
+  check_float(v, "attention value");
+  PD_CHECK(!channels_first, "ct_attention_bf16 takes token-major [batch, length, width] query, key and value");
+  const auto qs = q.shape(), ks = k.shape();
+  PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[2] == qs[2],
+           "attention takes query [batch, query, width] and key, value [batch, key, width]");
+  const int64_t batch = qs[0], nq = qs[1], nk = ks[1], width = qs[2], size = width / heads;
+  PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
+  const AttentionMask additive(m, batch, nq, nk);
+  auto out = paddle::empty(qs, q.dtype(), q.place());
+  const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
+  float* po = out.data<float>();
+  // Per thread: Q and K as rows of bf16 pairs, K^T and V as pair rows (padded to 16 words), probabilities of a
+  // block of query rows as bf16 pairs, their fp32 scores.
+  const int64_t size2 = (size + 1) / 2, nk2 = (nk + 1) / 2, nk_pad = (nk + 15) / 16 * 16,
+                size_pad = (size + 15) / 16 * 16, block = 24;
+#pragma omp parallel
+  {
+    std::vector<uint32_t> qb(nq * size2), kb(nk * size2), kt(size2 * nk_pad), vp(nk2 * size_pad), probs(block * nk2);
+    std::vector<float> scores(block * nk), scales(block, scale), norms(block);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t oq = b * nq * width + h * size, ok = b * nk * width + h * size;
+        for (int64_t i = 0; i < nq; ++i) to_bf16(pq + oq + i * width, size, reinterpret_cast<uint16_t*>(&qb[i * size2]));
+        for (int64_t j = 0; j < nk; ++j) to_bf16(pk + ok + j * width, size, reinterpret_cast<uint16_t*>(&kb[j * size2]));
+        for (int64_t j = 0; j < nk; ++j)
+          for (int64_t p = 0; p < size2; ++p) kt[p * nk_pad + j] = kb[j * size2 + p];
+        pair_rows(pv + ok, nk, size, width, vp.data(), size_pad);
+        for (int64_t i = 0; i < nq; i += block) {
+          const int64_t rows = std::min(block, nq - i);
+          // scores = Q K^T * scale + M, probabilities exp(scores - max) and their row sums' inverses,
+          // Out = probabilities V / sums
+          bf16_gemm(rows, nk, size2, &qb[i * size2], size2, kt.data(), nk_pad, scores.data(), nk,
+                    {scales.data(), additive.row(b, i), additive.stride()});
+          for (int64_t r = 0; r < rows; ++r) {
+            norms[r] = exp_to_bf16(&scores[r * nk], nk, reinterpret_cast<uint16_t*>(&probs[r * nk2]));
+          }
+          bf16_gemm(rows, size, nk2, probs.data(), nk2, vp.data(), size_pad, po + oq + i * width, width,
+                    {norms.data(), nullptr, 0});
+        }
+      }
+    }
+  }
+  return {out};
+#endif
+}
+
+PD_BUILD_OP(ct_attention_bf16)
+    .Inputs({"Q", "K", "V", "M"})
+    .Outputs({"Out"})
+    .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
+    .SetKernelFn(PD_KERNEL(AttentionBf16Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
     .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));

@@ -9,6 +9,7 @@ import pytest
 
 from common import train_kernels as tk
 from common.bench_models import MODELS, build_pair
+from common.hardware import cpu_flags, onednn_bf16_missing
 from common.inference import math_threads
 from common.malloc import retain_freed_memory
 
@@ -193,6 +194,55 @@ def test_attention_operator_rejects_shapes_it_does_not_take():
     with pytest.raises(OSError, match=r"attention takes query \[batch, query, width\]"):
         tk.kernels().ct_attention(q, paddle.rand([2, 5, 12]), paddle.rand([2, 5, 12]), paddle.zeros([2, 1, 1, 5]),
                                   3, 1.0, False)
+
+
+BF16_CPU = "avx512_bf16" in cpu_flags()
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_attention_bf16 runs on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("query_rows, keys, size, per_query_mask",
+                         [(5, 7, 5, False), (37, 37, 26, True), (130, 129, 64, False)])
+def test_bf16_attention_operator_within_bf16_rounding_of_fp32(query_rows, keys, size, per_query_mask):
+    """The bf16-product attention of bf16 inference against the fp32 operator (tested against paddle's ops
+    above): odd head sizes and key counts (zero-padded bf16 pairs), TinyBERT's head size 26, more queries
+    than one block of rows and more keys than one 64-column tile, padding masks per sample or per query."""
+    rng = np.random.default_rng(size)
+    q = paddle.to_tensor(rng.normal(size=(2, query_rows, 3 * size)).astype("float32"))
+    k, v = (paddle.to_tensor(rng.normal(size=(2, keys, 3 * size)).astype("float32")) for _ in range(2))
+    mask = np.where(rng.random((2, 1, query_rows if per_query_mask else 1, keys)) < 0.3, -1e4, 0.0)
+    mask[..., 0] = 0
+    mask = paddle.to_tensor(mask.astype("float32"))
+    want = tk.attention(q, k, v, mask, 3).numpy()
+    with _threads(3):
+        got = tk.kernels().ct_attention_bf16(q, k, v, mask, 3, size**-0.5, False).numpy()
+    err = np.abs(got - want)
+    assert err.max() < 0.02 and 1e-5 < err.mean() < 2e-3  # bf16 rounding of q, k, v and the probabilities
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_attention_bf16 runs on CPUs with AVX512-BF16")
+def test_bf16_attention_operator_takes_token_major_inputs_only():
+    q = paddle.rand([2, 15, 5])
+    with pytest.raises(OSError, match="ct_attention_bf16 takes token-major"):
+        tk.kernels().ct_attention_bf16(q, q, q, paddle.zeros([2, 1, 1, 5]), 3, 1.0, True)
+
+
+def test_bf16_predictor_runs_the_bf16_attention_operator(tmp_path):
+    """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 where the CPU has
+    AVX512-BF16 (ct_attention elsewhere, and in fp32); the exported program itself is unchanged."""
+    from common.inference import PredictorOptions, export_static, op_counts, optimized_op_counts
+
+    _, model, config = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    prefix = export_static(model, str(tmp_path / "static"))
+    layers = config["num_hidden_layers"]
+    assert op_counts(prefix)["ct_attention"] == layers
+    fp32 = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fp32"))
+    assert fp32["ct_attention"] == layers and "ct_attention_bf16" not in fp32
+    if onednn_bf16_missing():
+        pytest.skip("paddle.inference has no bf16 on this CPU (test_paddle_bf16_needs_avx512)")
+    bf16 = optimized_op_counts(prefix, PredictorOptions(threads=2, precision="bf16"), str(tmp_path / "bf16"))
+    renamed = layers if BF16_CPU else 0
+    assert bf16["ct_attention_bf16"] == renamed and bf16["ct_attention"] == layers - renamed
+    assert op_counts(prefix)["ct_attention"] == layers
 
 
 def test_attend_is_one_operator_without_gradient(monkeypatch):
