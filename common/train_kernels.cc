@@ -1168,6 +1168,8 @@ struct Epilogue {
   const float* alpha;  // per row
   const float* add;    // nullptr: none
   int64_t add_ld;      // 0: one add row for all rows
+  // The epilogue of the block from row i, column j on.
+  Epilogue at(int64_t i, int64_t j) const { return {alpha + i, add ? add + i * add_ld + j : nullptr, add_ld}; }
 };
 
 template <int R, int NV>
@@ -1207,7 +1209,7 @@ void bf16_rows(int64_t n, int64_t k2, const uint32_t* a, int64_t lda, const uint
   for (int64_t j = 0; j < n; j += 64) {
     const int64_t w = std::min<int64_t>(64, n - j);
     const __mmask16 tail = first_lanes(w - (w - 1) / 16 * 16);
-    const Epilogue ej{e.alpha, e.add ? e.add + j : nullptr, e.add_ld};
+    const Epilogue ej = e.at(0, j);
     switch ((w + 15) / 16) {
       case 1: bf16_tile<R, 1>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
       case 2: bf16_tile<R, 2>(k2, a, lda, b + j, ldb, c + j, ldc, tail, ej); break;
@@ -1221,13 +1223,10 @@ void bf16_rows(int64_t n, int64_t k2, const uint32_t* a, int64_t lda, const uint
 void bf16_gemm(int64_t m, int64_t n, int64_t k2, const uint32_t* a, int64_t lda, const uint32_t* b, int64_t ldb, float* c,
                int64_t ldc, Epilogue e) {
   int64_t i = 0;
-  for (; i + 6 <= m; i += 6) {
-    bf16_rows<6>(n, k2, a + i * lda, lda, b, ldb, c + i * ldc, ldc,
-                 {e.alpha + i, e.add ? e.add + i * e.add_ld : nullptr, e.add_ld});
-  }
+  for (; i + 6 <= m; i += 6) bf16_rows<6>(n, k2, a + i * lda, lda, b, ldb, c + i * ldc, ldc, e.at(i, 0));
   a += i * lda;
   c += i * ldc;
-  e = {e.alpha + i, e.add ? e.add + i * e.add_ld : nullptr, e.add_ld};
+  e = e.at(i, 0);
   switch (m - i) {
     case 1: bf16_rows<1>(n, k2, a, lda, b, ldb, c, ldc, e); break;
     case 2: bf16_rows<2>(n, k2, a, lda, b, ldb, c, ldc, e); break;
