@@ -13,6 +13,7 @@ import functools
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import paddle
@@ -171,12 +172,24 @@ def _config(program: str, params: str, opt: PredictorOptions, op_types: set[str]
     return config
 
 
-def _op_list(pdmodel: str) -> list[str]:
+def _program(pdmodel: str):
+    """The program desc of a ``.pdmodel`` file."""
     from paddle.base import core
 
     with open(pdmodel, "rb") as f:
-        desc = core.ProgramDesc(f.read())
-    return [desc.block(b).op(i).type() for b in range(desc.num_blocks()) for i in range(desc.block(b).op_size())]
+        return core.ProgramDesc(f.read())
+
+
+def _ops(desc) -> Iterator:
+    """Every operator of a program desc, block by block (use each before the desc goes: they point into it)."""
+    for b in range(desc.num_blocks()):
+        block = desc.block(b)
+        for i in range(block.op_size()):
+            yield block.op(i)
+
+
+def _op_list(pdmodel: str) -> list[str]:
+    return [op.type() for op in _ops(_program(pdmodel))]
 
 
 def bf16_attention(options: PredictorOptions) -> bool:
@@ -187,16 +200,10 @@ def bf16_attention(options: PredictorOptions) -> bool:
 def _write_bf16_attention(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
     :data:`BF16_ATTENTION`."""
-    from paddle.base import core
-
-    with open(pdmodel, "rb") as f:
-        desc = core.ProgramDesc(f.read())
-    for b in range(desc.num_blocks()):
-        block = desc.block(b)
-        for i in range(block.op_size()):
-            op = block.op(i)
-            if op.type() == ATTENTION and not op.attr("channels_first"):
-                op.set_type(BF16_ATTENTION)
+    desc = _program(pdmodel)
+    for op in _ops(desc):
+        if op.type() == ATTENTION and not op.attr("channels_first"):
+            op.set_type(BF16_ATTENTION)
     with open(out, "wb") as f:
         f.write(desc.serialize_to_string())
 
