@@ -12,7 +12,7 @@ from common.errors import UserError
 from common.flops import forward_flops
 from common.hardware import onednn_bf16_missing
 from conftest import REPO, run_script, user_error
-from tiny_checkpoints import save_tiny
+from tiny_checkpoints import padded_batch, save_tiny
 
 # Tiny configs shaped like the real ones (groups, bottlenecks, head_ratio, embedding projection):
 # name -> (model_type, config overrides), for the export checks.
@@ -108,16 +108,6 @@ def classifiers(tmp_path_factory):
     return dirs
 
 
-def _padded(batch: int, seq: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(2, seq + 1, size=batch)
-    lengths[0] = seq
-    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    ids = np.where(mask == 1, rng.integers(5, 60, size=(batch, seq)), 0)
-    token_type = ((np.arange(seq)[None, :] >= lengths[:, None] // 2) & (mask == 1)).astype(np.int64)
-    return {"input_ids": ids, "token_type_ids": token_type, "attention_mask": mask}
-
-
 @pytest.mark.parametrize("name", EXPORTED)
 def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
     """export.py: within 1e-4 of dygraph on the padded comparison batch (checked by the CLI itself),
@@ -134,7 +124,7 @@ def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
     assert report["check_batch"]["padded"] and set(report["max_abs_diff"]) == {"onednn", "native"}
 
     model = load_model_dir(classifiers[name])
-    batch = _padded(3, 13, seed=7)
+    batch = padded_batch(3, 13, seed=7)
     ref = run_dygraph(model, batch)
     for onednn in (True, False):
         got = Predictor(str(out / "inference"), PredictorOptions(threads=2, onednn=onednn))(batch)
@@ -163,7 +153,7 @@ def test_export_onnx_matches_dygraph(name, classifiers, tmp_path, capsys):
     report = json.loads((out / "export.json").read_text())
     assert report["onnx"] and report["portable"] and report["max_abs_diff"]["onnxruntime"]["logits"] <= 1e-4
     assert not any(t.startswith("ct_") for t in op_types_of(str(out / "inference")))
-    batch = _padded(4, 11, seed=5)
+    batch = padded_batch(4, 11, seed=5)
     got = OnnxPredictor(str(out / "inference.onnx"), threads=2)(batch)
     assert max(max_abs_diff(run_dygraph(load_model_dir(classifiers[name]), batch), got)) <= 1e-4
 
@@ -200,7 +190,7 @@ def test_convbert_export_span_operator_and_portable(classifiers, tmp_path):
     assert not {"pad", "pad3d"} & ops[portable]
     assert json.loads((portable / "export.json").read_text())["portable"] is True
 
-    batch = _padded(3, 13, seed=3)
+    batch = padded_batch(3, 13, seed=3)
     np.savez(tmp_path / "batch.npz", **batch)
     ours = Predictor(str(fast / "inference"), PredictorOptions(threads=2))(batch)
     theirs = Predictor(str(portable / "inference"), PredictorOptions(threads=2))(batch)
@@ -405,7 +395,7 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
     prefix = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "static"))
     assert not {t for t in op_types_of(prefix) if "conv" in t}
-    batch = _padded(3, 11, seed=3)
+    batch = padded_batch(3, 11, seed=3)
     torch_model = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
     with torch.no_grad():
         ref = torch_model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()

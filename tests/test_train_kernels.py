@@ -12,6 +12,7 @@ from common.bench_models import MODELS, build_pair
 from common.hardware import cpu_flags, onednn_bf16_missing
 from common.inference import math_threads
 from common.malloc import retain_freed_memory
+from tiny_checkpoints import padded_batch
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -41,12 +42,8 @@ def _threads(n):
 
 
 def _padded_batch(vocab):
-    """Three sequences of 12 tokens, two padded (mask 0), both token types."""
-    rng = np.random.default_rng(3)
-    mask = np.array([[1] * 12, [1] * 8 + [0] * 4, [1] * 5 + [0] * 7])
-    return {"input_ids": paddle.to_tensor(rng.integers(5, vocab, (3, 12)) * mask),
-            "token_type_ids": paddle.to_tensor(np.array([[0] * 6 + [1] * 6] * 3)),
-            "attention_mask": paddle.to_tensor(mask)}
+    """Three sequences of 12 tokens (lengths 12, 2 and 3), both token types, as paddle tensors."""
+    return {k: paddle.to_tensor(v) for k, v in padded_batch(3, 12, seed=3, vocab=vocab).items()}
 
 
 @pytest.mark.parametrize("name", ["bert-base-uncased", "squeezebert-uncased", "mobilebert-uncased", "conv-bert-small"])

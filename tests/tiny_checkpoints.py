@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import transformers
 
@@ -46,3 +47,15 @@ def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0
     slow = transformers.BertTokenizer(vocab_file=vocab_file, do_lower_case=True)
     slow.save_pretrained(path)
     return path
+
+
+def padded_batch(batch: int, seq: int, seed: int, vocab: int = 60) -> dict[str, np.ndarray]:
+    """int64 model inputs: ids drawn from [5, vocab), the first row full length and the others padded to
+    random lengths (attention mask 0, id 0), token type 1 from the middle of each row's tokens on."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, seq + 1, size=batch)
+    lengths[0] = seq
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(5, vocab, size=(batch, seq)), 0)
+    token_type = ((np.arange(seq)[None, :] >= lengths[:, None] // 2) & (mask == 1)).astype(np.int64)
+    return {"input_ids": ids, "token_type_ids": token_type, "attention_mask": mask}
