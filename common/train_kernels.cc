@@ -1089,9 +1089,15 @@ PD_BUILD_GRAD_OP(ct_span_conv)
 // [batch, 1, 1 or query, key] mask. One task per sample and head, whose scores stay in the thread's cache
 // between the two GEMMs.
 
-std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
-                                             const paddle::Tensor& m, int64_t heads, float scale,
-                                             bool channels_first) {
+namespace {
+
+struct AttentionSizes {
+  int64_t batch, nq, nk, width, size;  // queries, keys, heads x size
+};
+
+// The sizes of the attention operators' Q, K, V for ``heads`` heads, each checked.
+AttentionSizes attention_sizes(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v, int64_t heads,
+                               bool channels_first) {
   check_float(q, "attention query");
   check_float(k, "attention key");
   check_float(v, "attention value");
@@ -1100,10 +1106,19 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
   PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[c] == qs[c],
            "attention takes query [batch, query, width] and key, value [batch, key, width] (channels_first: "
            "[batch, width, query] and [batch, width, key])");
-  const int64_t batch = qs[0], nq = qs[t], nk = ks[t], width = qs[c], size = width / heads;
-  PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
+  const int64_t width = qs[c];
+  PD_CHECK(heads > 0 && width % heads == 0, "attention: width ", width, " not divisible by heads ", heads);
+  return {qs[0], qs[t], ks[t], width, width / heads};
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                                             const paddle::Tensor& m, int64_t heads, float scale,
+                                             bool channels_first) {
+  const auto [batch, nq, nk, width, size] = attention_sizes(q, k, v, heads, channels_first);
   const AttentionMask additive(m, batch, nq, nk);
-  auto out = paddle::empty(qs, q.dtype(), q.place());
+  auto out = paddle::empty(q.shape(), q.dtype(), q.place());
   const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
   float* po = out.data<float>();
   bool failed = false;
@@ -1300,17 +1315,10 @@ std::vector<paddle::Tensor> AttentionBf16Forward(const paddle::Tensor& q, const 
 #ifndef __AVX512BF16__
   PD_THROW("ct_attention_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
 #else
-  check_float(q, "attention query");
-  check_float(k, "attention key");
-  check_float(v, "attention value");
   PD_CHECK(!channels_first, "ct_attention_bf16 takes token-major [batch, length, width] query, key and value");
-  const auto qs = q.shape(), ks = k.shape();
-  PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[2] == qs[2],
-           "attention takes query [batch, query, width] and key, value [batch, key, width]");
-  const int64_t batch = qs[0], nq = qs[1], nk = ks[1], width = qs[2], size = width / heads;
-  PD_CHECK(heads > 0 && size * heads == width, "attention: width ", width, " not divisible by heads ", heads);
+  const auto [batch, nq, nk, width, size] = attention_sizes(q, k, v, heads, false);
   const AttentionMask additive(m, batch, nq, nk);
-  auto out = paddle::empty(qs, q.dtype(), q.place());
+  auto out = paddle::empty(q.shape(), q.dtype(), q.place());
   const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
   float* po = out.data<float>();
   // Per thread: Q and K as rows of bf16 pairs, K^T and V as pair rows (padded to 16 words), probabilities of a

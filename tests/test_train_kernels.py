@@ -186,8 +186,9 @@ def test_attention_operator_rejects_shapes_it_does_not_take():
     q = paddle.rand([2, 5, 15])
     with pytest.raises(OSError, match=r"attention mask must be \[batch, 1, 1 or query, key\]"):
         tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 3, 5]), 3, 1.0, False)
-    with pytest.raises(OSError, match="attention: width 15 not divisible by heads 4"):
-        tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 1, 5]), 4, 1.0, False)
+    for heads in (4, 0):  # 0 checked before dividing by it
+        with pytest.raises(OSError, match=f"attention: width 15 not divisible by heads {heads}"):
+            tk.kernels().ct_attention(q, q, q, paddle.zeros([2, 1, 1, 5]), heads, 1.0, False)
     with pytest.raises(OSError, match=r"attention takes query \[batch, query, width\]"):
         tk.kernels().ct_attention(q, paddle.rand([2, 5, 12]), paddle.rand([2, 5, 12]), paddle.zeros([2, 1, 1, 5]),
                                   3, 1.0, False)
