@@ -1260,17 +1260,15 @@ inline void to_bf16(const float* x, int64_t n, uint16_t* out) {
   if (n % 2) out[n] = 0;
 }
 
-// e^x for x <= 0: 2^n e^r, |r| <= ln 2 / 2, e^r to degree 4 (relative error below 5e-5: the result is rounded to
-// bf16, whose step is 8e-3).
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-88.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945309f), x);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.f / 24), r, _mm512_set1_ps(1.f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+// 2^t for t <= 0: 2^n 2^f with n = round(t), |f| <= 1/2, 2^f a degree-3 minimax polynomial (relative error
+// below 7.5e-5; the result is rounded to bf16, whose step is 8e-3). Below -126, 2^-126.
+inline __m512 exp2_nonpositive(__m512 t) {
+  t = _mm512_max_ps(t, _mm512_set1_ps(-126.f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(5.517166875e-2f), f, _mm512_set1_ps(2.426111479e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.932609878e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999280720e-1f));
   return _mm512_scalef_ps(p, n);
 }
 
@@ -1279,13 +1277,14 @@ inline __m512 exp_nonpositive(__m512 x) {
 float exp_to_bf16(const float* x, int64_t k, uint16_t* out) {
   __m512 mx = _mm512_set1_ps(-3.0e38f);
   for (int64_t i = 0; i < k; i += 16) mx = _mm512_mask_max_ps(mx, first_lanes(k - i), mx, _mm512_loadu_ps(x + i));
-  const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 top = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(mx)), log2e);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 m = first_lanes(k - i);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), top)));
+    const __m512 e = exp2_nonpositive(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), log2e, top));  // (x - max) log2 e
     _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(e));
-    sum = _mm512_add_ps(sum, e);
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
   }
   if (k % 2) out[k] = 0;
   return 1.f / _mm512_reduce_add_ps(sum);
