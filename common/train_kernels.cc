@@ -1276,7 +1276,10 @@ inline __m512 exp2_nonpositive(__m512 t) {
 // softmax's normalisation, left to the caller).
 float exp_to_bf16(const float* x, int64_t k, uint16_t* out) {
   __m512 mx = _mm512_set1_ps(-3.0e38f);
-  for (int64_t i = 0; i < k; i += 16) mx = _mm512_mask_max_ps(mx, first_lanes(k - i), mx, _mm512_loadu_ps(x + i));
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 m = first_lanes(k - i);
+    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + i));  // no read past x[k - 1]
+  }
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
   const __m512 top = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(mx)), log2e);
   __m512 sum = _mm512_setzero_ps();
