@@ -13,7 +13,7 @@ precede paddle's native libraries live here, once:
   global symbol scope; a paddle loaded after it then runs oneDNN's parallel regions on that GNU
   OpenMP and its own loops and MKL on Intel's libiomp5: two thread pools on the same cores. On a
   2-core Zen 4, paddle.inference's BERT-base at batch 1 took 179-192 ms that way, 130-135 ms with
-  paddle first (README, "Why targets are missed").
+  paddle first (results/README.md, "Why targets are missed").
 """
 import os
 import sys
