@@ -33,8 +33,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ONEDNN_EXCLUDED = frozenset({"pad", "reshape2"})
 CUSTOM_PREFIX = "ct_"  # this repo's operators (common/train_kernels.cc), CPU only
 # A bf16 predictor runs token-major attention as ct_attention_bf16 (bf16 products, VDPBF16PS) where the CPU
-# has AVX512-BF16: paddle's bf16 passes leave custom operators in fp32.
+# has AVX512-BF16: paddle's bf16 passes leave custom operators in fp32. The program marks it bfloat16 and names
+# Q, K, V as cpu_bfloat16_pass's converted inputs (X, Y, Input; the mask stays fp32), so the projections' fcs
+# write bf16 for it and its bf16 output goes into the next fc, with no conversion operators in between.
 ATTENTION, BF16_ATTENTION = "ct_attention", "ct_attention_bf16"
+BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -199,11 +202,15 @@ def bf16_attention(options: PredictorOptions) -> bool:
 
 def _write_bf16_attention(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
-    :data:`BF16_ATTENTION`."""
+    :data:`BF16_ATTENTION`, marked bfloat16, inputs renamed by :data:`BF16_ATTENTION_INPUTS`."""
     desc = _program(pdmodel)
     for op in _ops(desc):
         if op.type() == ATTENTION and not op.attr("channels_first"):
             op.set_type(BF16_ATTENTION)
+            for name, bf16_name in BF16_ATTENTION_INPUTS.items():
+                op.set_input(bf16_name, op.input(name))
+                op.remove_input(name)
+            op._set_str_attr("mkldnn_data_type", "bfloat16")
     with open(out, "wb") as f:
         f.write(desc.serialize_to_string())
 

@@ -1095,12 +1095,18 @@ struct AttentionSizes {
   int64_t batch, nq, nk, width, size;  // queries, keys, heads x size
 };
 
-// The sizes of the attention operators' Q, K, V for ``heads`` heads, each checked.
+// The sizes of the attention operators' Q, K, V for ``heads`` heads, each checked: float32, or with ``bf16``
+// also bfloat16, Q, K and V of one type.
 AttentionSizes attention_sizes(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v, int64_t heads,
-                               bool channels_first) {
-  check_float(q, "attention query");
-  check_float(k, "attention key");
-  check_float(v, "attention value");
+                               bool channels_first, bool bf16 = false) {
+  if (bf16 && q.dtype() == paddle::DataType::BFLOAT16) {
+    PD_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype() && q.is_cpu() && k.is_cpu() && v.is_cpu(),
+             "attention: query, key and value must be CPU tensors of one type (float32 or bfloat16)");
+  } else {
+    check_float(q, "attention query");
+    check_float(k, "attention key");
+    check_float(v, "attention value");
+  }
   const auto qs = q.shape(), ks = k.shape();
   const int c = channels_first ? 1 : 2, t = 3 - c;  // channel and token dimensions
   PD_CHECK(qs.size() == 3 && ks == v.shape() && ks.size() == 3 && ks[0] == qs[0] && ks[c] == qs[c],
@@ -1170,7 +1176,9 @@ PD_BUILD_OP(ct_attention)
 
 // ---- the same attention with bfloat16 products (bf16 inference: paddle.inference's bf16 predictor runs this op
 // in place of ct_attention; common/inference.py renames it in the program). Token-major only. Q, K, V, the
-// probabilities P are rounded to bf16, products summed in fp32 (VDPBF16PS), softmax in fp32.
+// probabilities P are rounded to bf16, products summed in fp32 (VDPBF16PS), softmax in fp32. Q, K, V are
+// float32 or bfloat16 (all one type), and Out has their type: in the bf16 predictor they come bf16 from the
+// projections' fcs and Out goes bf16 into the output fc, with no conversion operators in between.
 #ifdef __AVX512BF16__
 namespace {
 
@@ -1251,13 +1259,27 @@ void bf16_gemm(int64_t m, int64_t n, int64_t k2, const uint32_t* a, int64_t lda,
   }
 }
 
-// n floats to bf16 at out, then a zero to an even count.
-inline void to_bf16(const float* x, int64_t n, uint16_t* out) {
+// The values x[0 .. 16) where m is set (zero elsewhere) as bf16: rounded from fp32, or as they are.
+inline __m256i bf16_lanes(const float* x, __mmask16 m) {
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x));
+}
+inline __m256i bf16_lanes(const uint16_t* x, __mmask16 m) { return _mm256_maskz_loadu_epi16(m, x); }
+
+// n values (fp32 or bf16) to bf16 at out.
+template <class T>
+inline void to_bf16(const T* x, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = first_lanes(n - i);
-    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i)));
+    _mm256_mask_storeu_epi16(out + i, m, bf16_lanes(x + i, m));
   }
-  if (n % 2) out[n] = 0;
+}
+
+// A row of n values to bf16 pairs at out, the last pair zero-padded.
+template <class T>
+inline void pair_row(const T* x, int64_t n, uint32_t* out) {
+  uint16_t* o = reinterpret_cast<uint16_t*>(out);
+  to_bf16(x, n, o);
+  if (n % 2) o[n] = 0;
 }
 
 // 2^t for t <= 0: 2^n 2^f with n = round(t), |f| <= 1/2, 2^f a degree-3 minimax polynomial (relative error
@@ -1293,18 +1315,71 @@ float exp_to_bf16(const float* x, int64_t k, uint16_t* out) {
   return 1.f / _mm512_reduce_add_ps(sum);
 }
 
-// Word (p, c) of out (row stride ld words) = the bf16 pair x[2p, c], x[2p + 1, c] of rows x[0 .. rows) of n floats
-// (row stride ldx; a missing last row is zero).
-void pair_rows(const float* x, int64_t rows, int64_t n, int64_t ldx, uint32_t* out, int64_t ld) {
+// Word (p, c) of out (row stride ld words) = the bf16 pair x[2p, c], x[2p + 1, c] of rows x[0 .. rows) of n values
+// (fp32 or bf16; row stride ldx; a missing last row is zero).
+template <class T>
+void pair_rows(const T* x, int64_t rows, int64_t n, int64_t ldx, uint32_t* out, int64_t ld) {
   const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                                               21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   for (int64_t p = 0; 2 * p < rows; ++p) {
-    const float* x0 = x + 2 * p * ldx;
+    const T* x0 = x + 2 * p * ldx;
     for (int64_t c = 0; c < n; c += 16) {
       const __mmask16 m = first_lanes(n - c);
-      const __m512 lo = _mm512_maskz_loadu_ps(m, x0 + c);
-      const __m512 hi = 2 * p + 1 < rows ? _mm512_maskz_loadu_ps(m, x0 + ldx + c) : _mm512_setzero_ps();
-      _mm512_storeu_si512(out + p * ld + c, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+      const __m256i lo = bf16_lanes(x0 + c, m);
+      const __m256i hi = 2 * p + 1 < rows ? bf16_lanes(x0 + ldx + c, m) : _mm256_setzero_si256();
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      _mm512_storeu_si512(out + p * ld + c, _mm512_permutexvar_epi16(interleave, both));
+    }
+  }
+}
+
+// Out rows [rows x size] (row stride width) = P V * norms[r] for P [rows x k2 words] and V [k2 x size_pad words] of
+// bf16 pairs: fp32 in place, bf16 through an fp32 buffer of rows x size.
+inline void attention_out(int64_t rows, int64_t size, int64_t k2, const uint32_t* p, const uint32_t* v, int64_t size_pad,
+                          const float* norms, float* out, int64_t width, float*) {
+  bf16_gemm(rows, size, k2, p, k2, v, size_pad, out, width, {norms, nullptr, 0});
+}
+inline void attention_out(int64_t rows, int64_t size, int64_t k2, const uint32_t* p, const uint32_t* v, int64_t size_pad,
+                          const float* norms, uint16_t* out, int64_t width, float* buffer) {
+  bf16_gemm(rows, size, k2, p, k2, v, size_pad, buffer, size, {norms, nullptr, 0});
+  for (int64_t r = 0; r < rows; ++r) to_bf16(buffer + r * size, size, out + r * width);
+}
+
+// Out (fp32 or bf16, the inputs' type T) of ct_attention_bf16 for Q, K, V of type T.
+template <class T>
+void attention_bf16(const T* pq, const T* pk, const T* pv, const AttentionMask& additive, int64_t heads, float scale,
+                    AttentionSizes sizes, T* po) {
+  const auto [batch, nq, nk, width, size] = sizes;
+  // Per thread: Q and K as rows of bf16 pairs, K^T and V as pair rows (padded to 16 words), probabilities of a
+  // block of query rows as bf16 pairs, their fp32 scores, and for a bf16 Out the block's fp32 output.
+  const int64_t size2 = (size + 1) / 2, nk2 = (nk + 1) / 2, nk_pad = (nk + 15) / 16 * 16,
+                size_pad = (size + 15) / 16 * 16, block = 24;
+#pragma omp parallel
+  {
+    std::vector<uint32_t> qb(nq * size2), kb(nk * size2), kt(size2 * nk_pad), vp(nk2 * size_pad), probs(block * nk2);
+    std::vector<float> scores(block * nk), scales(block, scale), norms(block), rows_out(sizeof(T) == 2 ? block * size : 0);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t oq = b * nq * width + h * size, ok = b * nk * width + h * size;
+        for (int64_t i = 0; i < nq; ++i) pair_row(pq + oq + i * width, size, &qb[i * size2]);
+        for (int64_t j = 0; j < nk; ++j) pair_row(pk + ok + j * width, size, &kb[j * size2]);
+        for (int64_t j = 0; j < nk; ++j)
+          for (int64_t p = 0; p < size2; ++p) kt[p * nk_pad + j] = kb[j * size2 + p];
+        pair_rows(pv + ok, nk, size, width, vp.data(), size_pad);
+        for (int64_t i = 0; i < nq; i += block) {
+          const int64_t rows = std::min(block, nq - i);
+          // scores = Q K^T * scale + M, probabilities exp(scores - max) and their row sums' inverses,
+          // Out = probabilities V / sums
+          bf16_gemm(rows, nk, size2, &qb[i * size2], size2, kt.data(), nk_pad, scores.data(), nk,
+                    {scales.data(), additive.row(b, i), additive.stride()});
+          for (int64_t r = 0; r < rows; ++r) {
+            norms[r] = exp_to_bf16(&scores[r * nk], nk, reinterpret_cast<uint16_t*>(&probs[r * nk2]));
+          }
+          attention_out(rows, size, nk2, probs.data(), vp.data(), size_pad, norms.data(), po + oq + i * width, width,
+                        rows_out.data());
+        }
+      }
     }
   }
 }
@@ -1318,49 +1393,25 @@ std::vector<paddle::Tensor> AttentionBf16Forward(const paddle::Tensor& q, const 
   PD_THROW("ct_attention_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
 #else
   PD_CHECK(!channels_first, "ct_attention_bf16 takes token-major [batch, length, width] query, key and value");
-  const auto [batch, nq, nk, width, size] = attention_sizes(q, k, v, heads, false);
-  const AttentionMask additive(m, batch, nq, nk);
+  const AttentionSizes sizes = attention_sizes(q, k, v, heads, false, true);
+  const AttentionMask additive(m, sizes.batch, sizes.nq, sizes.nk);
   auto out = paddle::empty(q.shape(), q.dtype(), q.place());
-  const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
-  float* po = out.data<float>();
-  // Per thread: Q and K as rows of bf16 pairs, K^T and V as pair rows (padded to 16 words), probabilities of a
-  // block of query rows as bf16 pairs, their fp32 scores.
-  const int64_t size2 = (size + 1) / 2, nk2 = (nk + 1) / 2, nk_pad = (nk + 15) / 16 * 16,
-                size_pad = (size + 15) / 16 * 16, block = 24;
-#pragma omp parallel
-  {
-    std::vector<uint32_t> qb(nq * size2), kb(nk * size2), kt(size2 * nk_pad), vp(nk2 * size_pad), probs(block * nk2);
-    std::vector<float> scores(block * nk), scales(block, scale), norms(block);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t oq = b * nq * width + h * size, ok = b * nk * width + h * size;
-        for (int64_t i = 0; i < nq; ++i) to_bf16(pq + oq + i * width, size, reinterpret_cast<uint16_t*>(&qb[i * size2]));
-        for (int64_t j = 0; j < nk; ++j) to_bf16(pk + ok + j * width, size, reinterpret_cast<uint16_t*>(&kb[j * size2]));
-        for (int64_t j = 0; j < nk; ++j)
-          for (int64_t p = 0; p < size2; ++p) kt[p * nk_pad + j] = kb[j * size2 + p];
-        pair_rows(pv + ok, nk, size, width, vp.data(), size_pad);
-        for (int64_t i = 0; i < nq; i += block) {
-          const int64_t rows = std::min(block, nq - i);
-          // scores = Q K^T * scale + M, probabilities exp(scores - max) and their row sums' inverses,
-          // Out = probabilities V / sums
-          bf16_gemm(rows, nk, size2, &qb[i * size2], size2, kt.data(), nk_pad, scores.data(), nk,
-                    {scales.data(), additive.row(b, i), additive.stride()});
-          for (int64_t r = 0; r < rows; ++r) {
-            norms[r] = exp_to_bf16(&scores[r * nk], nk, reinterpret_cast<uint16_t*>(&probs[r * nk2]));
-          }
-          bf16_gemm(rows, size, nk2, probs.data(), nk2, vp.data(), size_pad, po + oq + i * width, width,
-                    {norms.data(), nullptr, 0});
-        }
-      }
-    }
+  if (q.dtype() == paddle::DataType::BFLOAT16) {
+    attention_bf16(static_cast<const uint16_t*>(q.data()), static_cast<const uint16_t*>(k.data()),
+                   static_cast<const uint16_t*>(v.data()), additive, heads, scale, sizes,
+                   static_cast<uint16_t*>(out.data()));
+  } else {
+    attention_bf16(q.data<float>(), k.data<float>(), v.data<float>(), additive, heads, scale, sizes,
+                   out.data<float>());
   }
   return {out};
 #endif
 }
 
+// Q, K, V under the names paddle's cpu_bfloat16_pass converts (X, Y, Input): common/inference.py marks the
+// operator bfloat16 in the bf16 predictor's program, so that the pass feeds it bf16 and takes bf16 from it.
 PD_BUILD_OP(ct_attention_bf16)
-    .Inputs({"Q", "K", "V", "M"})
+    .Inputs({"X", "Y", "Input", "M"})
     .Outputs({"Out"})
     .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
     .SetKernelFn(PD_KERNEL(AttentionBf16Forward))

@@ -218,16 +218,41 @@ def test_bf16_attention_operator_within_bf16_rounding_of_fp32(query_rows, keys, 
 
 
 @pytest.mark.skipif(not BF16_CPU, reason="ct_attention_bf16 runs on CPUs with AVX512-BF16")
-def test_bf16_attention_operator_takes_token_major_inputs_only():
+@pytest.mark.parametrize("size", [5, 26])
+def test_bf16_attention_operator_takes_and_gives_bf16(size):
+    """bf16 Q, K, V (as the bf16 predictor's fcs write them) give a bf16 Out: the fp32-input result on the same
+    values, rounded to the nearest bf16, bit for bit (odd head size: zero-padded pairs; heads side by side)."""
+    rng = np.random.default_rng(size)
+    q, k, v = (paddle.to_tensor(rng.normal(size=(2, n, 3 * size)).astype("float32")).astype("bfloat16")
+               for n in (37, 29, 29))
+    mask = np.zeros((2, 1, 1, 29), "float32")
+    mask[1, ..., 20:] = -1e4
+    mask = paddle.to_tensor(mask)
+    op = tk.kernels().ct_attention_bf16
+    with _threads(3):
+        got = op(q, k, v, mask, 3, size**-0.5, False)
+        want = op(q.astype("float32"), k.astype("float32"), v.astype("float32"), mask, 3, size**-0.5, False)
+    assert got.dtype == paddle.bfloat16 and want.dtype == paddle.float32
+    bits = want.numpy().view(np.uint32)  # round to nearest even bf16 (paddle's own cast truncates)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
+    np.testing.assert_array_equal(got.astype("float32").numpy(), rounded)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_attention_bf16 runs on CPUs with AVX512-BF16")
+def test_bf16_attention_operator_checks_its_inputs():
     q = paddle.rand([2, 15, 5])
     with pytest.raises(OSError, match="ct_attention_bf16 takes token-major"):
         tk.kernels().ct_attention_bf16(q, q, q, paddle.zeros([2, 1, 1, 5]), 3, 1.0, True)
+    with pytest.raises(OSError, match="query, key and value must be CPU tensors of one type"):
+        tk.kernels().ct_attention_bf16(q.astype("bfloat16"), q, q, paddle.zeros([2, 1, 1, 15]), 5, 1.0, False)
+    with pytest.raises(OSError, match="attention query must be float32"):
+        tk.kernels().ct_attention(q.astype("bfloat16"), q, q, paddle.zeros([2, 1, 1, 15]), 5, 1.0, False)
 
 
 def test_bf16_predictor_runs_the_bf16_attention_operator(tmp_path):
     """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 where the CPU has
     AVX512-BF16 (ct_attention elsewhere, and in fp32); the exported program itself is unchanged."""
-    from common.inference import PredictorOptions, export_static, op_counts, optimized_op_counts
+    from common.inference import PredictorOptions, _ops, _program, export_static, op_counts, optimized_op_counts
 
     _, model, config = build_pair(MODELS["tinybert-4l-312d"], quick=True)
     prefix = export_static(model, str(tmp_path / "static"))
@@ -241,6 +266,17 @@ def test_bf16_predictor_runs_the_bf16_attention_operator(tmp_path):
     renamed = layers if BF16_CPU else 0
     assert bf16["ct_attention_bf16"] == renamed and bf16["ct_attention"] == layers - renamed
     assert op_counts(prefix)["ct_attention"] == layers
+    if BF16_CPU:  # bf16 straight from the projections' fcs, and straight into the output fc
+        desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
+        ops = list(_ops(desc))
+        writer = {name: op for op in ops for name in op.output_arg_names()}
+        for att in (op for op in ops if op.type() == "ct_attention_bf16"):
+            for slot in ("X", "Y", "Input"):
+                fc = writer[att.input(slot)[0]]
+                fp32_out = fc.has_attr("force_fp32_output") and fc.attr("force_fp32_output")
+                assert fc.type() == "fc" and not fp32_out, (slot, fc.type())
+            readers = [op.type() for op in ops if att.output("Out")[0] in op.input_arg_names()]
+            assert readers == ["fc"]
 
 
 def test_attend_is_one_operator_without_gradient(monkeypatch):
