@@ -38,6 +38,8 @@ CUSTOM_PREFIX = "ct_"  # this repo's operators (common/train_kernels.cc), CPU on
 # write bf16 for it and its bf16 output goes into the next fc, with no conversion operators in between.
 ATTENTION, BF16_ATTENTION = "ct_attention", "ct_attention_bf16"
 BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
+# The same predictor runs each residual add read only by a last-axis layer norm as one operator, marked alike.
+BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -195,14 +197,16 @@ def _op_list(pdmodel: str) -> list[str]:
     return [op.type() for op in _ops(_program(pdmodel))]
 
 
-def bf16_attention(options: PredictorOptions) -> bool:
-    """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION`."""
+def bf16_operators(options: PredictorOptions) -> bool:
+    """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION` and residual
+    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM` (:func:`_write_bf16_program`)."""
     return options.device == "cpu" and options.precision == "bf16" and "avx512_bf16" in cpu_flags()
 
 
-def _write_bf16_attention(pdmodel: str, out: str) -> None:
+def _write_bf16_program(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
-    :data:`BF16_ATTENTION`, marked bfloat16, inputs renamed by :data:`BF16_ATTENTION_INPUTS`."""
+    :data:`BF16_ATTENTION` (inputs renamed by :data:`BF16_ATTENTION_INPUTS`) and its residual adds with their
+    layer norms as :data:`BF16_ADD_LAYER_NORM`, all marked bfloat16."""
     desc = _program(pdmodel)
     for op in _ops(desc):
         if op.type() == ATTENTION and not op.attr("channels_first"):
@@ -211,26 +215,53 @@ def _write_bf16_attention(pdmodel: str, out: str) -> None:
                 op.set_input(bf16_name, op.input(name))
                 op.remove_input(name)
             op._set_str_attr("mkldnn_data_type", "bfloat16")
+    for b in range(desc.num_blocks()):
+        _fuse_add_layer_norm(desc.block(b))
     with open(out, "wb") as f:
         f.write(desc.serialize_to_string())
+
+
+def _fuse_add_layer_norm(block) -> None:
+    """Each elementwise_add of two inputs of one static shape, read only by the next operator, a layer_norm
+    over the last axis, as one :data:`BF16_ADD_LAYER_NORM` marked bfloat16."""
+    readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
+    i = 0
+    while i + 1 < block.op_size():
+        add, norm = block.op(i), block.op(i + 1)
+        if add.type() == "elementwise_add" and norm.type() == "layer_norm" and norm.input("X") == add.output("Out"):
+            x, y, total = add.input("X")[0], add.input("Y")[0], add.output("Out")[0]
+            shape = block.find_var(x.encode()).shape()
+            if (readers[total] == 1 and add.attr("axis") == -1 and block.find_var(y.encode()).shape() == shape
+                    and norm.attr("begin_norm_axis") == len(shape) - 1):
+                fused = block._insert_op(i)
+                fused.set_type(BF16_ADD_LAYER_NORM)
+                fused.set_input("X", [x])
+                fused.set_input("Y", [y])
+                fused.set_input("Scale", norm.input("Scale"))
+                fused.set_input("Bias", norm.input("Bias"))
+                fused.set_output("Out", norm.output("Y"))
+                fused._set_float32_attr("epsilon", norm.attr("epsilon"))
+                fused._set_str_attr("mkldnn_data_type", "bfloat16")
+                block._remove_op(i + 1, i + 3)
+        i += 1
 
 
 @contextlib.contextmanager
 def _model_config(prefix: str, options: PredictorOptions):
     """The predictor config of the exported model, valid inside the block (create the predictor there);
-    this repo's operators it holds are registered, and a bf16 config runs :func:`bf16_attention`."""
+    this repo's operators it holds are registered, and a bf16 config runs :func:`bf16_operators`."""
     op_types = op_types_of(prefix)
     custom = custom_ops(op_types)
     if custom and options.device != "cpu":
         raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
                         "for another device, export with --portable")
-    if custom:
+    if custom or bf16_operators(options):
         train_kernels.kernels()  # registers them in this process
     with tempfile.TemporaryDirectory(prefix="compact_bert_program_") as work:
         program = prefix + ".pdmodel"
-        if ATTENTION in op_types and bf16_attention(options):
+        if bf16_operators(options):
             program = os.path.join(work, PREFIX + ".pdmodel")
-            _write_bf16_attention(prefix + ".pdmodel", program)
+            _write_bf16_program(prefix + ".pdmodel", program)
         yield _config(program, prefix + ".pdiparams", options, op_types)
 
 

@@ -1417,3 +1417,100 @@ PD_BUILD_OP(ct_attention_bf16)
     .SetKernelFn(PD_KERNEL(AttentionBf16Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
     .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));
+
+// ---- residual add and layer norm for the bf16 predictor: Out = layer_norm(X + Y) over the last dimension
+// (Scale, Bias: float32), X and Y float32 or bfloat16 (one type), Out of their type. common/inference.py puts it
+// in place of an elementwise_add read only by a last-axis layer_norm, marked bfloat16 like ct_attention_bf16
+// (X and Y are inputs paddle's cpu_bfloat16_pass converts), so the sum stays in cache, one row at a time.
+#ifdef __AVX512BF16__
+namespace {
+
+inline __m512 fp32_lanes(const float* x, __mmask16 m) { return _mm512_maskz_loadu_ps(m, x); }
+inline __m512 fp32_lanes(const uint16_t* x, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x)), 16));
+}
+inline void store_lanes(float* out, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(out, m, v); }
+inline void store_lanes(uint16_t* out, __mmask16 m, __m512 v) {
+  _mm256_mask_storeu_epi16(out, m, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+template <class T>
+void add_layer_norm(const T* x, const T* y, const float* scale, const float* bias, float epsilon, int64_t rows,
+                    int64_t n, T* out) {
+#pragma omp parallel
+  {
+    std::vector<float> sum(n);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T *xr = x + r * n, *yr = y + r * n;
+      __m512 total = _mm512_setzero_ps();
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        const __m512 v = _mm512_add_ps(fp32_lanes(xr + i, m), fp32_lanes(yr + i, m));  // zero past n
+        _mm512_mask_storeu_ps(&sum[i], m, v);
+        total = _mm512_add_ps(total, v);
+      }
+      const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(total) / n);
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, &sum[i]), mean);
+        squares = _mm512_fmadd_ps(d, d, squares);
+      }
+      const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(squares) / n + epsilon));
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, &sum[i]), mean), rstd);
+        store_lanes(out + r * n + i, m,
+                    _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + i), _mm512_maskz_loadu_ps(m, bias + i)));
+      }
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+std::vector<paddle::Tensor> AddLayerNormBf16Forward(const paddle::Tensor& x, const paddle::Tensor& y,
+                                                    const paddle::Tensor& scale, const paddle::Tensor& bias,
+                                                    float epsilon) {
+#ifndef __AVX512BF16__
+  PD_THROW("ct_add_layer_norm_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
+#else
+  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
+  PD_CHECK(x.shape() == y.shape() && x.dtype() == y.dtype() && (bf16 || x.dtype() == paddle::DataType::FLOAT32) &&
+               x.is_cpu() && y.is_cpu(),
+           "ct_add_layer_norm_bf16: X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
+  check_float(scale, "ct_add_layer_norm_bf16 scale");
+  check_float(bias, "ct_add_layer_norm_bf16 bias");
+  const int64_t n = last_dim(x), rows = x.numel() / n;
+  PD_CHECK(scale.numel() == n && bias.numel() == n, "ct_add_layer_norm_bf16: scale / bias size != last dimension ", n);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  if (bf16) {
+    add_layer_norm(static_cast<const uint16_t*>(x.data()), static_cast<const uint16_t*>(y.data()), scale.data<float>(),
+                   bias.data<float>(), epsilon, rows, n, static_cast<uint16_t*>(out.data()));
+  } else {
+    add_layer_norm(x.data<float>(), y.data<float>(), scale.data<float>(), bias.data<float>(), epsilon, rows, n,
+                   out.data<float>());
+  }
+  return {out};
+#endif
+}
+
+std::vector<std::vector<int64_t>> AddLayerNormShapes(const std::vector<int64_t>& x, const std::vector<int64_t>&,
+                                                     const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return {x};
+}
+
+std::vector<paddle::DataType> AddLayerNormDtypes(const paddle::DataType& x, const paddle::DataType&,
+                                                 const paddle::DataType&, const paddle::DataType&) {
+  return {x};
+}
+
+PD_BUILD_OP(ct_add_layer_norm_bf16)
+    .Inputs({"X", "Y", "Scale", "Bias"})
+    .Outputs({"Out"})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(AddLayerNormBf16Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(AddLayerNormShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(AddLayerNormDtypes));

@@ -249,9 +249,41 @@ def test_bf16_attention_operator_checks_its_inputs():
         tk.kernels().ct_attention(q.astype("bfloat16"), q, q, paddle.zeros([2, 1, 1, 15]), 5, 1.0, False)
 
 
-def test_bf16_predictor_runs_the_bf16_attention_operator(tmp_path):
-    """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 where the CPU has
-    AVX512-BF16 (ct_attention elsewhere, and in fp32); the exported program itself is unchanged."""
+@pytest.mark.skipif(not BF16_CPU, reason="ct_add_layer_norm_bf16 runs on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("width", [5, 37, 312])
+def test_add_layer_norm_operator(width):
+    """layer_norm(X + Y) over the last axis: fp32 against paddle's ops; bf16 X, Y give a bf16 Out within bf16
+    rounding of the fp32 result on the same values (widths not a multiple of 16: masked tails)."""
+    rng = np.random.default_rng(width)
+    x, y = (paddle.to_tensor((3 * rng.normal(size=(2, 7, width)) + 1).astype("float32")) for _ in range(2))
+    scale, bias = (paddle.to_tensor(rng.normal(size=width).astype("float32")) for _ in range(2))
+    op = tk.kernels().ct_add_layer_norm_bf16
+    with _threads(3):
+        got = op(x, y, scale, bias, 1e-5)
+        x16, y16 = x.astype("bfloat16"), y.astype("bfloat16")
+        got16 = op(x16, y16, scale, bias, 1e-5)
+    want = F.layer_norm(x + y, width, scale, bias, 1e-5)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    assert got16.dtype == paddle.bfloat16
+    want16 = F.layer_norm(x16.astype("float32") + y16.astype("float32"), width, scale, bias, 1e-5).numpy()
+    np.testing.assert_allclose(got16.astype("float32").numpy(), want16, rtol=2**-8, atol=1e-5)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_add_layer_norm_bf16 runs on CPUs with AVX512-BF16")
+def test_add_layer_norm_operator_checks_its_inputs():
+    x, w = paddle.rand([2, 3, 8]), paddle.ones([8])
+    with pytest.raises(OSError, match="X and Y must be CPU tensors of one shape and type"):
+        tk.kernels().ct_add_layer_norm_bf16(x, paddle.rand([2, 8]), w, w, 1e-5)
+    with pytest.raises(OSError, match="X and Y must be CPU tensors of one shape and type"):
+        tk.kernels().ct_add_layer_norm_bf16(x, x.astype("bfloat16"), w, w, 1e-5)
+    with pytest.raises(OSError, match="scale / bias size != last dimension 8"):
+        tk.kernels().ct_add_layer_norm_bf16(x, x, paddle.ones([7]), w, 1e-5)
+
+
+def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
+    """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 and each residual add with
+    its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere, and in
+    fp32); the exported program itself is unchanged."""
     from common.inference import PredictorOptions, _ops, _program, export_static, op_counts, optimized_op_counts
 
     _, model, config = build_pair(MODELS["tinybert-4l-312d"], quick=True)
@@ -265,7 +297,10 @@ def test_bf16_predictor_runs_the_bf16_attention_operator(tmp_path):
     bf16 = optimized_op_counts(prefix, PredictorOptions(threads=2, precision="bf16"), str(tmp_path / "bf16"))
     renamed = layers if BF16_CPU else 0
     assert bf16["ct_attention_bf16"] == renamed and bf16["ct_attention"] == layers - renamed
-    assert op_counts(prefix)["ct_attention"] == layers
+    norms = 2 * layers + 1  # the embeddings' and two per layer
+    assert bf16["ct_add_layer_norm_bf16"] == (norms if BF16_CPU else 0)
+    assert bf16["layer_norm"] == (0 if BF16_CPU else norms) and fp32["layer_norm"] == norms
+    assert op_counts(prefix)["ct_attention"] == layers and op_counts(prefix)["layer_norm"] == norms
     if BF16_CPU:  # bf16 straight from the projections' fcs, and straight into the output fc
         desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
         ops = list(_ops(desc))
