@@ -223,7 +223,7 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
 
 def _fuse_add_layer_norm(block) -> None:
     """Each elementwise_add of two inputs of one static shape, read only by the next operator, a layer_norm
-    over the last axis, as one :data:`BF16_ADD_LAYER_NORM` marked bfloat16."""
+    over the last axis with scale and bias, as one :data:`BF16_ADD_LAYER_NORM` marked bfloat16."""
     readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
     i = 0
     while i + 1 < block.op_size():
@@ -232,7 +232,7 @@ def _fuse_add_layer_norm(block) -> None:
             x, y, total = add.input("X")[0], add.input("Y")[0], add.output("Out")[0]
             shape = block.find_var(x.encode()).shape()
             if (readers[total] == 1 and add.attr("axis") == -1 and block.find_var(y.encode()).shape() == shape
-                    and norm.attr("begin_norm_axis") == len(shape) - 1):
+                    and norm.attr("begin_norm_axis") == len(shape) - 1 and norm.input("Scale") and norm.input("Bias")):
                 fused = block._insert_op(i)
                 fused.set_type(BF16_ADD_LAYER_NORM)
                 fused.set_input("X", [x])

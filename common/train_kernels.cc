@@ -1156,14 +1156,15 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
   return {out};
 }
 
-std::vector<std::vector<int64_t>> AttentionShapes(const std::vector<int64_t>& q, const std::vector<int64_t>&,
-                                                  const std::vector<int64_t>&, const std::vector<int64_t>&) {
-  return {q};
+// Out's shape and type: the first input's (the attention operators, ct_add_layer_norm_bf16).
+std::vector<std::vector<int64_t>> FirstOfFourShape(const std::vector<int64_t>& first, const std::vector<int64_t>&,
+                                                   const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return {first};
 }
 
-std::vector<paddle::DataType> AttentionDtypes(const paddle::DataType& q, const paddle::DataType&,
-                                              const paddle::DataType&, const paddle::DataType&) {
-  return {q};
+std::vector<paddle::DataType> FirstOfFourDtype(const paddle::DataType& first, const paddle::DataType&,
+                                               const paddle::DataType&, const paddle::DataType&) {
+  return {first};
 }
 
 PD_BUILD_OP(ct_attention)
@@ -1171,8 +1172,8 @@ PD_BUILD_OP(ct_attention)
     .Outputs({"Out"})
     .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
     .SetKernelFn(PD_KERNEL(AttentionForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
-    .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
 
 // ---- the same attention with bfloat16 products (bf16 inference: paddle.inference's bf16 predictor runs this op
 // in place of ct_attention; common/inference.py renames it in the program). Token-major only. Q, K, V, the
@@ -1415,8 +1416,8 @@ PD_BUILD_OP(ct_attention_bf16)
     .Outputs({"Out"})
     .Attrs({"heads: int64_t", "scale: float", "channels_first: bool"})
     .SetKernelFn(PD_KERNEL(AttentionBf16Forward))
-    .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
-    .SetInferDtypeFn(PD_INFER_DTYPE(AttentionDtypes));
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
 
 // ---- residual add and layer norm for the bf16 predictor: Out = layer_norm(X + Y) over the last dimension
 // (Scale, Bias: float32), X and Y float32 or bfloat16 (one type), Out of their type. common/inference.py puts it
@@ -1497,20 +1498,10 @@ std::vector<paddle::Tensor> AddLayerNormBf16Forward(const paddle::Tensor& x, con
 #endif
 }
 
-std::vector<std::vector<int64_t>> AddLayerNormShapes(const std::vector<int64_t>& x, const std::vector<int64_t>&,
-                                                     const std::vector<int64_t>&, const std::vector<int64_t>&) {
-  return {x};
-}
-
-std::vector<paddle::DataType> AddLayerNormDtypes(const paddle::DataType& x, const paddle::DataType&,
-                                                 const paddle::DataType&, const paddle::DataType&) {
-  return {x};
-}
-
 PD_BUILD_OP(ct_add_layer_norm_bf16)
     .Inputs({"X", "Y", "Scale", "Bias"})
     .Outputs({"Out"})
     .Attrs({"epsilon: float"})
     .SetKernelFn(PD_KERNEL(AddLayerNormBf16Forward))
-    .SetInferShapeFn(PD_INFER_SHAPE(AddLayerNormShapes))
-    .SetInferDtypeFn(PD_INFER_DTYPE(AddLayerNormDtypes));
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
