@@ -121,7 +121,10 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   slice of the channels (``split``, then ``concat``), the feed-forward's two convolutions split
 #   between them. Each weight is a slice of a parameter, transposed, which paddle.inference folds
 #   into a parameter before its fc fusion (common/inference.py), so every group's matmul and bias
-#   become one oneDNN ``fc`` with cached weights.
+#   become one oneDNN ``fc`` with cached weights. The attention is this repo's one operator
+#   (``ct_attention``) on the joined query, key and value; A/B against paddle's matmuls and softmax
+#   on the Zen 4 host (9 rounds, by hand): fp32 1.04 / 1.11 / 1.07x, bf16 1.09 / 1.02 / 1.10x as fast
+#   at batch 1 / 16 / 32.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
 #   channels / groups], with transposes in and out.
 # Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
@@ -176,19 +179,28 @@ def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
 
 
 def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> list[paddle.Tensor]:
-    """Query, key and value of token-major ``x``, each [batch, heads, length, head size]. Per group: one
-    split per group count. Batched, each group holding whole heads: straight from the groups' output."""
-    parts = {g: _split(x, g) for g in {c._groups for c in convs}} if _per_group() else {}
+    """Batched form: query, key and value of token-major ``x``, each [batch, heads, length, head size];
+    where each group holds whole heads, straight from the groups' output."""
     out = []
     for conv in convs:
         groups, size = conv._groups, conv._out_channels // heads
-        if not parts and groups > 1 and heads % groups == 0:
+        if groups > 1 and heads % groups == 0:
             y = _grouped_matmul(_to_groups(x, groups), conv).reshape([groups, batch, -1, heads // groups, size])
             out.append(y.transpose([1, 0, 3, 2, 4]).reshape([0, heads, -1, size]))
         else:
-            y = _joined(_by_group(parts[groups], conv)) if parts else _pointwise(x, conv)
-            out.append(y.reshape([batch, -1, heads, size]).transpose([0, 2, 1, 3]))
+            out.append(_pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([0, 2, 1, 3]))
     return out
+
+
+def _attention_per_group(x: paddle.Tensor, att: _pm.SqueezeBertSelfAttention, mask: paddle.Tensor,
+                         batch: paddle.Tensor) -> paddle.Tensor:
+    """Per-group form: the attention context of token-major ``x`` [tokens, channels] as this repo's one
+    operator (``ct_attention``, BERT's token-major head layout; bf16 predictors run it in bf16), its
+    query, key and value joined from their groups (one split per group count)."""
+    convs = (att.query, att.key, att.value)
+    parts = {g: _split(x, g) for g in {c._groups for c in convs}}
+    q, k, v = (_joined(_by_group(parts[c._groups], c)).reshape([batch, -1, att.all_head_size]) for c in convs)
+    return tk.attention(q, k, v, mask, att.num_attention_heads).reshape([-1, att.all_head_size])
 
 
 def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:
@@ -210,10 +222,13 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
                        batch: paddle.Tensor) -> paddle.Tensor:
     """``SqueezeBertLayer``'s eval-mode forward on token-major ``x`` [batch * length, channels]."""
     att = layer.attention
-    heads, size = att.num_attention_heads, att.attention_head_size
-    query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
-    scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
-    context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
+    if _per_group():
+        context = _attention_per_group(x, att, mask, batch)
+    else:
+        heads, size = att.num_attention_heads, att.attention_head_size
+        query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
+        scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
+        context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
     post = layer.post_attention
     hidden = _layer_norm(_pointwise(context, post.conv1d) + x, post.layernorm)
     out = _feed_forward(hidden, layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act)

@@ -403,14 +403,16 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
         got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     # paddle.inference runs each group of each convolution as one oneDNN fc (weights folded first), plus the
-    # pooler's and the classifier's; the attention's two matmuls stay matmuls
+    # pooler's and the classifier's, and the attention as this repo's one operator per layer
     ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "optimized"))
     layers = transformers.AutoConfig.from_pretrained(torch_dir).num_hidden_layers
     assert ops["fc"] == layers * sum(groups.values()) + 2
-    assert ops["fused_matmul"] + ops["matmul"] + ops["matmul_v2"] == 2 * layers
-    # the portable export (onnxruntime, GPUs) keeps a grouped convolution as one batched matmul
+    assert ops["ct_attention"] == layers and ops["fused_matmul"] + ops["matmul"] + ops["matmul_v2"] == 0
+    # the portable export (onnxruntime, GPUs) keeps a grouped convolution as one batched matmul, and
+    # the attention on paddle's matmuls
     portable = export_static(load_model_dir(str(tmp_path / "paddle")), str(tmp_path / "portable"), custom_ops=False)
     assert "split" in op_types_of(prefix) and "split" not in op_types_of(portable)
+    assert "ct_attention" not in op_types_of(portable)
     got = Predictor(portable, PredictorOptions(threads=2))(batch)[0]
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
