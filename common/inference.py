@@ -255,11 +255,12 @@ def _model_config(prefix: str, options: PredictorOptions):
     if custom and options.device != "cpu":
         raise UserError(f"{prefix}.pdmodel: holds this repo's CPU operators ({', '.join(custom)}); "
                         "for another device, export with --portable")
-    if custom or bf16_operators(options):
+    bf16 = bf16_operators(options)
+    if custom or bf16:
         train_kernels.kernels()  # registers them in this process
     with tempfile.TemporaryDirectory(prefix="compact_bert_program_") as work:
         program = prefix + ".pdmodel"
-        if bf16_operators(options):
+        if bf16:
             program = os.path.join(work, PREFIX + ".pdmodel")
             _write_bf16_program(prefix + ".pdmodel", program)
         yield _config(program, prefix + ".pdiparams", options, op_types)

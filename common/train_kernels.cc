@@ -1185,6 +1185,25 @@ namespace {
 
 inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
 
+// f(T{}) with T the element type of float32 or bfloat16 tensor t (uint16_t for bfloat16): the operators that take
+// either run one template, viewing their tensors with elements<T>.
+template <class F>
+void by_element_type(const paddle::Tensor& t, F&& f) {
+  if (t.dtype() == paddle::DataType::BFLOAT16) {
+    f(uint16_t{});
+  } else {
+    f(float{});
+  }
+}
+template <class T>
+const T* elements(const paddle::Tensor& t) {
+  return static_cast<const T*>(t.data());
+}
+template <class T>
+T* elements(paddle::Tensor& t) {
+  return static_cast<T*>(t.data());
+}
+
 // C[R x n] (fp32, n <= 16 NV) = (A B) * alpha[r] + add[r add_ld + j] (add optional) with A [R x k2] words of bf16
 // pairs along k (row stride lda words) and B [k2 x >= 16 NV] words, word (p, j) the pair B[2p, j], B[2p + 1, j]
 // (row stride ldb words).
@@ -1397,14 +1416,10 @@ std::vector<paddle::Tensor> AttentionBf16Forward(const paddle::Tensor& q, const 
   const AttentionSizes sizes = attention_sizes(q, k, v, heads, false, true);
   const AttentionMask additive(m, sizes.batch, sizes.nq, sizes.nk);
   auto out = paddle::empty(q.shape(), q.dtype(), q.place());
-  if (q.dtype() == paddle::DataType::BFLOAT16) {
-    attention_bf16(static_cast<const uint16_t*>(q.data()), static_cast<const uint16_t*>(k.data()),
-                   static_cast<const uint16_t*>(v.data()), additive, heads, scale, sizes,
-                   static_cast<uint16_t*>(out.data()));
-  } else {
-    attention_bf16(q.data<float>(), k.data<float>(), v.data<float>(), additive, heads, scale, sizes,
-                   out.data<float>());
-  }
+  by_element_type(q, [&](auto zero) {
+    using T = decltype(zero);
+    attention_bf16(elements<T>(q), elements<T>(k), elements<T>(v), additive, heads, scale, sizes, elements<T>(out));
+  });
   return {out};
 #endif
 }
@@ -1487,13 +1502,11 @@ std::vector<paddle::Tensor> AddLayerNormBf16Forward(const paddle::Tensor& x, con
   const int64_t n = last_dim(x), rows = x.numel() / n;
   PD_CHECK(scale.numel() == n && bias.numel() == n, "ct_add_layer_norm_bf16: scale / bias size != last dimension ", n);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  if (bf16) {
-    add_layer_norm(static_cast<const uint16_t*>(x.data()), static_cast<const uint16_t*>(y.data()), scale.data<float>(),
-                   bias.data<float>(), epsilon, rows, n, static_cast<uint16_t*>(out.data()));
-  } else {
-    add_layer_norm(x.data<float>(), y.data<float>(), scale.data<float>(), bias.data<float>(), epsilon, rows, n,
-                   out.data<float>());
-  }
+  by_element_type(x, [&](auto zero) {
+    using T = decltype(zero);
+    add_layer_norm(elements<T>(x), elements<T>(y), scale.data<float>(), bias.data<float>(), epsilon, rows, n,
+                   elements<T>(out));
+  });
   return {out};
 #endif
 }
