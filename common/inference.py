@@ -38,8 +38,10 @@ CUSTOM_PREFIX = "ct_"  # this repo's operators (common/train_kernels.cc), CPU on
 # write bf16 for it and its bf16 output goes into the next fc, with no conversion operators in between.
 ATTENTION, BF16_ATTENTION = "ct_attention", "ct_attention_bf16"
 BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
-# The same predictor runs each residual add read only by a last-axis layer norm as one operator, marked alike.
+# The same predictor runs each residual add read only by a last-axis layer norm as one operator, marked alike,
+# and MobileBERT's residual add and NoNorm (in place over fp32 in exports) as a bf16 operator, marked alike.
 BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
+BF16_RENAMED = {"ct_add_scale_shift_": "ct_add_scale_shift_bf16"}
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -198,15 +200,16 @@ def _op_list(pdmodel: str) -> list[str]:
 
 
 def bf16_operators(options: PredictorOptions) -> bool:
-    """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION` and residual
-    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM` (:func:`_write_bf16_program`)."""
+    """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION`, residual
+    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM` and :data:`BF16_RENAMED`'s operators in bf16
+    (:func:`_write_bf16_program`)."""
     return options.device == "cpu" and options.precision == "bf16" and "avx512_bf16" in cpu_flags()
 
 
 def _write_bf16_program(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
     :data:`BF16_ATTENTION` (inputs renamed by :data:`BF16_ATTENTION_INPUTS`) and its residual adds with their
-    layer norms as :data:`BF16_ADD_LAYER_NORM`, all marked bfloat16."""
+    layer norms as :data:`BF16_ADD_LAYER_NORM` and :data:`BF16_RENAMED`'s operators renamed, all marked bfloat16."""
     desc = _program(pdmodel)
     for op in _ops(desc):
         if op.type() == ATTENTION and not op.attr("channels_first"):
@@ -214,6 +217,9 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
             for name, bf16_name in BF16_ATTENTION_INPUTS.items():
                 op.set_input(bf16_name, op.input(name))
                 op.remove_input(name)
+            op._set_str_attr("mkldnn_data_type", "bfloat16")
+        elif op.type() in BF16_RENAMED:
+            op.set_type(BF16_RENAMED[op.type()])
             op._set_str_attr("mkldnn_data_type", "bfloat16")
     for b in range(desc.num_blocks()):
         _fuse_add_layer_norm(desc.block(b))

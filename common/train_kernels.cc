@@ -278,28 +278,37 @@ PD_BUILD_GRAD_OP(ct_bias_relu)
 
 namespace {
 
+// Out rows = (X + R) * W + B (R optional); out may be x.
+void scale_shift_rows(const float* x, const float* residual, const float* w, const float* b, int64_t rows, int64_t n,
+                      float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * n, *rr = residual ? residual + r * n : nullptr;
+    float* o = out + r * n;
+    if (rr) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] + rr[i]) * w[i] + b[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * w[i] + b[i];
+    }
+  }
+}
+
+void check_scale_shift_params(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b) {
+  check_float(w, "scale_shift weight");
+  check_float(b, "scale_shift bias");
+  PD_CHECK(w.numel() == last_dim(x) && b.numel() == last_dim(x), "scale_shift weight/bias size != last dimension ",
+           last_dim(x));
+}
+
 paddle::Tensor scale_shift(const paddle::Tensor& x, const float* residual, const paddle::Tensor& w,
                            const paddle::Tensor& b) {
   check_float(x, "scale_shift input");
-  check_float(w, "scale_shift weight");
-  check_float(b, "scale_shift bias");
-  const int64_t n = last_dim(x), rows = x.numel() / n;
-  PD_CHECK(w.numel() == n && b.numel() == n, "scale_shift weight/bias size != last dimension ", n);
+  check_scale_shift_params(x, w, b);
+  const int64_t n = last_dim(x);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
-  float* po = out.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *xr = px + r * n, *rr = residual ? residual + r * n : nullptr;
-    float* o = po + r * n;
-    if (rr) {
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] + rr[i]) * pw[i] + pb[i];
-    } else {
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * pw[i] + pb[i];
-    }
-  }
+  scale_shift_rows(x.data<float>(), residual, w.data<float>(), b.data<float>(), x.numel() / n, n, out.data<float>());
   return out;
 }
 
@@ -1516,5 +1525,74 @@ PD_BUILD_OP(ct_add_layer_norm_bf16)
     .Outputs({"Out"})
     .Attrs({"epsilon: float"})
     .SetKernelFn(PD_KERNEL(AddLayerNormBf16Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
+
+// ---- MobileBERT's residual add and NoNorm in exports, in place: Out = (X + Y) * W + B over the last dimension
+// (W, B float32), written over X, the dense's output, read by nothing else.
+void AddScaleShiftInplace(paddle::Tensor& x, const paddle::Tensor& y, const paddle::Tensor& w,
+                          const paddle::Tensor& b) {
+  check_float(x, "ct_add_scale_shift_ X");
+  check_float(y, "ct_add_scale_shift_ Y");
+  PD_CHECK(x.shape() == y.shape(), "ct_add_scale_shift_: Y shape != X shape");
+  check_scale_shift_params(x, w, b);
+  const int64_t n = last_dim(x);
+  scale_shift_rows(x.data<float>(), y.data<float>(), w.data<float>(), b.data<float>(), x.numel() / n, n,
+                   x.data<float>());
+}
+
+PD_BUILD_OP(ct_add_scale_shift_)
+    .Inputs({"X", "Y", "W", "B"})
+    .Outputs({"Out"})
+    .SetInplaceMap({{"X", "Out"}})
+    .SetKernelFn(PD_KERNEL(AddScaleShiftInplace));
+
+// ---- the same for the bf16 predictor, into a new tensor: common/inference.py puts it in place of
+// ct_add_scale_shift_, marked bfloat16 like ct_attention_bf16, so its fcs write X and Y in bf16 and read Out in
+// bf16, with no conversion operators in between. X and Y float32 or bfloat16 (one type), Out of their type.
+#ifdef __AVX512BF16__
+namespace {
+
+template <class T>
+void add_scale_shift(const T* x, const T* y, const float* w, const float* b, int64_t rows, int64_t n, T* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = first_lanes(n - i);
+      const __m512 sum = _mm512_add_ps(fp32_lanes(x + r * n + i, m), fp32_lanes(y + r * n + i, m));
+      store_lanes(out + r * n + i, m,
+                  _mm512_fmadd_ps(sum, _mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, b + i)));
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+std::vector<paddle::Tensor> AddScaleShiftBf16Forward(const paddle::Tensor& x, const paddle::Tensor& y,
+                                                     const paddle::Tensor& w, const paddle::Tensor& b) {
+#ifndef __AVX512BF16__
+  PD_THROW("ct_add_scale_shift_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
+#else
+  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
+  PD_CHECK(x.shape() == y.shape() && x.dtype() == y.dtype() && (bf16 || x.dtype() == paddle::DataType::FLOAT32) &&
+               x.is_cpu() && y.is_cpu(),
+           "ct_add_scale_shift_bf16: X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
+  check_scale_shift_params(x, w, b);
+  const int64_t n = last_dim(x);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  by_element_type(x, [&](auto zero) {
+    using T = decltype(zero);
+    add_scale_shift(elements<T>(x), elements<T>(y), w.data<float>(), b.data<float>(), x.numel() / n, n,
+                    elements<T>(out));
+  });
+  return {out};
+#endif
+}
+
+PD_BUILD_OP(ct_add_scale_shift_bf16)
+    .Inputs({"X", "Y", "W", "B"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(AddScaleShiftBf16Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));

@@ -147,6 +147,13 @@ def scale_shift(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
     return kernels().ct_add_scale_shift(_dense(x), _dense(residual), weight, bias)
 
 
+def add_scale_shift_(x: paddle.Tensor, residual: paddle.Tensor, weight: paddle.Tensor,
+                     bias: paddle.Tensor) -> paddle.Tensor:
+    """``(x + residual) * weight + bias`` over the last dimension, written over ``x`` (no gradient): for exports,
+    where ``x`` is a dense's output read by nothing else. One pass in cache where the folded form took two."""
+    return kernels().ct_add_scale_shift_(x, residual, weight, bias)
+
+
 def softmax_dropout(scores: paddle.Tensor, mask: paddle.Tensor, scale: float, p: float) -> paddle.Tensor:
     """``dropout(softmax(scores * scale + mask), p)`` over the last axis; scores [batch, heads, query,
     key], mask additive [batch, 1, 1 or query, key]."""

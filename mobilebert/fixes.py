@@ -72,9 +72,10 @@ def _folded(dense: nn.Linear, norm: NoNorm, x):
 
 
 def _dense_add_norm(dense: nn.Linear, x, residual, norm: nn.Layer, dropout: nn.Layer | None = None):
-    """``norm(dropout(dense(x)) + residual)``; folded in an export: ``x (W * g) + (b * g + c) + residual * g``."""
+    """``norm(dropout(dense(x)) + residual)``; in an export the dense's ``fc``, then the add and NoNorm in place
+    over its output (one operator; the folded ``x (W * g) + (b * g + c) + residual * g`` took two more passes)."""
     if _folds(norm):
-        return _folded(dense, norm, x) + residual * norm.weight
+        return tk.add_scale_shift_(dense(x), residual, norm.weight, norm.bias)
     y = dense(x)
     return _add_norm(norm, y if dropout is None else dropout(y), residual)
 

@@ -254,44 +254,70 @@ def test_compare_script(dirs):
     assert "max_rel_diff=" in proc.stdout and proc.stdout.strip().endswith("OK: within rtol 1.0e-04 on every token")
 
 
-def test_export_folds_nonorm_scales_into_the_denses(tmp_path):
-    """For this repo's predictor each NoNorm after a dense is folded into it: a bottleneck's dense + NoNorm
-    is one fc, and NoNorm(dense(x) + r) one fc plus r * g; HF's logits on a padded batch with both token
-    types, with and without oneDNN. The portable export keeps paddle's NoNorm."""
-    from common.inference import Predictor, PredictorOptions, export_static, op_counts, optimized_op_counts
+def _scatter_norms(tensors):
+    """NoNorm scales and shifts away from 1 and 0, so that a wrong fold or residual add shows."""
+    rng = np.random.default_rng(1)
+    for name in [n for n in tensors if "LayerNorm" in n]:
+        mean = 1.0 if name.endswith("weight") else 0.0
+        tensors[name] = rng.normal(mean, 0.5, tensors[name].shape).astype(np.float32)
+
+
+def test_export_folds_nonorm_into_the_denses_and_residual_adds(tmp_path):
+    """For this repo's predictor a bottleneck's dense + NoNorm is one fc, and NoNorm(dense(x) + r) an fc and one
+    ct_add_scale_shift_ over its output (ct_add_scale_shift_bf16 in bf16, fed bf16 by the fc); HF's logits on a
+    padded batch with both token types, with and without oneDNN. The portable export keeps paddle's NoNorm."""
+    from common.hardware import cpu_flags, onednn_bf16_missing
+    from common.inference import (Predictor, PredictorOptions, _ops, _program, export_static, op_counts,
+                                  optimized_op_counts)
     from common.models import load_model_dir
 
-    def scatter(tensors):  # NoNorm scales and shifts away from 1 and 0, so that a wrong fold shows
-        rng = np.random.default_rng(1)
-        for name in [n for n in tensors if "LayerNorm" in n]:
-            mean = 1.0 if name.endswith("weight") else 0.0
-            tensors[name] = rng.normal(mean, 0.5, tensors[name].shape).astype(np.float32)
-
     torch_dir = save_tiny(str(tmp_path / "torch"), "mobilebert", head="classification", seed=5, **TINY)
-    _edit(torch_dir, scatter)
+    _edit(torch_dir, _scatter_norms)
     paddle_dir = str(tmp_path / "paddle")
     convert_checkpoint(torch_dir, paddle_dir, SPEC, quiet=True)
     batch = make_batch(torch_dir, paddle_dir)  # the comparison's padded batch, both token types
     assert (batch["attention_mask"] == 0).any() and (batch["token_type_ids"] == 1).any()
-    ref = run_torch(torch_dir, batch, has_head=True)["logits"]
+    torch_out = run_torch(torch_dir, batch, has_head=True)
+    ref = torch_out["logits"]
     layers, ffns = 2, TINY["num_feedforward_networks"]
     # NoNorms after a dense and a residual add: the attention output, one per extra FFN, the output and its
     # bottleneck; 2 bottleneck inputs per layer (a dense, no residual); the embeddings' one
     residual, bottlenecks = layers * (ffns + 2), 2 * layers
-    optimized = {}
+    optimized, prefixes = {}, {}
     for custom_ops in (True, False):
         prefix = export_static(load_model_dir(paddle_dir), str(tmp_path / f"static{custom_ops}"), custom_ops=custom_ops)
-        # folded: W * g and b * g for each dense, and r * g after a residual add
-        written = 3 * residual + 2 * bottlenecks + 1 if custom_ops else residual + bottlenecks + 1
+        prefixes[custom_ops] = prefix
+        # folded: W * g and b * g for each bottleneck's dense; portable: x * g per NoNorm
+        written = 2 * bottlenecks + 1 if custom_ops else residual + bottlenecks + 1
         assert op_counts(prefix)["elementwise_mul"] == written
+        assert op_counts(prefix)["ct_add_scale_shift_"] == (residual if custom_ops else 0)
         for onednn in (True, False):
             got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
         optimized[custom_ops] = optimized_op_counts(prefix, PredictorOptions(threads=2),
                                                     str(tmp_path / f"optimized{custom_ops}"))
+    # every token, not only what reaches the logits: no buffer written in place is read as another
+    model = load_model_dir(paddle_dir)
+    base = export_static(getattr(model, model.base_model_prefix), str(tmp_path / "base"))
+    sequence = Predictor(base, PredictorOptions(threads=2))(batch)[0]
+    np.testing.assert_allclose(sequence, torch_out["sequence_output"], rtol=1e-4, atol=1e-5)
     # linears per layer: 2 bottleneck inputs, q, k, v, attention output, 2 per FFN, output bottleneck;
     # then the embedding projection, the pooler and the classifier
     assert optimized[True]["fc"] == optimized[False]["fc"] == layers * (7 + 2 * ffns) + 3
-    # the folded ones lose NoNorm's add, and the bottlenecks its multiply too
-    assert optimized[False]["elementwise_add"] - optimized[True]["elementwise_add"] == residual + bottlenecks
-    assert optimized[False]["elementwise_mul"] - optimized[True]["elementwise_mul"] == bottlenecks
+    # NoNorm's multiply and add gone from each bottleneck, and with the residual add from the others
+    assert optimized[True]["ct_add_scale_shift_"] == residual
+    assert optimized[False]["elementwise_mul"] - optimized[True]["elementwise_mul"] == residual + bottlenecks
+    assert optimized[False]["elementwise_add"] - optimized[True]["elementwise_add"] == 2 * residual + bottlenecks
+    if onednn_bf16_missing() or "avx512_bf16" not in cpu_flags():
+        return
+    options = PredictorOptions(threads=2, precision="bf16")
+    bf16 = optimized_op_counts(prefixes[True], options, str(tmp_path / "bf16"))
+    assert bf16["ct_add_scale_shift_bf16"] == residual and not bf16["ct_add_scale_shift_"]
+    desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
+    ops = list(_ops(desc))
+    writer = {name: op for op in ops for name in op.output_arg_names()}
+    for op in (op for op in ops if op.type() == "ct_add_scale_shift_bf16"):
+        fc = writer[op.input("X")[0]]
+        assert fc.type() == "fc" and not (fc.has_attr("force_fp32_output") and fc.attr("force_fp32_output"))
+    got = Predictor(prefixes[True], options)(batch)[0]
+    assert 0 < np.abs(got - ref).max() < 0.05  # bf16 ran, close to HF

@@ -102,15 +102,17 @@ def test_eval_mode_runs_the_kernels_with_paddles_outputs(name):
 @pytest.mark.parametrize("switch", [True, False])
 def test_export_holds_the_attention_operator_and_restores_the_layers(name, switch, tmp_path):
     """The export runs the plain layers (MobileBERT's kernel-backed ones failed to convert) except
-    attention, which is one operator per layer with no conditional block around it (none where
-    ``custom_ops`` is False); afterwards the model's layers are what they were."""
+    attention, which is one operator per layer with no conditional block around it, and MobileBERT's
+    residual adds with NoNorm (none where ``custom_ops`` is False); afterwards the model's layers are what
+    they were."""
     from common.inference import custom_ops, export_static, op_types_of
 
     _, model, _ = build_pair(MODELS[name], quick=True)
     switched = tk.use_train_kernels(model) if switch else 0
     types = [type(layer) for layer in model.sublayers(include_self=True)]
     ops = op_types_of(export_static(model, str(tmp_path / "fast")))
-    assert custom_ops(ops) == ["ct_attention"]
+    residual_norms = ["ct_add_scale_shift_"] if name.startswith("mobilebert") else []
+    assert custom_ops(ops) == residual_norms + ["ct_attention"]
     assert not {"conditional_block", "select_input", "softmax"} & ops
     assert [type(layer) for layer in model.sublayers(include_self=True)] == types
     assert sum(t in tk.UNSWAPS for t in types) == switched
@@ -278,6 +280,49 @@ def test_add_layer_norm_operator_checks_its_inputs():
         tk.kernels().ct_add_layer_norm_bf16(x, x.astype("bfloat16"), w, w, 1e-5)
     with pytest.raises(OSError, match="scale / bias size != last dimension 8"):
         tk.kernels().ct_add_layer_norm_bf16(x, x, paddle.ones([7]), w, 1e-5)
+
+
+@pytest.mark.parametrize("width", [5, 37, 128])
+def test_add_scale_shift_operator_writes_over_its_input(width):
+    """ct_add_scale_shift_ (exports): (X + Y) * W + B over the last axis, written over X; Y, W, B untouched."""
+    rng = np.random.default_rng(width)
+    x, y = (rng.normal(size=(2, 7, width)).astype("float32") for _ in range(2))
+    w, b = (rng.normal(size=width).astype("float32") for _ in range(2))
+    tx, ty, tw, tb = (paddle.to_tensor(a) for a in (x, y, w, b))
+    with _threads(3):
+        out = tk.add_scale_shift_(tx, ty, tw, tb)
+    want = (x + y) * w + b
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tx.numpy(), want, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(ty.numpy(), y) and np.array_equal(tw.numpy(), w) and np.array_equal(tb.numpy(), b)
+    with pytest.raises(OSError, match="ct_add_scale_shift_: Y shape != X shape"):
+        tk.add_scale_shift_(tx, paddle.rand([7, width]), tw, tb)
+    with pytest.raises(OSError, match="ct_add_scale_shift_ Y must be float32"):
+        tk.add_scale_shift_(tx, ty.astype("bfloat16"), tw, tb)
+    with pytest.raises(OSError, match=f"scale_shift weight/bias size != last dimension {width}"):
+        tk.add_scale_shift_(tx, ty, paddle.ones([width + 1]), tb)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_add_scale_shift_bf16 runs on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("width", [5, 37, 512])
+def test_bf16_add_scale_shift_operator(width):
+    """ct_add_scale_shift_bf16 (the bf16 predictor's form): fp32 as the in-place operator, into a new tensor; bf16
+    X, Y give a bf16 Out within bf16 rounding of the fp32 result on the same values; mixed types refused."""
+    rng = np.random.default_rng(width)
+    x, y = (paddle.to_tensor((3 * rng.normal(size=(2, 7, width))).astype("float32")) for _ in range(2))
+    w, b = (paddle.to_tensor(rng.normal(size=width).astype("float32")) for _ in range(2))
+    op = tk.kernels().ct_add_scale_shift_bf16
+    with _threads(3):
+        got = op(x, y, w, b)
+        x16, y16 = x.astype("bfloat16"), y.astype("bfloat16")
+        got16 = op(x16, y16, w, b)
+    want = (x.numpy() + y.numpy()) * w.numpy() + b.numpy()
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+    assert got16.dtype == paddle.bfloat16
+    want16 = (x16.astype("float32").numpy() + y16.astype("float32").numpy()) * w.numpy() + b.numpy()
+    np.testing.assert_allclose(got16.astype("float32").numpy(), want16, rtol=2**-8, atol=1e-6)
+    with pytest.raises(OSError, match="X and Y must be CPU tensors of one shape and type"):
+        op(x, y16, w, b)
 
 
 def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
