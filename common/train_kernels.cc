@@ -1,5 +1,6 @@
 // Multi-threaded fp32 CPU kernels for fine-tuning (paddle custom operators, see common/train_kernels.py);
-// attention without dropout and the span convolution also run in exported inference models.
+// attention without dropout, the span convolution and the residual add + NoNorm also run in exported inference
+// models.
 // paddle 2.6.2's own CPU kernels for these ops run on one thread. GEMMs stay paddle's, except in the
 // grouped 1x1 convolution, which calls oneDNN's sgemm (paddle's libdnnl) once per sample and group.
 // Every op takes contiguous row-major tensors (the Python side makes them so); the feature
