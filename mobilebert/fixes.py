@@ -60,7 +60,8 @@ def _add_norm(norm: nn.Layer, x, residual):
 
 
 def _folds(norm: nn.Layer) -> bool:
-    """Whether an export (eval mode: no dropout) folds NoNorm ``norm`` into the dense before it."""
+    """Whether an export (eval mode: no dropout) runs NoNorm ``norm`` with the dense before it: folded into its
+    weights (:func:`_folded`), or after a residual add in place over its output (:func:`_dense_add_norm`)."""
     return tk.in_export() and isinstance(norm, NoNorm)
 
 
