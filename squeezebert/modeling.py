@@ -113,20 +113,23 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
     return result
 
 
-# Static graphs (export, paddle.inference) in eval mode: the encoder runs token-major, [batch *
-# length, channels] (M = every token of the batch, not one sequence's), the attention takes BERT's
-# head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
+# Static graphs (export, paddle.inference) in eval mode: the encoder runs token-major, the attention
+# takes BERT's head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
 # convolution takes one of two forms:
-# - per group (the export for this repo's CPU predictor, ``tk.in_export``): a matmul per group on its
-#   slice of the channels (``split``, then ``concat``), the feed-forward's two convolutions split
-#   between them. Each weight is a slice of a parameter, transposed, which paddle.inference folds
-#   into a parameter before its fc fusion (common/inference.py), so every group's matmul and bias
-#   become one oneDNN ``fc`` with cached weights. The attention is this repo's one operator
-#   (``ct_attention``) on the joined query, key and value; A/B against paddle's matmuls and softmax
-#   on the Zen 4 host (9 rounds, by hand): fp32 1.04 / 1.11 / 1.07x, bf16 1.09 / 1.02 / 1.10x as fast
-#   at batch 1 / 16 / 32.
+# - per group (the export for this repo's CPU predictor, ``tk.in_export``), on [batch, length,
+#   channels] with no reshape (paddle's ``reshape2`` copies): a matmul per group on its slice of the
+#   channels (``split``, then ``concat``), the feed-forward's two convolutions split between them. Each
+#   weight is a slice of a parameter, transposed, which paddle.inference folds into a parameter before
+#   its fc fusion (common/inference.py), so every group's matmul and bias become one oneDNN ``fc`` with
+#   cached weights. The attention is this repo's operator (``ct_attention``): per group on that group's
+#   query, key and value where their groups match and hold whole heads (only the contexts joined), else
+#   on the joined query, key and value. A/B on the Zen 4 host (9 rounds, by hand, batch 1 / 16 / 32):
+#   the operator on the joined tensors against paddle's matmuls and softmax, fp32 1.04 / 1.11 / 1.07x,
+#   bf16 1.09 / 1.02 / 1.10x as fast; then per group and with no reshape, against that, fp32 1.095 /
+#   1.056 / 1.091x, bf16 1.012 / 1.129 / 1.068x.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
-#   channels / groups], with transposes in and out.
+#   channels / groups] of [batch * length, channels] (M = every token of the batch), with transposes
+#   in and out.
 # Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
 # group against batched: paddle.inference fp32 0.96-0.97 / 1.07-1.08 / 1.07-1.09x as fast at batch
 # 1 / 16 / 32, bf16 1.03-1.24 / 1.18-1.39 / 1.18-1.23x; onnxruntime 0.69 / 0.92 / 1.02x (first run),
@@ -192,15 +195,21 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
     return out
 
 
-def _attention_per_group(x: paddle.Tensor, att: _pm.SqueezeBertSelfAttention, mask: paddle.Tensor,
-                         batch: paddle.Tensor) -> paddle.Tensor:
-    """Per-group form: the attention context of token-major ``x`` [tokens, channels] as this repo's one
-    operator (``ct_attention``, BERT's token-major head layout; bf16 predictors run it in bf16), its
-    query, key and value joined from their groups (one split per group count)."""
-    convs = (att.query, att.key, att.value)
+def _attention_per_group(x: paddle.Tensor, att: _pm.SqueezeBertSelfAttention, mask: paddle.Tensor) -> paddle.Tensor:
+    """Per-group form: the attention context of ``x`` [batch, length, channels] as this repo's operator
+    (``ct_attention``, BERT's token-major head layout; bf16 predictors run it in bf16). Where query, key and
+    value share a group count that divides the heads, each group's heads attend on that group's query, key
+    and value, and only the contexts are joined; otherwise on query, key and value joined from their groups
+    (one split per group count)."""
+    convs, heads = (att.query, att.key, att.value), att.num_attention_heads
+    groups = convs[0]._groups
+    if all(c._groups == groups for c in convs) and heads % groups == 0:
+        parts = _split(x, groups)
+        return _joined([tk.attention(q, k, v, mask, heads // groups)
+                        for q, k, v in zip(*(_by_group(parts, c) for c in convs))])
     parts = {g: _split(x, g) for g in {c._groups for c in convs}}
-    q, k, v = (_joined(_by_group(parts[c._groups], c)).reshape([batch, -1, att.all_head_size]) for c in convs)
-    return tk.attention(q, k, v, mask, att.num_attention_heads).reshape([-1, att.all_head_size])
+    q, k, v = (_joined(_by_group(parts[c._groups], c)) for c in convs)
+    return tk.attention(q, k, v, mask, heads)
 
 
 def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:
@@ -220,10 +229,11 @@ def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm) -> paddle.Tens
 
 def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor,
                        batch: paddle.Tensor) -> paddle.Tensor:
-    """``SqueezeBertLayer``'s eval-mode forward on token-major ``x`` [batch * length, channels]."""
+    """``SqueezeBertLayer``'s eval-mode forward on token-major ``x``: [batch, length, channels] per group,
+    [batch * length, channels] batched."""
     att = layer.attention
     if _per_group():
-        context = _attention_per_group(x, att, mask, batch)
+        context = _attention_per_group(x, att, mask)
     else:
         heads, size = att.num_attention_heads, att.attention_head_size
         query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
@@ -240,10 +250,11 @@ def _encoder_forward(self, hidden_states, attention_mask=None, output_attentions
     if paddle.in_dynamic_mode() or self.training or output_attentions or output_hidden_states:
         return _ENCODER_FORWARD(self, hidden_states, attention_mask, output_attentions, output_hidden_states)
     shape = paddle.shape(hidden_states)
-    x = hidden_states.reshape([-1, hidden_states.shape[-1]])
+    per_group = _per_group()  # [batch, length, channels] throughout: no reshape (paddle's reshape2 copies)
+    x = hidden_states if per_group else hidden_states.reshape([-1, hidden_states.shape[-1]])
     for layer in self.layers:
         x = _layer_token_major(layer, x, attention_mask, shape[0])
-    return (x.reshape(shape),)
+    return (x if per_group else x.reshape(shape),)
 
 
 # The layers holding convolutions, and their attribute names.
