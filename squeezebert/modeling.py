@@ -117,7 +117,7 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 # takes BERT's head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
 # convolution takes one of two forms:
 # - per group (the export for this repo's CPU predictor, ``tk.in_export``), on [batch, length,
-#   channels] with no reshape (paddle's ``reshape2`` copies): a matmul per group on its slice of the
+#   channels] with no reshape (each ``reshape2`` copied its input): a matmul per group on its slice of the
 #   channels (``split``, then ``concat``), the feed-forward's two convolutions split between them. Each
 #   weight is a slice of a parameter, transposed, which paddle.inference folds into a parameter before
 #   its fc fusion (common/inference.py), so every group's matmul and bias become one oneDNN ``fc`` with
@@ -250,7 +250,7 @@ def _encoder_forward(self, hidden_states, attention_mask=None, output_attentions
     if paddle.in_dynamic_mode() or self.training or output_attentions or output_hidden_states:
         return _ENCODER_FORWARD(self, hidden_states, attention_mask, output_attentions, output_hidden_states)
     shape = paddle.shape(hidden_states)
-    per_group = _per_group()  # [batch, length, channels] throughout: no reshape (paddle's reshape2 copies)
+    per_group = _per_group()  # [batch, length, channels] throughout: no reshape (reshape2 copied)
     x = hidden_states if per_group else hidden_states.reshape([-1, hidden_states.shape[-1]])
     for layer in self.layers:
         x = _layer_token_major(layer, x, attention_mask, shape[0])
