@@ -1460,6 +1460,14 @@ inline void store_lanes(uint16_t* out, __mmask16 m, __m512 v) {
   _mm256_mask_storeu_epi16(out, m, (__m256i)_mm512_cvtneps_pbh(v));
 }
 
+// X and Y of the bf16 predictor's two-input operators: CPU tensors of one shape and type (float32 or bfloat16).
+void check_bf16_pair(const paddle::Tensor& x, const paddle::Tensor& y, const char* op) {
+  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
+  PD_CHECK(x.shape() == y.shape() && x.dtype() == y.dtype() && (bf16 || x.dtype() == paddle::DataType::FLOAT32) &&
+               x.is_cpu() && y.is_cpu(),
+           op, ": X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
+}
+
 template <class T>
 void add_layer_norm(const T* x, const T* y, const float* scale, const float* bias, float epsilon, int64_t rows,
                     int64_t n, T* out) {
@@ -1503,10 +1511,7 @@ std::vector<paddle::Tensor> AddLayerNormBf16Forward(const paddle::Tensor& x, con
 #ifndef __AVX512BF16__
   PD_THROW("ct_add_layer_norm_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
 #else
-  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
-  PD_CHECK(x.shape() == y.shape() && x.dtype() == y.dtype() && (bf16 || x.dtype() == paddle::DataType::FLOAT32) &&
-               x.is_cpu() && y.is_cpu(),
-           "ct_add_layer_norm_bf16: X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
+  check_bf16_pair(x, y, "ct_add_layer_norm_bf16");
   check_float(scale, "ct_add_layer_norm_bf16 scale");
   check_float(bias, "ct_add_layer_norm_bf16 bias");
   const int64_t n = last_dim(x), rows = x.numel() / n;
@@ -1575,10 +1580,7 @@ std::vector<paddle::Tensor> AddScaleShiftBf16Forward(const paddle::Tensor& x, co
 #ifndef __AVX512BF16__
   PD_THROW("ct_add_scale_shift_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
 #else
-  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
-  PD_CHECK(x.shape() == y.shape() && x.dtype() == y.dtype() && (bf16 || x.dtype() == paddle::DataType::FLOAT32) &&
-               x.is_cpu() && y.is_cpu(),
-           "ct_add_scale_shift_bf16: X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
+  check_bf16_pair(x, y, "ct_add_scale_shift_bf16");
   check_scale_shift_params(x, w, b);
   const int64_t n = last_dim(x);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
