@@ -221,7 +221,12 @@ def test_export_static_matches_dynamic(ofa_run):
         measured = json.load(f)["widths"]["0.5000"]["dev"]["accuracy"]
     assert glue_metrics(get_task("sst2"), logits.numpy(), batch["labels"].numpy())["accuracy"] == measured
 
-    # The static model, loaded by paddle.inference here, matches the dynamic sub-model.
+    # The static model, loaded by paddle.inference here, matches the dynamic sub-model. Its attention is this
+    # repo's operator, which this process registers first (as common.inference.Predictor does; without it the
+    # test passed only after another test had loaded them).
+    from common.train_kernels import kernels
+
+    kernels()
     config = inference.Config(os.path.join(out, "inference.pdmodel"), os.path.join(out, "inference.pdiparams"))
     config.disable_gpu()
     config.disable_glog_info()
