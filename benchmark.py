@@ -29,6 +29,7 @@ import numpy as np
 from common.bench_models import MODELS, Model, build_pair, check_names, check_seq_len, hf_config, make_batch, parse_batch_sizes
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
+from common.first_token import last_layer
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import read_json, write_json, write_text
 from common.hardware import cpu_info, onednn_bf16_missing
@@ -67,6 +68,7 @@ class Settings:
     train_runs: int
     threads: int
     quick: bool
+    full_last_layer: bool = False
 
 
 def timed(fn: Callable[[], object], warmup: int, runs: int) -> tuple[list[float], object]:
@@ -175,18 +177,18 @@ def describe(row: dict) -> str:
             f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak{delta}")
 
 
-def make_predictors(paddle_model, backends: list[str], threads: int, tmp: str) -> dict:
+def make_predictors(paddle_model, backends: list[str], threads: int, tmp: str, first_token: bool = True) -> dict:
     """``paddle.inference`` and onnxruntime predictors by backend (the exception instead where one
-    cannot be made)."""
+    cannot be made); ``first_token``: as :func:`common.inference.export_static`'s."""
     from common.inference import Predictor, PredictorOptions, custom_ops, export_static, op_types_of
     from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 
     predictors, prefix = {}, None
     for backend in backends:
         try:
-            prefix = prefix or export_static(paddle_model, tmp)
+            prefix = prefix or export_static(paddle_model, tmp, first_token=first_token)
             if backend == "paddle_ort_fp32":  # a second, portable export only where the first holds our operators
-                portable = export_static(paddle_model, os.path.join(tmp, "portable"), custom_ops=False) \
+                portable = export_static(paddle_model, os.path.join(tmp, "portable"), False, first_token) \
                     if custom_ops(op_types_of(prefix)) else prefix
                 predictors[backend] = OnnxPredictor(convert_to_onnx(portable, os.path.join(tmp, ONNX_FILE)), threads)
             else:
@@ -217,8 +219,11 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     got = inference_step("paddle_dygraph", torch_model, paddle_model, {}, check)()
     flops = forward_flops(cfg, s.seq_len)
     train_flops = TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
+    first_token = not s.full_last_layer and last_layer(paddle_model) is not None
+    exported_flops = forward_flops(cfg, s.seq_len, first_token)
     summary = {
         "model_type": model.model_type, "note": model.note, "config": cfg, "gflops_per_seq": flops / 1e9,
+        "first_token_export": first_token, "exported_gflops_per_seq": exported_flops / 1e9,
         "train_gflops_per_seq": train_flops / 1e9,
         "parameters": int(sum(p.numel() for p in torch_model.parameters())),
         "parity_max_abs_logit_diff": float(np.abs(ref - got).max()), "max_abs_logit": float(np.abs(ref).max()),
@@ -226,9 +231,10 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
-        predictors = make_predictors(paddle_model, exported, s.threads, tmp)
+        predictors = make_predictors(paddle_model, exported, s.threads, tmp, not s.full_last_layer)
         summary["setup_s"] = time.perf_counter() - start
-        print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq, "
+        at_cls = f" ({exported_flops / 1e9:.3g} exported, last layer at [CLS])" if first_token else ""
+        print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq{at_cls}, "
               f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
               f"setup {summary['setup_s']:.0f} s", flush=True)
         logits = {}  # (backend, batch size) -> the last run's logits, for the bf16 delta
@@ -238,7 +244,8 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
                 batch = make_batch(bs, s.seq_len, vocab)
                 row, logits[backend, bs] = measure(
                     "inference", (model.name, backend, bs, s.seq_len),
-                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch), s, flops, peak)
+                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch), s,
+                    exported_flops if backend in exported else flops, peak)
                 ref = logits.get((FP32_OF.get(backend), bs))
                 if ref is not None and logits[backend, bs] is not None:
                     row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits[backend, bs] - ref).max())
@@ -299,6 +306,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--output_dir", default="runs/benchmark", help="for results.json, results.md, results.png")
     parser.add_argument("--report_only", action="store_true",
                         help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
+    parser.add_argument("--full_last_layer", action="store_true",
+                        help="export classifiers with the whole last encoder layer (default: a BERT classifier's "
+                             "exports compute it at [CLS] only, the one token its head reads: same logits, fewer "
+                             "FLOPs, which its exported rows' GFLOP/s count)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
     args = parser.parse_args(argv)
@@ -319,7 +330,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         models=models, backends=backends,
         batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
         train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
-        train_runs=args.train_runs, threads=args.threads, quick=args.quick,
+        train_runs=args.train_runs, threads=args.threads, quick=args.quick, full_last_layer=args.full_last_layer,
     )
     return settings, args
 

@@ -65,12 +65,18 @@ def summarize(base_s: list[float], other_s: list[float]) -> dict:
             "other_runs_ms": [1e3 * t for t in other_s]}
 
 
+# What the exports of a BERT classifier computed, by --full_last_layer (runs before it: no note).
+LAST_LAYER_NOTE = {False: " Exported BERT classifiers: the last layer at [CLS] only (common/first_token.py).",
+                   True: " Exported BERT classifiers: the whole last layer (--full_last_layer)."}
+
+
 def markdown(result: dict) -> str:
     a = result["args"]
     prov = result["provenance"]
     lines = [f"# Speedup of {a['other']} over {a['base']}", "",
              f"Each side: {a['warmup']} untimed, then {a['rounds']} timed calls interleaved with the other's; "
-             f"seq {a['seq_len']}, {a['threads']} threads; {prov['cpu']}; code {prov['code']}.", "",
+             f"seq {a['seq_len']}, {a['threads']} threads; {prov['cpu']}; code {prov['code']}."
+             + LAST_LAYER_NOTE.get(a.get("full_last_layer"), ""), "",
              "| batch | base ms (median) | other ms (median) | speedup median | min | max |"
              + (f" met (>= {a['target']:g}) |" if a["target"] else ""),
              "|---:|---:|---:|---:|---:|---:|" + ("---|" if a["target"] else "")]
@@ -102,6 +108,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--target", type=float,
                         help="the speedup a target asks for, e.g. 2.5 (0.8x the time: 1.25); reported as met or not")
     parser.add_argument("--output_dir", default="runs/speed_ratio", help="for args.json, speed_ratio.json and .md")
+    parser.add_argument("--full_last_layer", action="store_true",
+                        help="export classifiers with the whole last encoder layer (default: a BERT classifier's "
+                             "exports compute it at [CLS] only, as in benchmark.py)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up, 3 rounds")
     args = parser.parse_args(argv)
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch_model, paddle_model, _, predictors = built[key(model, backend)]
             if backend.startswith(("paddle_infer", "paddle_ort")):
                 predictors.update(make_predictors(paddle_model, [backend], args.threads,
-                                                  os.path.join(tmp, f"{model}_{backend}")))
+                                                  os.path.join(tmp, f"{model}_{backend}"), not args.full_last_layer))
 
         def step(model: str, backend: str, bs: int) -> Callable[[], object]:
             torch_model, paddle_model, cfg, predictors = built[key(model, backend)]

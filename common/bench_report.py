@@ -190,7 +190,10 @@ def markdown(results: dict) -> str:
         "(common/flops.py). paddle_infer_*: the model exported by common/inference.py (ConvBERT's span "
         "convolution as this repo's CPU operator, common/train_kernels.cc); paddle_dygraph_kernels: dygraph with "
         "common/train_kernels.py's layers (run_glue's evaluation on CPU); paddle_ort_fp32: the export with "
-        "paddle's operators only (export.py --portable), converted by paddle2onnx and run by onnxruntime.",
+        "paddle's operators only (export.py --portable), converted by paddle2onnx and run by onnxruntime."
+        + (" Exports of a BERT classifier compute the last encoder layer at [CLS] only, the one token its head "
+           "reads (common/first_token.py): same logits, and the GFLOP/seq of their rows counts that."
+           if any(m.get("first_token_export") for m in results["models"].values()) else ""),
         "",
         "| model | backend | GFLOP/seq | " + " | ".join(f"ms/batch @{b}" if b == 1 else f"seq/s @{b}" for b in sizes)
         + f" | GFLOP/s @{big} | % peak @{big} |",
@@ -199,8 +202,10 @@ def markdown(results: dict) -> str:
     rows = _by_kind(results, "inference")
     found = _index(rows)
     for name in _models(results):  # those measured so far
-        gflops = results["models"][name].get("gflops_per_seq", float("nan"))
+        counts = results["models"][name]
         for backend in _backends(rows):
+            exported = backend.startswith(("paddle_infer", "paddle_ort")) and counts.get("first_token_export")
+            gflops = counts.get("exported_gflops_per_seq" if exported else "gflops_per_seq", float("nan"))
             cells = []
             for b in sizes:
                 r = found.get((name, backend, b), {"error": "not run"})

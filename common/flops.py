@@ -21,9 +21,10 @@ def linear(tokens: int, n_in: int, n_out: int, groups: int = 1) -> int:
     return 2 * tokens * n_in * n_out // groups
 
 
-def attention(seq: int, width: int) -> int:
-    """Scores (Q·Kᵀ) and the weighted sum (P·V) over ``seq`` positions, ``width`` = heads x head size."""
-    return 2 * 2 * seq * seq * width
+def attention(seq: int, width: int, queries: int | None = None) -> int:
+    """Scores (Q·Kᵀ) and the weighted sum (P·V) of ``queries`` (default ``seq``) over ``seq`` positions,
+    ``width`` = heads x head size."""
+    return 2 * 2 * (seq if queries is None else queries) * seq * width
 
 
 def _attention_widths(cfg: dict) -> list[int]:
@@ -37,10 +38,14 @@ def _attention_widths(cfg: dict) -> list[int]:
     return [(heads - pruned.get(i, 0)) * head_size for i in range(layers)]
 
 
-def bert(cfg: dict, seq: int) -> int:
-    """Per layer: Q, K, V, output projections, attention, two FFN linears."""
+def bert(cfg: dict, seq: int, first_token: bool = False) -> int:
+    """Per layer: Q, K, V, output projections, attention, two FFN linears. ``first_token``: the last
+    layer at the first token only (``common/first_token.py``), keys and values at every token."""
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
-    return sum(4 * linear(seq, h, a) + attention(seq, a) + 2 * linear(seq, h, i) for a in _attention_widths(cfg))
+    widths = _attention_widths(cfg)
+    queries = [seq] * (len(widths) - 1) + [1 if first_token else seq]
+    return sum(2 * linear(seq, h, a) + 2 * linear(q, h, a) + attention(seq, a, q) + 2 * linear(q, h, i)
+               for a, q in zip(widths, queries))
 
 
 def squeezebert(cfg: dict, seq: int) -> int:
@@ -107,9 +112,14 @@ COUNTERS: dict[str, Callable[[dict, int], int]] = {
 }
 
 
-def forward_flops(cfg: dict, seq: int) -> int:
-    """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict)."""
+def forward_flops(cfg: dict, seq: int, first_token: bool = False) -> int:
+    """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict);
+    ``first_token``: as exported with the last layer at the first token only (BERT)."""
     counter = COUNTERS.get(cfg.get("model_type", ""))
     if counter is None:
         raise UserError(f"no FLOP count for model_type {cfg.get('model_type')!r} (known: {', '.join(COUNTERS)})")
-    return counter(cfg, seq)
+    if not first_token:
+        return counter(cfg, seq)
+    if counter is not bert:
+        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert)")
+    return bert(cfg, seq, first_token=True)

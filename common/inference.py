@@ -20,6 +20,7 @@ import paddle
 
 from common import train_kernels
 from common.errors import UserError
+from common.first_token import at_first_token
 from common.hardware import cpu_flags, onednn_bf16_missing
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -66,12 +67,14 @@ def run_dygraph(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> list[np
     return [o.numpy() for o in out]
 
 
-def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True) -> str:
+def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True, first_token: bool = True) -> str:
     """Save ``model`` (in eval mode) as a static inference model in ``out_dir``; returns the path prefix.
 
     ``custom_ops``: layers may use this repo's CPU operators (``common/train_kernels.py``: attention,
     ConvBERT's span convolution); the program then runs on the CPU, in a process that can build or
     load them (:class:`Predictor` does). False: paddle's own operators only.
+    ``first_token``: a classifier whose logits read only the last layer's first token (BERT's) computes
+    that layer there only (``common/first_token.py``; same logits, fewer FLOPs).
 
     ``model`` stays a plain dygraph model: the conversion replaces every sublayer's ``forward`` with
     its converted code (50x slower in dygraph on small inputs), which is rolled back afterwards.
@@ -88,7 +91,7 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True)
     spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
     static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
     try:
-        with paddle.no_grad(), train_kernels.export_ops(custom_ops):
+        with paddle.no_grad(), train_kernels.export_ops(custom_ops), at_first_token(model, first_token):
             paddle.jit.save(static, prefix)
     finally:
         static.forward.rollback()

@@ -122,6 +122,7 @@ def test_export_matches_dygraph(name, classifiers, tmp_path, capsys):
     report = json.loads((out / "export.json").read_text())
     assert report["ok"] and report["outputs"] == ["logits"] and report["worst"] <= 1e-4
     assert report["check_batch"]["padded"] and set(report["max_abs_diff"]) == {"onednn", "native"}
+    assert report["last_layer_at_cls"] == (name == "bert")  # common/first_token.py
 
     model = load_model_dir(classifiers[name])
     batch = padded_batch(3, 13, seed=7)
@@ -272,7 +273,19 @@ def test_benchmark_quick_end_to_end(tmp_path):
     assert set(results["models"]) == set(models)
     for summary in results["models"].values():
         assert summary["parity_max_abs_logit_diff"] < 1e-5 and summary["gflops_per_seq"] > 0
+    # BERT classifiers' exports compute the last layer at [CLS] only: their exported rows count those FLOPs
+    from common.flops import forward_flops
+
+    for name, summary in results["models"].items():
+        bert = summary["model_type"] == "bert"
+        assert summary["first_token_export"] == bert
+        assert summary["exported_gflops_per_seq"] == forward_flops(summary["config"], 16, bert) / 1e9
     rows = results["results"]
+    for r in rows:
+        summary = results["models"][r["model"]]
+        gflops = summary["exported_gflops_per_seq" if r["backend"].startswith(("paddle_infer", "paddle_ort"))
+                         else "train_gflops_per_seq" if r["kind"] == "train" else "gflops_per_seq"]
+        assert r["gflop_per_s"] == pytest.approx(gflops * r["batch_size"] / r["ms_per_batch"] * 1e3)
     assert not [r for r in rows if "error" in r]
     # paddle.inference bf16 needs AVX-512 (common/hardware.py): by default it runs only where it is supported
     backends = [b for b in benchmark.INFERENCE_BACKENDS if b != "paddle_infer_bf16" or not onednn_bf16_missing()]
@@ -500,7 +513,8 @@ def test_benchmark_failures_become_rows(tmp_path, monkeypatch):
     assert errors == {("bert-base-uncased", "paddle_infer_bf16"), ("tinybert-4l-312d", "paddle_infer_fp32"),
                       ("tinybert-4l-312d", "paddle_infer_bf16"), ("tinybert-4l-312d", "torch_train")}
     table = (out / "results.md").read_text()
-    assert "| bert-base-uncased | paddle_infer_bf16 | 0.00128 | failed | failed | - | - |" in table
+    # the exported rows' FLOPs: the second of the two tiny layers at [CLS] only
+    assert "| bert-base-uncased | paddle_infer_bf16 | 0.000817 | failed | failed | - | - |" in table
     assert "tinybert-4l-312d: FAILED: RuntimeError: no such model" in table
 
 

@@ -1,0 +1,105 @@
+"""Exports of BERT classifiers that compute the last encoder layer at [CLS] only (common/first_token.py)."""
+import numpy as np
+import pytest
+import torch
+import transformers
+from paddle import nn
+
+from common.errors import UserError
+from common.first_token import FirstTokenEncoderLayer, at_first_token, last_layer
+from common.flops import forward_flops
+from tiny_checkpoints import padded_batch, save_tiny
+
+
+@pytest.fixture(scope="module")
+def bert_dirs(tmp_path_factory):
+    """(HF classifier dir, its converted paddle dir): 3 layers, so two stay whole."""
+    from common.convert import convert_checkpoint
+    from ofa_bert.spec import SPEC
+
+    root = tmp_path_factory.mktemp("first_token")
+    torch_dir = save_tiny(str(root / "torch"), "bert", head="classification", num_hidden_layers=3)
+    convert_checkpoint(torch_dir, str(root / "paddle"), SPEC, quiet=True)
+    return torch_dir, str(root / "paddle")
+
+
+def _first_token_readers(prefix: str) -> list[str]:
+    """The operators reading a slice of the first position ([:, :1], length kept) in the exported program."""
+    from common.inference import _ops, _program
+
+    desc = _program(prefix + ".pdmodel")  # the ops point into it
+    ops = list(_ops(desc))
+    sliced = {op.output("Out")[0] for op in ops if op.type() == "slice" and op.attr("axes") == [1]
+              and op.attr("starts") == [0] and op.attr("ends") == [1] and not op.attr("decrease_axis")}
+    return sorted(op.type() for op in ops if sliced & set(op.input_arg_names()))
+
+
+def test_bert_classifier_export_runs_the_last_layer_at_cls(bert_dirs, tmp_path):
+    """The last layer's query, residual (and so its FFN) at [CLS] only; HF's logits within 1e-5 on a padded
+    batch with both token types, as the whole-layer export gives them; the model is left as it was."""
+    from common.inference import Predictor, PredictorOptions, export_static
+    from common.models import load_model_dir
+
+    torch_dir, paddle_dir = bert_dirs
+    model = load_model_dir(paddle_dir)
+    cls_only = export_static(model, str(tmp_path / "cls"))
+    whole = export_static(model, str(tmp_path / "whole"), first_token=False)
+    # the last layer's query projection and residual read [CLS]; keys and values read every token
+    assert _first_token_readers(cls_only) == ["elementwise_add", "matmul_v2"] and _first_token_readers(whole) == []
+    assert all(type(layer) is nn.TransformerEncoderLayer for layer in model.bert.encoder.layers)
+
+    batch = padded_batch(4, 19, seed=11)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    for prefix in (cls_only, whole):
+        for onednn in (True, False):
+            got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+def test_only_post_norm_bert_classifiers_qualify(bert_dirs):
+    from common.models import load_model_dir
+
+    model = load_model_dir(bert_dirs[1])
+    layer = model.bert.encoder.layers[-1]
+    assert last_layer(model) is layer
+    assert last_layer(model.bert) is None  # a base model returns every token
+    with at_first_token(model, enabled=False) as applied:
+        assert not applied and type(layer) is nn.TransformerEncoderLayer
+    with pytest.raises(RuntimeError, match="boom"), at_first_token(model) as applied:
+        assert applied and type(layer) is FirstTokenEncoderLayer
+        raise RuntimeError("boom")
+    assert type(layer) is nn.TransformerEncoderLayer
+    layer.normalize_before = True  # a pre-norm layer's [CLS] output is another function
+    try:
+        assert last_layer(model) is None
+    finally:
+        layer.normalize_before = False
+
+
+@pytest.mark.parametrize("seq", [64, 128])
+def test_first_token_flops_closed_form(seq):
+    """BERT-base: 11 whole layers; the last one's K and V over every token, Q, O and the FFN at one,
+    its attention one query over ``seq`` keys."""
+    cfg = dict(model_type="bert", hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
+    h, i = 768, 3072
+    whole = 2 * (4 * h * h + 2 * h * i) * seq + 4 * seq * seq * h
+    last = 2 * 2 * h * h * seq + 2 * (2 * h * h + 2 * h * i) + 4 * seq * h
+    assert forward_flops(cfg, seq) == 12 * whole
+    assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
+    with pytest.raises(UserError, match="no first-token export for model_type 'squeezebert'"):
+        forward_flops(dict(cfg, model_type="squeezebert"), seq, first_token=True)
+
+
+def test_export_cli_full_last_layer(bert_dirs, tmp_path):
+    """export.py records which it wrote; --full_last_layer keeps the whole layer."""
+    import json
+
+    import export
+
+    for flag, at_cls in (([], True), (["--full_last_layer"], False)):
+        out = tmp_path / str(at_cls)
+        assert export.main(["--model_dir", bert_dirs[1], "--output_dir", str(out), *flag]) == 0
+        assert json.loads((out / "export.json").read_text())["last_layer_at_cls"] is at_cls
+        assert bool(_first_token_readers(str(out / "inference"))) is at_cls
