@@ -29,7 +29,7 @@ import numpy as np
 from common.bench_models import MODELS, Model, build_pair, check_names, check_seq_len, hf_config, make_batch, parse_batch_sizes
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli
-from common.first_token import last_layer
+from common.first_token import first_token_layer
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import read_json, write_json, write_text
 from common.hardware import cpu_info, onednn_bf16_missing
@@ -219,7 +219,7 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     got = inference_step("paddle_dygraph", torch_model, paddle_model, {}, check)()
     flops = forward_flops(cfg, s.seq_len)
     train_flops = TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
-    first_token = not s.full_last_layer and last_layer(paddle_model) is not None
+    first_token = not s.full_last_layer and first_token_layer(paddle_model) is not None
     exported_flops = forward_flops(cfg, s.seq_len, first_token)
     summary = {
         "model_type": model.model_type, "note": model.note, "config": cfg, "gflops_per_seq": flops / 1e9,
@@ -307,9 +307,9 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--report_only", action="store_true",
                         help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="export classifiers with the whole last encoder layer (default: a BERT classifier's "
-                             "exports compute it at [CLS] only, the one token its head reads: same logits, fewer "
-                             "FLOPs, which its exported rows' GFLOP/s count)")
+                        help="export classifiers with the whole last encoder layer (default: a BERT or SqueezeBERT "
+                             "classifier's exports compute it at [CLS] only, the one token its head reads: same "
+                             "logits, fewer FLOPs, which its exported rows' GFLOP/s count)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
     args = parser.parse_args(argv)

@@ -9,10 +9,10 @@ oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared wi
 model; over ``--atol`` nothing is written and the exit code is 1. Attention (BERT, TinyBERT,
 MobileBERT; one operator per layer) and a ConvBERT model's span convolution are exported as this
 repo's CPU operators (``common/train_kernels.cc``; the predictor of ``common/inference.py`` loads
-them); ``--portable`` keeps to paddle's own operators. A BERT classifier's last encoder layer is
-computed at [CLS] only, the one token its head reads (``common/first_token.py``; same logits);
-``--full_last_layer`` keeps the whole layer. ``--onnx`` (portable)
-also writes ``inference.onnx`` (paddle2onnx), checked the same way in onnxruntime.
+them); ``--portable`` keeps to paddle's own operators. A BERT or SqueezeBERT classifier's last
+encoder layer is computed at [CLS] only, the one token its head reads (``common/first_token.py``;
+same logits); ``--full_last_layer`` keeps the whole layer. ``--onnx`` (portable) also writes
+``inference.onnx`` (paddle2onnx), checked the same way in onnxruntime.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import common  # noqa: F401  (zlib before paddle)
 import numpy as np
 from common.compare import SAMPLES
 from common.errors import cli
-from common.first_token import last_layer
+from common.first_token import first_token_layer
 from common.fsutil import atomic_dir, write_json
 from common.inference import INPUTS, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
 from common.models import load_model_dir
@@ -78,7 +78,7 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int, portable:
         "atol": atol,
         "portable": portable or onnx,
         "onnx": onnx,
-        "last_layer_at_cls": not full_last_layer and last_layer(model) is not None,
+        "last_layer_at_cls": not full_last_layer and first_token_layer(model) is not None,
         "check_batch": {"sequences": len(SAMPLES), "shape": list(batch["input_ids"].shape), "padded": True},
     }
     try:
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", action="store_true",
                         help=f"also write {ONNX_FILE} (paddle2onnx; implies --portable), checked in onnxruntime")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="compute a BERT classifier's last encoder layer at every token (default: at [CLS] "
-                             "only, the one its head reads; same logits, fewer FLOPs)")
+                        help="compute a BERT or SqueezeBERT classifier's last encoder layer at every token "
+                             "(default: at [CLS] only, the one its head reads; same logits, fewer FLOPs)")
     args = parser.parse_args(argv)
     report = export(args.model_dir, args.output_dir, args.atol, args.threads, args.portable, args.onnx,
                     args.full_last_layer)

@@ -48,17 +48,20 @@ def bert(cfg: dict, seq: int, first_token: bool = False) -> int:
                for a, q in zip(widths, queries))
 
 
-def squeezebert(cfg: dict, seq: int) -> int:
-    """BERT's layer with grouped 1x1 convolutions (q/k/v, post-attention, intermediate, output groups)."""
+def squeezebert(cfg: dict, seq: int, first_token: bool = False) -> int:
+    """BERT's layer with grouped 1x1 convolutions (q/k/v, post-attention, intermediate, output groups);
+    ``first_token`` as for :func:`bert`."""
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
-    layer = (
-        sum(linear(seq, h, h, cfg[g]) for g in ("q_groups", "k_groups", "v_groups"))
-        + attention(seq, h)
-        + linear(seq, h, h, cfg["post_attention_groups"])
-        + linear(seq, h, i, cfg["intermediate_groups"])
-        + linear(seq, i, h, cfg["output_groups"])
-    )
-    return cfg["num_hidden_layers"] * layer
+
+    def layer(q: int) -> int:  # q query positions
+        return (
+            linear(q, h, h, cfg["q_groups"]) + linear(seq, h, h, cfg["k_groups"]) + linear(seq, h, h, cfg["v_groups"])
+            + attention(seq, h, q)
+            + linear(q, h, h, cfg["post_attention_groups"])
+            + linear(q, h, i, cfg["intermediate_groups"])
+            + linear(q, i, h, cfg["output_groups"])
+        )
+    return (cfg["num_hidden_layers"] - 1) * layer(seq) + layer(1 if first_token else seq)
 
 
 def mobilebert(cfg: dict, seq: int) -> int:
@@ -112,14 +115,18 @@ COUNTERS: dict[str, Callable[[dict, int], int]] = {
 }
 
 
+# The model types whose classifiers export the last layer at the first token (common/first_token.py).
+FIRST_TOKEN_COUNTERS = (bert, squeezebert)
+
+
 def forward_flops(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict);
-    ``first_token``: as exported with the last layer at the first token only (BERT)."""
+    ``first_token``: as exported with the last layer at the first token only (BERT, SqueezeBERT)."""
     counter = COUNTERS.get(cfg.get("model_type", ""))
     if counter is None:
         raise UserError(f"no FLOP count for model_type {cfg.get('model_type')!r} (known: {', '.join(COUNTERS)})")
     if not first_token:
         return counter(cfg, seq)
-    if counter is not bert:
-        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert)")
-    return bert(cfg, seq, first_token=True)
+    if counter not in FIRST_TOKEN_COUNTERS:
+        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert and squeezebert)")
+    return counter(cfg, seq, first_token=True)

@@ -4,7 +4,8 @@ Importing this module makes PaddleNLP 2.8.1's SqueezeBERT layers (q/k/v, post-at
 intermediate, output) build :class:`PointwiseConv1D` instead of ``nn.Conv1D``. The parameters keep
 their names, shapes and layout ([out, in / groups, 1] weight, [out] bias), so checkpoints load as
 before. Their self-attention runs without transposes (:func:`_self_attention_forward`); an
-exported encoder runs token-major (:func:`_encoder_forward`). Every entry point of this folder
+exported encoder runs token-major (:func:`_encoder_forward`), an exported classifier's computing its
+last layer at [CLS] only (:class:`FirstTokenEncoder`). Every entry point of this folder
 imports it (``spec.py`` does); nothing in site-packages is edited.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddlenlp.transformers.squeezebert import modeling as _pm
 
+from common.first_token import register as register_first_token
 from common import train_kernels as tk
 
 
@@ -195,20 +197,22 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
     return out
 
 
-def _attention_per_group(x: paddle.Tensor, att: _pm.SqueezeBertSelfAttention, mask: paddle.Tensor) -> paddle.Tensor:
-    """Per-group form: the attention context of ``x`` [batch, length, channels] as this repo's operator
-    (``ct_attention``, BERT's token-major head layout; bf16 predictors run it in bf16). Where query, key and
-    value share a group count that divides the heads, each group's heads attend on that group's query, key
-    and value, and only the contexts are joined; otherwise on query, key and value joined from their groups
-    (one split per group count)."""
+def _attention_per_group(x: paddle.Tensor, queries: paddle.Tensor, att: _pm.SqueezeBertSelfAttention,
+                         mask: paddle.Tensor) -> paddle.Tensor:
+    """Per-group form: the attention context of ``queries`` (``x`` or its first token) over ``x`` [batch,
+    length, channels] as this repo's operator (``ct_attention``, BERT's token-major head layout; bf16
+    predictors run it in bf16). Where query, key and value share a group count that divides the heads, each
+    group's heads attend on that group's query, key and value, and only the contexts are joined; otherwise on
+    query, key and value joined from their groups (one split per group count and input)."""
     convs, heads = (att.query, att.key, att.value), att.num_attention_heads
+    inputs = (queries, x, x)
     groups = convs[0]._groups
     if all(c._groups == groups for c in convs) and heads % groups == 0:
-        parts = _split(x, groups)
+        parts = {id(t): _split(t, groups) for t in (x, queries)}
         return _joined([tk.attention(q, k, v, mask, heads // groups)
-                        for q, k, v in zip(*(_by_group(parts, c) for c in convs))])
-    parts = {g: _split(x, g) for g in {c._groups for c in convs}}
-    q, k, v = (_joined(_by_group(parts[c._groups], c)) for c in convs)
+                        for q, k, v in zip(*(_by_group(parts[id(t)], c) for t, c in zip(inputs, convs)))])
+    parts = {(id(t), c._groups): _split(t, c._groups) for t, c in zip(inputs, convs)}
+    q, k, v = (_joined(_by_group(parts[id(t), c._groups], c)) for t, c in zip(inputs, convs))
     return tk.attention(q, k, v, mask, heads)
 
 
@@ -228,19 +232,23 @@ def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm) -> paddle.Tens
 
 
 def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor,
-                       batch: paddle.Tensor) -> paddle.Tensor:
+                       batch: paddle.Tensor, first_token: bool = False) -> paddle.Tensor:
     """``SqueezeBertLayer``'s eval-mode forward on token-major ``x``: [batch, length, channels] per group,
-    [batch * length, channels] batched."""
+    [batch * length, channels] batched. ``first_token``: the output at each sequence's first token only
+    ([batch, 1, channels] per group, [batch, channels] batched), attending to every token."""
     att = layer.attention
     if _per_group():
-        context = _attention_per_group(x, att, mask)
+        queries = x[:, :1] if first_token else x
+        context = _attention_per_group(x, queries, att, mask)
     else:
         heads, size = att.num_attention_heads, att.attention_head_size
-        query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
+        queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
+        (query,) = _qkv(queries, (att.query,), batch, heads)
+        key, value = _qkv(x, (att.key, att.value), batch, heads)
         scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
         context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
     post = layer.post_attention
-    hidden = _layer_norm(_pointwise(context, post.conv1d) + x, post.layernorm)
+    hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)
     out = _feed_forward(hidden, layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act)
     return _layer_norm(out + hidden, layer.output.layernorm)
 
@@ -252,9 +260,23 @@ def _encoder_forward(self, hidden_states, attention_mask=None, output_attentions
     shape = paddle.shape(hidden_states)
     per_group = _per_group()  # [batch, length, channels] throughout: no reshape (reshape2 copied)
     x = hidden_states if per_group else hidden_states.reshape([-1, hidden_states.shape[-1]])
-    for layer in self.layers:
-        x = _layer_token_major(layer, x, attention_mask, shape[0])
-    return (x if per_group else x.reshape(shape),)
+    last = len(self.layers) - 1
+    for i, layer in enumerate(self.layers):
+        first_token = getattr(self, "first_token", False) and i == last
+        x = _layer_token_major(layer, x, attention_mask, shape[0], first_token)
+    return (x if per_group else x.reshape([shape[0], -1, shape[2]]),)
+
+
+class FirstTokenEncoder(_pm.SqueezeBertEncoder):
+    """An exported classifier's encoder whose last layer computes the first token only, all its head reads
+    (``common/first_token.py``): its output is [batch, 1, channels]."""
+
+    first_token = True
+
+
+def _classifier_encoder(model) -> _pm.SqueezeBertEncoder | None:
+    encoder = model.squeezebert.encoder
+    return encoder if type(encoder) is _pm.SqueezeBertEncoder and len(encoder.layers) else None
 
 
 # The layers holding convolutions, and their attribute names.
@@ -289,6 +311,7 @@ def _apply() -> None:
         cls.__init__ = _with_pointwise(cls.__init__, names)
     _pm.SqueezeBertSelfAttention.forward = _self_attention_forward
     _pm.SqueezeBertEncoder.forward = _encoder_forward
+    register_first_token("SqueezeBertForSequenceClassification", _classifier_encoder, FirstTokenEncoder)
     _pm._compact_bert_pointwise = True
 
 

@@ -6,7 +6,7 @@ import transformers
 from paddle import nn
 
 from common.errors import UserError
-from common.first_token import FirstTokenEncoderLayer, at_first_token, last_layer
+from common.first_token import FirstTokenEncoderLayer, at_first_token, first_token_layer
 from common.flops import forward_flops
 from tiny_checkpoints import padded_batch, save_tiny
 
@@ -23,14 +23,15 @@ def bert_dirs(tmp_path_factory):
     return torch_dir, str(root / "paddle")
 
 
-def _first_token_readers(prefix: str) -> list[str]:
-    """The operators reading a slice of the first position ([:, :1], length kept) in the exported program."""
+def _first_token_readers(prefix: str, kept: bool = True) -> list[str]:
+    """The operators reading a slice of the first position in the exported program: [:, :1] (``kept``:
+    the length axis kept) or [:, 0]."""
     from common.inference import _ops, _program
 
     desc = _program(prefix + ".pdmodel")  # the ops point into it
     ops = list(_ops(desc))
     sliced = {op.output("Out")[0] for op in ops if op.type() == "slice" and op.attr("axes") == [1]
-              and op.attr("starts") == [0] and op.attr("ends") == [1] and not op.attr("decrease_axis")}
+              and op.attr("starts") == [0] and op.attr("ends") == [1] and bool(op.attr("decrease_axis")) != kept}
     return sorted(op.type() for op in ops if sliced & set(op.input_arg_names()))
 
 
@@ -63,8 +64,8 @@ def test_only_post_norm_bert_classifiers_qualify(bert_dirs):
 
     model = load_model_dir(bert_dirs[1])
     layer = model.bert.encoder.layers[-1]
-    assert last_layer(model) is layer
-    assert last_layer(model.bert) is None  # a base model returns every token
+    assert first_token_layer(model) is layer
+    assert first_token_layer(model.bert) is None  # a base model returns every token
     with at_first_token(model, enabled=False) as applied:
         assert not applied and type(layer) is nn.TransformerEncoderLayer
     with pytest.raises(RuntimeError, match="boom"), at_first_token(model) as applied:
@@ -73,7 +74,7 @@ def test_only_post_norm_bert_classifiers_qualify(bert_dirs):
     assert type(layer) is nn.TransformerEncoderLayer
     layer.normalize_before = True  # a pre-norm layer's [CLS] output is another function
     try:
-        assert last_layer(model) is None
+        assert first_token_layer(model) is None
     finally:
         layer.normalize_before = False
 
@@ -88,8 +89,20 @@ def test_first_token_flops_closed_form(seq):
     last = 2 * 2 * h * h * seq + 2 * (2 * h * h + 2 * h * i) + 4 * seq * h
     assert forward_flops(cfg, seq) == 12 * whole
     assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
-    with pytest.raises(UserError, match="no first-token export for model_type 'squeezebert'"):
-        forward_flops(dict(cfg, model_type="squeezebert"), seq, first_token=True)
+    with pytest.raises(UserError, match="no first-token export for model_type 'mobilebert'"):
+        forward_flops(dict(cfg, model_type="mobilebert"), seq, first_token=True)
+
+
+def test_squeezebert_first_token_flops():
+    """SqueezeBERT's last layer: grouped K and V over every token, the rest at one."""
+    cfg = dict(model_type="squeezebert", hidden_size=768, intermediate_size=3072, num_hidden_layers=12, q_groups=4,
+               k_groups=4, v_groups=4, post_attention_groups=1, intermediate_groups=4, output_groups=4)
+    h, i, seq = 768, 3072, 128
+
+    def layer(q):
+        return 2 * (q * h * h // 4 + 2 * seq * h * h // 4 + q * h * h + 2 * q * h * i // 4) + 4 * q * seq * h
+    assert forward_flops(cfg, seq) == 12 * layer(seq)
+    assert forward_flops(cfg, seq, first_token=True) == 11 * layer(seq) + layer(1)
 
 
 def test_export_cli_full_last_layer(bert_dirs, tmp_path):
@@ -103,3 +116,39 @@ def test_export_cli_full_last_layer(bert_dirs, tmp_path):
         assert export.main(["--model_dir", bert_dirs[1], "--output_dir", str(out), *flag]) == 0
         assert json.loads((out / "export.json").read_text())["last_layer_at_cls"] is at_cls
         assert bool(_first_token_readers(str(out / "inference"))) is at_cls
+
+
+@pytest.mark.parametrize("groups", [
+    dict(q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1, intermediate_groups=2, output_groups=2),
+    dict(q_groups=8, k_groups=1, v_groups=4, post_attention_groups=2, intermediate_groups=4, output_groups=1),
+])
+def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_path):
+    """squeezebert/modeling.py's encoder: the last layer's queries and residual at [CLS], per group (this
+    repo's operators) and batched (portable); HF's logits within 1e-5 either way."""
+    from common.convert import convert_checkpoint
+    from common.inference import Predictor, PredictorOptions, export_static
+    from common.models import load_model_dir
+    from squeezebert.spec import SPEC
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", embedding_size=32, **groups)
+    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+    model = load_model_dir(str(tmp_path / "paddle"))
+    batch = padded_batch(3, 11, seed=3)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    readers = {}
+    for custom_ops in (True, False):
+        for first_token in (True, False):
+            prefix = export_static(model, str(tmp_path / f"{custom_ops}{first_token}"), custom_ops, first_token)
+            readers[custom_ops, first_token] = (_first_token_readers(prefix), _first_token_readers(prefix, False))
+            got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    assert type(model.squeezebert.encoder).__name__ == "SqueezeBertEncoder"
+    # per group: [:, :1] split by the query's groups (or read whole by an ungrouped query) and the residual
+    query = "split" if groups["q_groups"] > 1 else "matmul_v2"
+    assert readers[True, True] == (sorted(["elementwise_add", query]), ["matmul_v2"])  # and the pooler's [:, 0]
+    # batched: [:, 0] of the token-major rows into the query's groups (a reshape) and the residual; the
+    # pooler's into its matmul
+    assert readers[False, True] == ([], ["elementwise_add", "matmul_v2", "reshape2"])
+    assert readers[True, False] == readers[False, False] == ([], ["matmul_v2"])
