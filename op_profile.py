@@ -5,7 +5,8 @@ paddle's own operators, converted by paddle2onnx and run by onnxruntime (the ``p
 backend) on a full-length two-segment batch. After one untimed run, onnxruntime's profiler records
 ``--runs`` runs. Per operator type (after onnxruntime's fusions): ms per run, share, calls per run.
 The matmul-type operators (MatMul, FusedMatMul, Gemm, FusedGemm) also get the encoder's FLOP rate
-over their time (``common/flops.py``'s count, which holds only matmuls). ``--output_dir`` receives
+over their time (``common/flops.py``'s count, which holds only matmuls; for a BERT or SqueezeBERT
+classifier, exported with its last layer at [CLS] only, that export's count). ``--output_dir`` receives
 args.json, op_profile.json and op_profile.md.
 """
 from __future__ import annotations
@@ -102,6 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> dict:
     """Profile; returns the summary (also written under ``--output_dir``)."""
+    from common.first_token import first_token_layer
     from common.inference import export_static
 
     args = parse_args(argv)
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
         onnx = convert_to_onnx(export_static(paddle_model, tmp, custom_ops=False), os.path.join(tmp, ONNX_FILE))
         print(f"profiling 1 + {args.runs} runs at batch {args.batch_size} x {args.seq_len}", flush=True)
         ops = profile_onnx(onnx, batch, args.threads, args.runs)
-    summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len))
+    at_cls = first_token_layer(paddle_model) is not None  # the export's last layer at [CLS] only: its FLOPs
+    summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len, at_cls))
+    summary["last_layer_at_cls"] = at_cls
     summary["provenance"] = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version(),
                              "onnxruntime": version("onnxruntime"), "paddle2onnx": version("paddle2onnx")}
     text = markdown(args.model, args, summary)

@@ -40,17 +40,22 @@ def _attention_widths(cfg: dict) -> list[int]:
 
 def bert(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Per layer: Q, K, V, output projections, attention, two FFN linears. ``first_token``: the last
-    layer at the first token only (``common/first_token.py``), keys and values at every token."""
+    layer as ``common/first_token.py`` exports it: at one token the query projection, its map back
+    through each head's key weights, each head's value weights (after the weighted sum), the output
+    projection and the FFN; per head the scores and the weighted sum over the layer's input (``seq``
+    positions at the full hidden width)."""
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
-    widths = _attention_widths(cfg)
-    queries = [seq] * (len(widths) - 1) + [1 if first_token else seq]
-    return sum(2 * linear(seq, h, a) + 2 * linear(q, h, a) + attention(seq, a, q) + 2 * linear(q, h, i)
-               for a, q in zip(widths, queries))
+    size = h // cfg["num_attention_heads"]
+    layers = [4 * linear(seq, h, a) + attention(seq, a) + 2 * linear(seq, h, i) for a in _attention_widths(cfg)]
+    if first_token and layers:
+        a = _attention_widths(cfg)[-1]
+        layers[-1] = 4 * linear(1, h, a) + attention(seq, a // size * h, 1) + 2 * linear(1, h, i)
+    return sum(layers)
 
 
 def squeezebert(cfg: dict, seq: int, first_token: bool = False) -> int:
     """BERT's layer with grouped 1x1 convolutions (q/k/v, post-attention, intermediate, output groups);
-    ``first_token`` as for :func:`bert`."""
+    ``first_token``: the last layer's keys and values at every position, the rest at one."""
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
 
     def layer(q: int) -> int:  # q query positions

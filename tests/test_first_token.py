@@ -36,17 +36,25 @@ def _first_token_readers(prefix: str, kept: bool = True) -> list[str]:
 
 
 def test_bert_classifier_export_runs_the_last_layer_at_cls(bert_dirs, tmp_path):
-    """The last layer's query, residual (and so its FFN) at [CLS] only; HF's logits within 1e-5 on a padded
+    """The last layer at [CLS] only, without key or value projections; HF's logits within 1e-5 on a padded
     batch with both token types, as the whole-layer export gives them; the model is left as it was."""
-    from common.inference import Predictor, PredictorOptions, export_static
+    from common.inference import Predictor, PredictorOptions, export_static, op_counts
     from common.models import load_model_dir
 
     torch_dir, paddle_dir = bert_dirs
     model = load_model_dir(paddle_dir)
     cls_only = export_static(model, str(tmp_path / "cls"))
     whole = export_static(model, str(tmp_path / "whole"), first_token=False)
-    # the last layer's query projection and residual read [CLS]; keys and values read every token
-    assert _first_token_readers(cls_only) == ["elementwise_add", "matmul_v2"] and _first_token_readers(whole) == []
+    # [CLS] ([:, 0]) goes into the last layer's query projection and residual (and the pooler); that layer
+    # projects no keys or values: the scores and the weighted sum read its input, 4 small matmuls (query
+    # mapped through the key weights, scores, weighted sum, value weights) in place of attention's operator
+    # and the 2 projections
+    assert _first_token_readers(cls_only, kept=False) == ["elementwise_add", "matmul_v2", "matmul_v2"]
+    assert _first_token_readers(whole, kept=False) == ["matmul_v2"]
+    assert _first_token_readers(cls_only) == _first_token_readers(whole) == []
+    ops = {prefix: op_counts(prefix) for prefix in (cls_only, whole)}
+    assert ops[cls_only]["ct_attention"] == 2 and ops[whole]["ct_attention"] == 3
+    assert ops[cls_only]["matmul_v2"] == ops[whole]["matmul_v2"] + 2
     assert all(type(layer) is nn.TransformerEncoderLayer for layer in model.bert.encoder.layers)
 
     batch = padded_batch(4, 19, seed=11)
@@ -57,6 +65,33 @@ def test_bert_classifier_export_runs_the_last_layer_at_cls(bert_dirs, tmp_path):
         for onednn in (True, False):
             got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
             np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kept_heads", [4, 3])  # 3: an OFA sub-model's narrowed attention (head size kept)
+@pytest.mark.parametrize("per_query_mask", [False, True])
+def test_first_token_attention_is_the_attention_at_the_first_token(kept_heads, per_query_mask):
+    """Against paddle's own MultiHeadAttention at the first query, with padding masked: within float error."""
+    import paddle
+
+    from common.first_token import first_token_attention
+
+    paddle.seed(3)
+    att = nn.MultiHeadAttention(32, 4)
+    att.eval()
+    if kept_heads < 4:  # as ofa_bert/submodel.shrink_attention leaves it
+        width = kept_heads * 8
+        att.q_proj, att.k_proj, att.v_proj = (nn.Linear(32, width) for _ in range(3))
+        att.out_proj, att.num_heads = nn.Linear(width, 32), kept_heads
+    src = paddle.randn([3, 7, 32])
+    keep = paddle.to_tensor(np.array([[1] * 7, [1] * 4 + [0] * 3, [1, 1] + [0] * 5], dtype="float32"))
+    mask = ((1.0 - keep) * -1e4).reshape([3, 1, 1, 7])
+    if per_query_mask:
+        mask = mask.expand([3, 1, 7, 7])
+    with paddle.no_grad():
+        ref = att(src[:, :1], src, src, mask[:, :, :1])[:, 0]
+        got = first_token_attention(att, src[:, 0], src, mask)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=0, atol=2e-6)
+    assert float(paddle.abs(ref).max()) > 0.1
 
 
 def test_only_post_norm_bert_classifiers_qualify(bert_dirs):
@@ -81,12 +116,12 @@ def test_only_post_norm_bert_classifiers_qualify(bert_dirs):
 
 @pytest.mark.parametrize("seq", [64, 128])
 def test_first_token_flops_closed_form(seq):
-    """BERT-base: 11 whole layers; the last one's K and V over every token, Q, O and the FFN at one,
-    its attention one query over ``seq`` keys."""
+    """BERT-base: 11 whole layers; the last one's query, key-mapped query, value map, output projection and
+    FFN at one token, and 12 heads' scores and weighted sums over ``seq`` positions at width 768."""
     cfg = dict(model_type="bert", hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
     h, i = 768, 3072
     whole = 2 * (4 * h * h + 2 * h * i) * seq + 4 * seq * seq * h
-    last = 2 * 2 * h * h * seq + 2 * (2 * h * h + 2 * h * i) + 4 * seq * h
+    last = 2 * (4 * h * h + 2 * h * i) + 12 * 4 * seq * h
     assert forward_flops(cfg, seq) == 12 * whole
     assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
     with pytest.raises(UserError, match="no first-token export for model_type 'mobilebert'"):
@@ -110,12 +145,13 @@ def test_export_cli_full_last_layer(bert_dirs, tmp_path):
     import json
 
     import export
+    from common.inference import op_counts
 
     for flag, at_cls in (([], True), (["--full_last_layer"], False)):
         out = tmp_path / str(at_cls)
         assert export.main(["--model_dir", bert_dirs[1], "--output_dir", str(out), *flag]) == 0
         assert json.loads((out / "export.json").read_text())["last_layer_at_cls"] is at_cls
-        assert bool(_first_token_readers(str(out / "inference"))) is at_cls
+        assert op_counts(str(out / "inference"))["ct_attention"] == 3 - at_cls  # the last layer's: matmuls
 
 
 @pytest.mark.parametrize("groups", [

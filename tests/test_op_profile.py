@@ -42,7 +42,9 @@ def test_op_profile_end_to_end(tmp_path):
     assert sum(v["percent"] for v in ops.values()) == pytest.approx(100)
     assert ops["LayerNormalization"]["calls_per_run"] == 2 * 2 + 1  # embeddings + 2 per layer, 2 layers
     config = hf_config(MODELS["squeezebert-uncased"], quick=True).to_dict()
-    assert summary["encoder_gflop_per_run"] == pytest.approx(2 * forward_flops(config, 16) / 1e9)
+    # the export computes the last layer at [CLS] only (common/first_token.py): the FLOPs it runs
+    assert summary["last_layer_at_cls"] is True
+    assert summary["encoder_gflop_per_run"] == pytest.approx(2 * forward_flops(config, 16, first_token=True) / 1e9)
     matmul_ms = sum(v["ms_per_run"] for op, v in ops.items() if op in op_profile.MATMUL_OPS)
     assert matmul_ms > 0 and summary["matmul_ms_per_run"] == pytest.approx(matmul_ms)
     assert summary["matmul_gflop_per_s"] == pytest.approx(summary["encoder_gflop_per_run"] / matmul_ms * 1e3)
