@@ -307,7 +307,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--report_only", action="store_true",
                         help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="export classifiers with the whole last encoder layer (default: a BERT or SqueezeBERT "
+                        help="export classifiers with the whole last encoder layer (default: a BERT, SqueezeBERT or MobileBERT "
                              "classifier's exports compute it at [CLS] only, the one token its head reads: same "
                              "logits, fewer FLOPs, which its exported rows' GFLOP/s count)")
     parser.add_argument("--quick", action="store_true",

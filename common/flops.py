@@ -69,24 +69,27 @@ def squeezebert(cfg: dict, seq: int, first_token: bool = False) -> int:
     return (cfg["num_hidden_layers"] - 1) * layer(seq) + layer(1 if first_token else seq)
 
 
-def mobilebert(cfg: dict, seq: int) -> int:
+def mobilebert(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Trigram embedding projection; per layer: input (and shared Q/K) bottlenecks, attention in the
-    bottleneck width, ``num_feedforward_networks`` FFNs, the output bottleneck back to ``hidden_size``."""
+    bottleneck width, ``num_feedforward_networks`` FFNs, the output bottleneck back to ``hidden_size``.
+    ``first_token``: the last layer's bottlenecks, keys and values at every position, the rest at one."""
     h, e, i = cfg["hidden_size"], cfg["embedding_size"], cfg["intermediate_size"]
     use_bottleneck = cfg.get("use_bottleneck", True)
     t = cfg.get("intra_bottleneck_size", 128) if use_bottleneck else h  # HF's true_hidden_size
     trigram = cfg.get("trigram_input", True)
     embed = linear(seq, 3 * e if trigram else e, h) if trigram or e != h else 0
-    layer = 0
-    if use_bottleneck:
-        layer += linear(seq, h, t)  # bottleneck.input
-        if cfg.get("key_query_shared_bottleneck", True) and not cfg.get("use_bottleneck_attention", False):
-            layer += linear(seq, h, t)  # bottleneck.attention (shared query / key input)
-        layer += linear(seq, t, h)  # output.bottleneck
     value_in = t if cfg.get("use_bottleneck_attention", False) else h
-    layer += 2 * linear(seq, t, t) + linear(seq, value_in, t) + attention(seq, t) + linear(seq, t, t)
-    layer += cfg.get("num_feedforward_networks", 4) * (linear(seq, t, i) + linear(seq, i, t))
-    return embed + cfg["num_hidden_layers"] * layer
+
+    def layer(q: int) -> int:  # q query positions
+        n = 0
+        if use_bottleneck:
+            n += linear(seq, h, t)  # bottleneck.input
+            if cfg.get("key_query_shared_bottleneck", True) and not cfg.get("use_bottleneck_attention", False):
+                n += linear(seq, h, t)  # bottleneck.attention (shared query / key input)
+            n += linear(q, t, h)  # output.bottleneck
+        n += linear(q, t, t) + linear(seq, t, t) + linear(seq, value_in, t) + attention(seq, t, q) + linear(q, t, t)
+        return n + cfg.get("num_feedforward_networks", 4) * (linear(q, t, i) + linear(q, i, t))
+    return embed + (cfg["num_hidden_layers"] - 1) * layer(seq) + layer(1 if first_token else seq)
 
 
 def convbert(cfg: dict, seq: int) -> int:
@@ -121,17 +124,17 @@ COUNTERS: dict[str, Callable[[dict, int], int]] = {
 
 
 # The model types whose classifiers export the last layer at the first token (common/first_token.py).
-FIRST_TOKEN_COUNTERS = (bert, squeezebert)
+FIRST_TOKEN_COUNTERS = (bert, squeezebert, mobilebert)
 
 
 def forward_flops(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict);
-    ``first_token``: as exported with the last layer at the first token only (BERT, SqueezeBERT)."""
+    ``first_token``: as exported with the last layer at the first token only (BERT, SqueezeBERT, MobileBERT)."""
     counter = COUNTERS.get(cfg.get("model_type", ""))
     if counter is None:
         raise UserError(f"no FLOP count for model_type {cfg.get('model_type')!r} (known: {', '.join(COUNTERS)})")
     if not first_token:
         return counter(cfg, seq)
     if counter not in FIRST_TOKEN_COUNTERS:
-        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert and squeezebert)")
+        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert, squeezebert and mobilebert)")
     return counter(cfg, seq, first_token=True)

@@ -89,17 +89,22 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True,
         train_kernels.use_train_kernels(model, exported_only=True)
     prefix = os.path.join(out_dir, PREFIX)
     spec = [InputSpec([None, None], "int64", name) for name in INPUTS]
-    static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
+    # The first-token class (common/first_token.py) goes back only after rollback's clean-up below, which
+    # removes the forward it bound on the layer only while it is the layer's class's own.
     try:
-        with paddle.no_grad(), train_kernels.export_ops(custom_ops), at_first_token(model, first_token):
-            paddle.jit.save(static, prefix)
+        with at_first_token(model, first_token):
+            static = paddle.jit.to_static(KeywordInputs(model), input_spec=spec, full_graph=True)
+            try:
+                with paddle.no_grad(), train_kernels.export_ops(custom_ops):
+                    paddle.jit.save(static, prefix)
+            finally:
+                static.forward.rollback()
+                # rollback() binds each sublayer's original forward on the instance, which would hide any
+                # later change of the layer's class (common/train_kernels.py): the class's own goes again.
+                for layer in model.sublayers(include_self=True):
+                    if getattr(layer.__dict__.get("forward"), "__func__", None) is type(layer).forward:
+                        del layer.__dict__["forward"]
     finally:
-        static.forward.rollback()
-        # rollback() binds each sublayer's original forward on the instance, which would hide any
-        # later change of the layer's class (common/train_kernels.py): the class's own goes again.
-        for layer in model.sublayers(include_self=True):
-            if getattr(layer.__dict__.get("forward"), "__func__", None) is type(layer).forward:
-                del layer.__dict__["forward"]
         train_kernels.use_train_kernels(model, False)
         if switched:
             train_kernels.use_train_kernels(model)

@@ -14,6 +14,7 @@ import paddle.nn.functional as F
 from paddlenlp.transformers.mobilebert import modeling as _pm
 
 from common import train_kernels as tk
+from common.first_token import register as register_first_token
 from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
@@ -151,6 +152,28 @@ class TrainIntermediate(_pm.MobileBertIntermediate):
         return _pm.MobileBertIntermediate.forward(self, hidden_states)
 
 
+class FirstTokenLayer(_pm.MobileBertLayer):
+    """An exported classifier's last layer (``common/first_token.py``): its output at the first token only,
+    [batch, 1, hidden], all the head reads. The bottlenecks, keys and values cover every token; the query,
+    attention output, feed-forward networks and output at the first."""
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=None):
+        query = key = value = layer_input = hidden_states
+        if self.use_bottleneck:
+            query, key, value, layer_input = self.bottleneck(hidden_states)
+        attention_output = self.attention(query[:, :1], key, value, layer_input[:, :1], attention_mask, head_mask,
+                                          output_attentions=output_attentions)[0]
+        if self.num_feedforward_networks != 1:
+            for ffn in self.ffn:
+                attention_output = ffn(attention_output)
+        return (self.output(self.intermediate(attention_output), attention_output, hidden_states[:, :1]),)
+
+
+def _last_layer(model) -> _pm.MobileBertLayer | None:
+    layers = model.mobilebert.encoder.layers
+    return layers[-1] if len(layers) and type(layers[-1]) is _pm.MobileBertLayer else None
+
+
 # PaddleNLP's own methods, kept once (tests put them back to show what the fixes change).
 PADDLENLP = getattr(_pm, "_compact_bert_originals", None) or {
     "MobileBertEmbeddings.__init__": _pm.MobileBertEmbeddings.__init__,
@@ -217,6 +240,7 @@ def _apply() -> None:
     _pm.NoNorm = NoNorm  # MobileBertPretrainedModel._init_weights tests isinstance(layer, NoNorm)
     _pm.MobileBertEmbeddings.__init__ = _embeddings_init_fixed
     _pm.MobileBertModel.forward = _model_forward
+    register_first_token("MobileBertForSequenceClassification", _last_layer, FirstTokenLayer)
     _pm._compact_bert_originals = PADDLENLP
 
 

@@ -1,4 +1,6 @@
-"""Exports of BERT classifiers that compute the last encoder layer at [CLS] only (common/first_token.py)."""
+"""Exports of classifiers that compute the last encoder layer at [CLS] only (common/first_token.py)."""
+import collections
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +57,9 @@ def test_bert_classifier_export_runs_the_last_layer_at_cls(bert_dirs, tmp_path):
     ops = {prefix: op_counts(prefix) for prefix in (cls_only, whole)}
     assert ops[cls_only]["ct_attention"] == 2 and ops[whole]["ct_attention"] == 3
     assert ops[cls_only]["matmul_v2"] == ops[whole]["matmul_v2"] + 2
-    assert all(type(layer) is nn.TransformerEncoderLayer for layer in model.bert.encoder.layers)
+    # the dygraph model is left as it was: no class or forward of the export's stays on its last layer
+    layers = model.bert.encoder.layers
+    assert all(type(layer) is nn.TransformerEncoderLayer and "forward" not in layer.__dict__ for layer in layers)
 
     batch = padded_batch(4, 19, seed=11)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
@@ -124,8 +128,8 @@ def test_first_token_flops_closed_form(seq):
     last = 2 * (4 * h * h + 2 * h * i) + 12 * 4 * seq * h
     assert forward_flops(cfg, seq) == 12 * whole
     assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
-    with pytest.raises(UserError, match="no first-token export for model_type 'mobilebert'"):
-        forward_flops(dict(cfg, model_type="mobilebert"), seq, first_token=True)
+    with pytest.raises(UserError, match="no first-token export for model_type 'convbert'"):
+        forward_flops(dict(cfg, model_type="convbert"), seq, first_token=True)
 
 
 def test_squeezebert_first_token_flops():
@@ -180,7 +184,8 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
             readers[custom_ops, first_token] = (_first_token_readers(prefix), _first_token_readers(prefix, False))
             got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
             np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-    assert type(model.squeezebert.encoder).__name__ == "SqueezeBertEncoder"
+    encoder = model.squeezebert.encoder
+    assert type(encoder).__name__ == "SqueezeBertEncoder" and "forward" not in encoder.__dict__
     # per group: [:, :1] split by the query's groups (or read whole by an ungrouped query) and the residual
     query = "split" if groups["q_groups"] > 1 else "matmul_v2"
     assert readers[True, True] == (sorted(["elementwise_add", query]), ["matmul_v2"])  # and the pooler's [:, 0]
@@ -188,3 +193,35 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
     # pooler's into its matmul
     assert readers[False, True] == ([], ["elementwise_add", "matmul_v2", "reshape2"])
     assert readers[True, False] == readers[False, False] == ([], ["matmul_v2"])
+
+
+def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
+    """mobilebert/fixes.py's FirstTokenLayer: the last layer's query, attention residual and output at [CLS];
+    HF's logits within 1e-5 either way (this repo's operators and portable)."""
+    from common.convert import convert_checkpoint
+    from common.inference import Predictor, PredictorOptions, export_static
+    from common.models import load_model_dir
+    from mobilebert.spec import SPEC
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), "mobilebert", head="classification", embedding_size=16,
+                          intra_bottleneck_size=16, true_hidden_size=16, intermediate_size=32, num_feedforward_networks=2)
+    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+    model = load_model_dir(str(tmp_path / "paddle"))
+    batch = padded_batch(3, 11, seed=4)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    readers = {}
+    for custom_ops in (True, False):
+        for first_token in (True, False):
+            prefix = export_static(model, str(tmp_path / f"{custom_ops}{first_token}"), custom_ops, first_token)
+            readers[custom_ops, first_token] = _first_token_readers(prefix)
+            got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    last = model.mobilebert.encoder.layers[-1]
+    assert type(last).__name__ == "MobileBertLayer" and "forward" not in last.__dict__
+    for custom_ops in (True, False):
+        # beyond the trigram embedding's slices: [:, :1] of the query bottleneck into the query projection, of
+        # the bottlenecked input into the attention's residual, of the layer's input into the output's
+        extra = collections.Counter(readers[custom_ops, True]) - collections.Counter(readers[custom_ops, False])
+        assert sum(extra.values()) == 3, readers
