@@ -104,13 +104,14 @@ def test_export_holds_the_attention_operator_and_restores_the_layers(name, switc
     """The export runs the plain layers (MobileBERT's kernel-backed ones failed to convert) except
     attention, which is one operator per layer with no conditional block around it, and MobileBERT's
     residual adds with NoNorm (none where ``custom_ops`` is False); afterwards the model's layers are what
-    they were."""
+    they were, also after an export whose last layer runs at [CLS] only (common/first_token.py: BERT's
+    attends there with matmuls and softmax, tests/test_first_token.py)."""
     from common.inference import custom_ops, export_static, op_types_of
 
     _, model, _ = build_pair(MODELS[name], quick=True)
     switched = tk.use_train_kernels(model) if switch else 0
     types = [type(layer) for layer in model.sublayers(include_self=True)]
-    ops = op_types_of(export_static(model, str(tmp_path / "fast")))
+    ops = op_types_of(export_static(model, str(tmp_path / "fast"), first_token=False))
     residual_norms = ["ct_add_scale_shift_"] if name.startswith("mobilebert") else []
     assert custom_ops(ops) == residual_norms + ["ct_attention"]
     assert not {"conditional_block", "select_input", "softmax"} & ops
@@ -118,6 +119,9 @@ def test_export_holds_the_attention_operator_and_restores_the_layers(name, switc
     assert sum(t in tk.UNSWAPS for t in types) == switched
     assert custom_ops(op_types_of(export_static(model, str(tmp_path / "portable"), custom_ops=False))) == []
     assert [type(layer) for layer in model.sublayers(include_self=True)] == types
+    assert "ct_attention" in op_types_of(export_static(model, str(tmp_path / "cls")))
+    assert [type(layer) for layer in model.sublayers(include_self=True)] == types
+    assert not [layer for layer in model.sublayers(include_self=True) if "forward" in layer.__dict__]
 
 
 def test_dropout_keeps_1_minus_p_scaled_and_its_gradient_uses_the_same_mask():
@@ -328,11 +332,12 @@ def test_bf16_add_scale_shift_operator(width):
 def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
     """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 and each residual add with
     its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere, and in
-    fp32); the exported program itself is unchanged."""
+    fp32); the exported program itself is unchanged. (The whole last layer: a [CLS]-only one attends with
+    matmuls, tests/test_first_token.py.)"""
     from common.inference import PredictorOptions, _ops, _program, export_static, op_counts, optimized_op_counts
 
     _, model, config = build_pair(MODELS["tinybert-4l-312d"], quick=True)
-    prefix = export_static(model, str(tmp_path / "static"))
+    prefix = export_static(model, str(tmp_path / "static"), first_token=False)
     layers = config["num_hidden_layers"]
     assert op_counts(prefix)["ct_attention"] == layers
     fp32 = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fp32"))
