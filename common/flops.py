@@ -45,10 +45,10 @@ def bert(cfg: dict, seq: int, first_token: bool = False) -> int:
     projection and the FFN; per head the scores and the weighted sum over the layer's input (``seq``
     positions at the full hidden width)."""
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
-    size = h // cfg["num_attention_heads"]
-    layers = [4 * linear(seq, h, a) + attention(seq, a) + 2 * linear(seq, h, i) for a in _attention_widths(cfg)]
+    size, widths = h // cfg["num_attention_heads"], _attention_widths(cfg)
+    layers = [4 * linear(seq, h, a) + attention(seq, a) + 2 * linear(seq, h, i) for a in widths]
     if first_token and layers:
-        a = _attention_widths(cfg)[-1]
+        a = widths[-1]
         layers[-1] = 4 * linear(1, h, a) + attention(seq, a // size * h, 1) + 2 * linear(1, h, i)
     return sum(layers)
 
@@ -136,5 +136,6 @@ def forward_flops(cfg: dict, seq: int, first_token: bool = False) -> int:
     if not first_token:
         return counter(cfg, seq)
     if counter not in FIRST_TOKEN_COUNTERS:
-        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only bert, squeezebert and mobilebert)")
+        known = ", ".join(c.__name__ for c in FIRST_TOKEN_COUNTERS)
+        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only {known})")
     return counter(cfg, seq, first_token=True)

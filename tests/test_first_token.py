@@ -158,6 +158,33 @@ def test_export_cli_full_last_layer(bert_dirs, tmp_path):
         assert op_counts(str(out / "inference"))["ct_attention"] == 3 - at_cls  # the last layer's: matmuls
 
 
+def _four_exports(tmp_path, model_type: str, seed: int, **config) -> tuple:
+    """(converted tiny classifier, {(custom_ops, first_token): export prefix}); each export's logits are
+    HF's within 1e-5 on a padded batch with both token types."""
+    import importlib
+
+    from common.bench_models import SPECS
+    from common.convert import convert_checkpoint
+    from common.inference import Predictor, PredictorOptions, export_static
+    from common.models import load_model_dir
+
+    torch_dir = save_tiny(str(tmp_path / "torch"), model_type, head="classification", **config)
+    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), importlib.import_module(SPECS[model_type]).SPEC, quiet=True)
+    model = load_model_dir(str(tmp_path / "paddle"))
+    batch = padded_batch(3, 11, seed=seed)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    prefixes = {}
+    for custom_ops in (True, False):
+        for first_token in (True, False):
+            prefix = export_static(model, str(tmp_path / f"{custom_ops}{first_token}"), custom_ops, first_token)
+            got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+            prefixes[custom_ops, first_token] = prefix
+    return model, prefixes
+
+
 @pytest.mark.parametrize("groups", [
     dict(q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1, intermediate_groups=2, output_groups=2),
     dict(q_groups=8, k_groups=1, v_groups=4, post_attention_groups=2, intermediate_groups=4, output_groups=1),
@@ -165,25 +192,9 @@ def test_export_cli_full_last_layer(bert_dirs, tmp_path):
 def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_path):
     """squeezebert/modeling.py's encoder: the last layer's queries and residual at [CLS], per group (this
     repo's operators) and batched (portable); HF's logits within 1e-5 either way."""
-    from common.convert import convert_checkpoint
-    from common.inference import Predictor, PredictorOptions, export_static
-    from common.models import load_model_dir
-    from squeezebert.spec import SPEC
-
-    torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", embedding_size=32, **groups)
-    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
-    model = load_model_dir(str(tmp_path / "paddle"))
-    batch = padded_batch(3, 11, seed=3)
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
-    with torch.no_grad():
-        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
-    readers = {}
-    for custom_ops in (True, False):
-        for first_token in (True, False):
-            prefix = export_static(model, str(tmp_path / f"{custom_ops}{first_token}"), custom_ops, first_token)
-            readers[custom_ops, first_token] = (_first_token_readers(prefix), _first_token_readers(prefix, False))
-            got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    model, prefixes = _four_exports(tmp_path, "squeezebert", 3, embedding_size=32, **groups)
+    readers = {key: (_first_token_readers(prefix), _first_token_readers(prefix, False))
+               for key, prefix in prefixes.items()}
     encoder = model.squeezebert.encoder
     assert type(encoder).__name__ == "SqueezeBertEncoder" and "forward" not in encoder.__dict__
     # per group: [:, :1] split by the query's groups (or read whole by an ungrouped query) and the residual
@@ -198,26 +209,9 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
 def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
     """mobilebert/fixes.py's FirstTokenLayer: the last layer's query, attention residual and output at [CLS];
     HF's logits within 1e-5 either way (this repo's operators and portable)."""
-    from common.convert import convert_checkpoint
-    from common.inference import Predictor, PredictorOptions, export_static
-    from common.models import load_model_dir
-    from mobilebert.spec import SPEC
-
-    torch_dir = save_tiny(str(tmp_path / "torch"), "mobilebert", head="classification", embedding_size=16,
-                          intra_bottleneck_size=16, true_hidden_size=16, intermediate_size=32, num_feedforward_networks=2)
-    convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
-    model = load_model_dir(str(tmp_path / "paddle"))
-    batch = padded_batch(3, 11, seed=4)
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_dir).eval()
-    with torch.no_grad():
-        ref = hf(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
-    readers = {}
-    for custom_ops in (True, False):
-        for first_token in (True, False):
-            prefix = export_static(model, str(tmp_path / f"{custom_ops}{first_token}"), custom_ops, first_token)
-            readers[custom_ops, first_token] = _first_token_readers(prefix)
-            got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    model, prefixes = _four_exports(tmp_path, "mobilebert", 4, embedding_size=16, intra_bottleneck_size=16,
+                                    true_hidden_size=16, intermediate_size=32, num_feedforward_networks=2)
+    readers = {key: _first_token_readers(prefix) for key, prefix in prefixes.items()}
     last = model.mobilebert.encoder.layers[-1]
     assert type(last).__name__ == "MobileBertLayer" and "forward" not in last.__dict__
     for custom_ops in (True, False):
