@@ -307,8 +307,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--report_only", action="store_true",
                         help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="export classifiers with the whole last encoder layer (default: a BERT, SqueezeBERT or MobileBERT "
-                             "classifier's exports compute it at [CLS] only, the one token its head reads: same "
+                        help="export classifiers with the whole last encoder layer (default: a classifier's exports "
+                             "compute it at [CLS] only, the one token its head reads: same "
                              "logits, fewer FLOPs, which its exported rows' GFLOP/s count)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")

@@ -9,7 +9,7 @@ oneDNN) on the padded two-segment batch of ``common/compare.py`` and compared wi
 model; over ``--atol`` nothing is written and the exit code is 1. Attention (BERT, TinyBERT,
 MobileBERT; one operator per layer) and a ConvBERT model's span convolution are exported as this
 repo's CPU operators (``common/train_kernels.cc``; the predictor of ``common/inference.py`` loads
-them); ``--portable`` keeps to paddle's own operators. A BERT, SqueezeBERT or MobileBERT classifier's last
+them); ``--portable`` keeps to paddle's own operators. A classifier's last
 encoder layer is computed at [CLS] only, the one token its head reads (``common/first_token.py``;
 same logits); ``--full_last_layer`` keeps the whole layer. ``--onnx`` (portable) also writes
 ``inference.onnx`` (paddle2onnx), checked the same way in onnxruntime.
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", action="store_true",
                         help=f"also write {ONNX_FILE} (paddle2onnx; implies --portable), checked in onnxruntime")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="compute a BERT, SqueezeBERT or MobileBERT classifier's last encoder layer at every token "
+                        help="compute a classifier's last encoder layer at every token "
                              "(default: at [CLS] only, the one its head reads; same logits, fewer FLOPs)")
     args = parser.parse_args(argv)
     report = export(args.model_dir, args.output_dir, args.atol, args.threads, args.portable, args.onnx,

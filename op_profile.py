@@ -5,7 +5,7 @@ paddle's own operators, converted by paddle2onnx and run by onnxruntime (the ``p
 backend) on a full-length two-segment batch. After one untimed run, onnxruntime's profiler records
 ``--runs`` runs. Per operator type (after onnxruntime's fusions): ms per run, share, calls per run.
 The matmul-type operators (MatMul, FusedMatMul, Gemm, FusedGemm) also get the encoder's FLOP rate
-over their time (``common/flops.py``'s count, which holds only matmuls; for a BERT, SqueezeBERT or MobileBERT
+over their time (``common/flops.py``'s count, which holds only matmuls; for a
 classifier, exported with its last layer at [CLS] only, that export's count). ``--output_dir`` receives
 args.json, op_profile.json and op_profile.md.
 """

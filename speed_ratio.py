@@ -65,10 +65,10 @@ def summarize(base_s: list[float], other_s: list[float]) -> dict:
             "other_runs_ms": [1e3 * t for t in other_s]}
 
 
-# What the exports of a BERT, SqueezeBERT or MobileBERT classifier computed, by --full_last_layer (runs before it: no note).
+# What the classifiers' exports computed, by --full_last_layer (runs before it: no note).
 LAST_LAYER_NOTE = {
-    False: " Exported BERT, SqueezeBERT and MobileBERT classifiers: the last layer at [CLS] only (common/first_token.py).",
-    True: " Exported BERT, SqueezeBERT and MobileBERT classifiers: the whole last layer (--full_last_layer).",
+    False: " Exported classifiers: the last layer at [CLS] only (common/first_token.py).",
+    True: " Exported classifiers: the whole last layer (--full_last_layer).",
 }
 
 
@@ -111,8 +111,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
                         help="the speedup a target asks for, e.g. 2.5 (0.8x the time: 1.25); reported as met or not")
     parser.add_argument("--output_dir", default="runs/speed_ratio", help="for args.json, speed_ratio.json and .md")
     parser.add_argument("--full_last_layer", action="store_true",
-                        help="export classifiers with the whole last encoder layer (default: a BERT, SqueezeBERT or MobileBERT "
-                             "classifier's exports compute it at [CLS] only, as in benchmark.py)")
+                        help="export classifiers with the whole last encoder layer (default: at [CLS] only, as in "
+                             "benchmark.py)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up, 3 rounds")
     args = parser.parse_args(argv)

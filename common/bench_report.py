@@ -191,7 +191,7 @@ def markdown(results: dict) -> str:
         "convolution as this repo's CPU operator, common/train_kernels.cc); paddle_dygraph_kernels: dygraph with "
         "common/train_kernels.py's layers (run_glue's evaluation on CPU); paddle_ort_fp32: the export with "
         "paddle's operators only (export.py --portable), converted by paddle2onnx and run by onnxruntime."
-        + (" Exports of a BERT, SqueezeBERT or MobileBERT classifier compute the last encoder layer at [CLS] only, the one "
+        + (" Exports of a classifier compute the last encoder layer at [CLS] only, the one "
            "token its head reads (common/first_token.py): same logits, and the GFLOP/seq of their rows counts that."
            if any(m.get("first_token_export") for m in results["models"].values()) else ""),
         "",

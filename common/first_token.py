@@ -6,12 +6,12 @@ attention output, residual, norms and FFN only at that token; the export compute
 other layers are unchanged) and gives the same logits. BERT's needs no key or value projection at
 all (:func:`first_token_attention`). For BERT-base at 128 tokens that is 8 % fewer FLOPs
 (``common/flops.py``, ``first_token=True``), for the 4-layer TinyBERT 25 %; SqueezeBERT's (keys and
-values projected) 7 %, the 24-layer MobileBERT's 3 %.
+values projected) 7 %, the 24-layer MobileBERT's 3 %, ConvBERT-base's 8 %.
 
 Which classifiers: :func:`register` (a classifier class, how to find the layer to switch, the class
 that computes it at the first token). Here: PaddleNLP's BERT classifier, whose encoder is paddle's
 ``nn.TransformerEncoder`` of post-norm layers; ``squeezebert/modeling.py`` registers SqueezeBERT's,
-``mobilebert/fixes.py`` MobileBERT's. Other models (ConvBERT) export unchanged.
+``mobilebert/fixes.py`` MobileBERT's, ``convbert/modeling.py`` ConvBERT's.
 """
 from __future__ import annotations
 
@@ -71,12 +71,20 @@ class FirstTokenEncoderLayer(nn.TransformerEncoderLayer):
 def first_token_attention(att: nn.MultiHeadAttention, first: paddle.Tensor, src: paddle.Tensor,
                           mask: paddle.Tensor | None) -> paddle.Tensor:
     """``att(first, src, src, mask)`` (eval mode) for the [batch, hidden] ``first`` over the [batch, length,
-    hidden] ``src``, without projecting the keys or values of ``src``: per head, q · (x Wk + bk) =
-    x · (Wk q) + q · bk, where the last term is the same for every key (softmax ignores it), so the scores
-    are ``src`` times the query mapped back through Wk; and the probabilities sum to 1, so the context is
-    (p · src) Wv + bv. [batch, hidden] out; ``mask`` additive, [batch, 1 or heads, queries, length]."""
+    hidden] ``src``, without projecting the keys or values of ``src`` (:func:`first_token_context`).
+    [batch, hidden] out; ``mask`` additive, [batch, 1 or heads, queries, length]."""
+    return att.out_proj(first_token_context(att, att.q_proj(first), src, mask))
+
+
+def first_token_context(att: nn.Layer, query: paddle.Tensor, src: paddle.Tensor,
+                        mask: paddle.Tensor | None) -> paddle.Tensor:
+    """The heads' context (before the output projection) of the projected [batch, heads x size] ``query``
+    over ``src`` through ``att``'s key and value projections (``k_proj``, ``v_proj``; ``num_heads``,
+    ``head_dim``), without applying them to ``src``: per head, q · (x Wk + bk) = x · (Wk q) + q · bk, where
+    the last term is the same for every key (softmax ignores it), so the scores are ``src`` times the query
+    mapped back through Wk; and the probabilities sum to 1, so the context is (p · src) Wv + bv."""
     heads, size, width = att.num_heads, att.head_dim, src.shape[-1]
-    query = att.q_proj(first).reshape([-1, heads, size]).transpose([1, 0, 2])  # [heads, batch, size]
+    query = query.reshape([-1, heads, size]).transpose([1, 0, 2])  # [heads, batch, size]
     w_key = att.k_proj.weight.reshape([width, heads, size]).transpose([1, 2, 0])  # [heads, size, width]
     mapped = paddle.matmul(query, w_key).transpose([1, 0, 2]) * size**-0.5  # [batch, heads, width]
     scores = paddle.matmul(mapped, src, transpose_y=True)  # [batch, heads, length]
@@ -84,8 +92,7 @@ def first_token_attention(att: nn.MultiHeadAttention, first: paddle.Tensor, src:
         scores = scores + mask[:, :, 0]
     mixed = paddle.matmul(F.softmax(scores, axis=-1), src).transpose([1, 0, 2])  # [heads, batch, width]
     w_value = att.v_proj.weight.reshape([width, heads, size]).transpose([1, 0, 2])  # [heads, width, size]
-    context = paddle.matmul(mixed, w_value).transpose([1, 0, 2]).reshape([-1, heads * size]) + att.v_proj.bias
-    return att.out_proj(context)
+    return paddle.matmul(mixed, w_value).transpose([1, 0, 2]).reshape([-1, heads * size]) + att.v_proj.bias
 
 
 def _bert_last_layer(model: nn.Layer) -> nn.TransformerEncoderLayer | None:

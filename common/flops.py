@@ -92,11 +92,13 @@ def mobilebert(cfg: dict, seq: int, first_token: bool = False) -> int:
     return embed + (cfg["num_hidden_layers"] - 1) * layer(seq) + layer(1 if first_token else seq)
 
 
-def convbert(cfg: dict, seq: int) -> int:
+def convbert(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Embedding projection; per layer: ``heads // head_ratio`` attention heads of size
     ``hidden // heads // 2`` (width A = hidden / 2 for ratio 2), the span-based dynamic convolution
     (separable key convolution, kernel generator, its value projection, kernel-size weighted sums),
-    the output projection and the (grouped) FFN."""
+    the output projection and the (grouped) FFN. ``first_token``: the last layer as
+    ``convbert/modeling.py`` exports it: BERT's attention at one token (as :func:`bert`), the separable
+    convolution and value projection over the first ``kernel // 2 + 1`` positions, the rest at one."""
     h, e, i = cfg["hidden_size"], cfg.get("embedding_size", cfg["hidden_size"]), cfg["intermediate_size"]
     k, groups = cfg.get("conv_kernel_size", 9), cfg.get("num_groups", 1)
     heads = max(cfg["num_attention_heads"] // cfg.get("head_ratio", 2), 1)
@@ -112,10 +114,21 @@ def convbert(cfg: dict, seq: int) -> int:
         + linear(seq, h, h)  # output projection of [attention, convolution]
         + linear(seq, h, i, groups) + linear(seq, i, h, groups)
     )
-    return embed + cfg["num_hidden_layers"] * layer
+    if not first_token:
+        return embed + cfg["num_hidden_layers"] * layer
+    window = min(seq, k // 2 + 1)
+    last = (
+        3 * linear(1, h, a)  # query, its map back through the key weights, the value weights
+        + attention(seq, heads * h, 1)  # per head: scores and weighted sum over the layer's input
+        + 2 * window * h * k + 2 * linear(window, h, a)  # separable convolution, conv_out_layer
+        + linear(1, a, heads * k)
+        + 2 * a * (k // 2 + 1)  # the weighted sum over offsets 0..kernel // 2
+        + linear(1, h, h) + linear(1, h, i, groups) + linear(1, i, h, groups)
+    )
+    return embed + (cfg["num_hidden_layers"] - 1) * layer + last
 
 
-COUNTERS: dict[str, Callable[[dict, int], int]] = {
+COUNTERS: dict[str, Callable[..., int]] = {
     "bert": bert,
     "squeezebert": squeezebert,
     "mobilebert": mobilebert,
@@ -123,19 +136,10 @@ COUNTERS: dict[str, Callable[[dict, int], int]] = {
 }
 
 
-# The model types whose classifiers export the last layer at the first token (common/first_token.py).
-FIRST_TOKEN_COUNTERS = (bert, squeezebert, mobilebert)
-
-
 def forward_flops(cfg: dict, seq: int, first_token: bool = False) -> int:
     """Forward FLOPs of one sequence of ``seq`` tokens for the model ``cfg`` (a config.json dict);
-    ``first_token``: as exported with the last layer at the first token only (BERT, SqueezeBERT, MobileBERT)."""
+    ``first_token``: as a classifier's export computes it, the last layer at the first token only."""
     counter = COUNTERS.get(cfg.get("model_type", ""))
     if counter is None:
         raise UserError(f"no FLOP count for model_type {cfg.get('model_type')!r} (known: {', '.join(COUNTERS)})")
-    if not first_token:
-        return counter(cfg, seq)
-    if counter not in FIRST_TOKEN_COUNTERS:
-        known = ", ".join(c.__name__ for c in FIRST_TOKEN_COUNTERS)
-        raise UserError(f"no first-token export for model_type {cfg['model_type']!r} (only {known})")
-    return counter(cfg, seq, first_token=True)
+    return counter(cfg, seq, first_token=first_token)

@@ -74,7 +74,7 @@ def export_static(model: paddle.nn.Layer, out_dir: str, custom_ops: bool = True,
     ConvBERT's span convolution); the program then runs on the CPU, in a process that can build or
     load them (:class:`Predictor` does). False: paddle's own operators only.
     ``first_token``: a classifier whose logits read only the last layer's first token (those registered in
-    ``common/first_token.py``: BERT, SqueezeBERT, MobileBERT) computes that layer there only (same logits,
+    ``common/first_token.py``: BERT, SqueezeBERT, MobileBERT, ConvBERT) computes that layer there only (same logits,
     fewer FLOPs).
 
     ``model`` stays a plain dygraph model: the conversion replaces every sublayer's ``forward`` with

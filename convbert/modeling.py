@@ -21,6 +21,8 @@ from paddlenlp.transformers.convbert import modeling as pm
 from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
 from common import train_kernels as tk
+from common.first_token import first_token_context
+from common.first_token import register as register_first_token
 from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
 
@@ -134,7 +136,7 @@ def stacked_span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, 
     by concatenating zeros: paddle2onnx 1.3.1 mis-converts PaddleNLP's channels-last ``F.pad``."""
     kernel, size = 2 * pad + 1, values.shape[-1] // heads
     weights = F.softmax(logits.reshape([-1, kernel, 1]), axis=1)
-    zeros = paddle.zeros_like(values[:, :pad])
+    zeros = paddle.zeros_like(values[:, :1]).expand([-1, pad, -1])  # values[:, :pad] is short below pad tokens
     padded = paddle.concat([zeros, values, zeros], axis=1)
     shifted = [padded[:, k:] if k == kernel - 1 else padded[:, k:k - kernel + 1] for k in range(kernel)]
     out = paddle.matmul(paddle.stack(shifted, axis=-1).reshape([-1, size, kernel]), weights)
@@ -160,6 +162,37 @@ class EncoderLayer(pm.TransformerEncoderLayerWithConv):
         self.self_attn = SelfAttention(d_model, nhead, attn_dropout, conv_kernel_size, head_ratio)
         self.norm1._epsilon = self.norm2._epsilon = layer_norm_eps
         self._config["layer_norm_eps"] = layer_norm_eps
+
+
+class FirstTokenEncoderLayer(EncoderLayer):
+    """The post-norm layer's output at the first token only, [batch, 1, hidden] (eval; a classifier's
+    export, ``common/first_token.py``). The attention half projects no keys or values
+    (:func:`common.first_token.first_token_context`). The span convolution at position 0 weighs the
+    values at offsets -padding..padding, of which the negative ones are its zero padding: so its separable
+    convolution and value projection run on the first ``padding + 1`` tokens only (zeros past the end)."""
+
+    def forward(self, src, src_mask=None, cache=None, output_attentions=False):
+        att, pad = self.self_attn, self.self_attn.padding
+        first = src[:, :1]
+        q = att.q_proj(first[:, 0])
+        attention = first_token_context(att, q, src, nn.layer.transformer._convert_attention_mask(src_mask, src.dtype))
+        window = src[:, :pad + 1]
+        logits = att.conv_kernel_layer(att.key_conv_attn_layer(window)[:, 0] * q)
+        weights = F.softmax(logits.reshape([-1, att.num_heads, 1, 2 * pad + 1]), axis=-1)[:, :, :, pad:]
+        values = att.conv_out_layer(window)
+        values = paddle.concat([values, paddle.zeros_like(values[:, :1]).expand([-1, pad + 1, -1])], axis=1)
+        values = values[:, :pad + 1].reshape([0, pad + 1, att.num_heads, att.head_dim]).transpose([0, 2, 1, 3])
+        conv = paddle.matmul(weights, values).reshape([-1, 1, att.all_head_size])  # [batch, 1, heads x size]
+        x = self.norm1(first + self.dropout1(att.out_proj(paddle.concat([attention.unsqueeze(1), conv], axis=-1))))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x))))))
+
+
+def _classifier_last_layer(model: nn.Layer) -> EncoderLayer | None:
+    """The classifier's last encoder layer where it is this file's post-norm layer with an odd kernel."""
+    layers = model.convbert.encoder.layers
+    last = layers[-1] if len(layers) else None
+    ok = type(last) is EncoderLayer and not last.normalize_before and last.self_attn.conv_kernel_size % 2
+    return last if ok else None
 
 
 # Fine-tuning on CPU: kernel-backed versions of the two layers above (common/train_kernels.py
@@ -288,3 +321,4 @@ class ConvBertHFForSequenceClassification(pm.ConvBertForSequenceClassification):
 
 for _cls in (ConvBertHFModel, ConvBertHFForSequenceClassification):
     setattr(ppt, _cls.__name__, _cls)
+register_first_token("ConvBertHFForSequenceClassification", _classifier_last_layer, FirstTokenEncoderLayer)

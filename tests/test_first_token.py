@@ -128,8 +128,8 @@ def test_first_token_flops_closed_form(seq):
     last = 2 * (4 * h * h + 2 * h * i) + 12 * 4 * seq * h
     assert forward_flops(cfg, seq) == 12 * whole
     assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
-    with pytest.raises(UserError, match="no first-token export for model_type 'convbert'"):
-        forward_flops(dict(cfg, model_type="convbert"), seq, first_token=True)
+    with pytest.raises(UserError, match="no FLOP count for model_type 'gpt2'"):
+        forward_flops(dict(cfg, model_type="gpt2"), seq, first_token=True)
 
 
 def test_squeezebert_first_token_flops():
@@ -219,3 +219,36 @@ def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
         # the bottlenecked input into the attention's residual, of the layer's input into the output's
         extra = collections.Counter(readers[custom_ops, True]) - collections.Counter(readers[custom_ops, False])
         assert sum(extra.values()) == 3, readers
+
+
+def test_convbert_first_token_flops():
+    """ConvBERT-base's last layer: BERT's attention at one token (6 heads over 768-wide inputs), the
+    separable convolution and value projection over the first 5 positions, the weighted sum over 5 offsets."""
+    cfg = dict(model_type="convbert", hidden_size=768, embedding_size=768, intermediate_size=3072,
+               num_attention_heads=12, num_hidden_layers=12, head_ratio=2, conv_kernel_size=9, num_groups=1)
+    h, a, i, k, seq = 768, 384, 3072, 9, 128
+    whole = forward_flops(cfg, seq) // 12
+    last = (2 * (3 * h * a + h * h + 2 * h * i + a * 6 * k) + 6 * 4 * seq * h
+            + 5 * 2 * (h * k + 2 * h * a) + 2 * a * 5)
+    assert forward_flops(cfg, seq, first_token=True) == 11 * whole + last
+    assert round(1 - forward_flops(cfg, seq, first_token=True) / forward_flops(cfg, seq), 2) == 0.08
+
+
+@pytest.mark.parametrize("config", [dict(conv_kernel_size=9), dict(conv_kernel_size=3, num_hidden_layers=3)])
+def test_convbert_classifier_export_runs_the_last_layer_at_cls(config, tmp_path):
+    """convbert/modeling.py's FirstTokenEncoderLayer: HF's logits within 1e-5 with this repo's operators and
+    portable, also on sequences shorter than the span convolution's reach (3 tokens, kernel 9); the last
+    layer's span convolution leaves the export (its 5-position form is paddle's matmuls)."""
+    from common.inference import Predictor, PredictorOptions, op_counts
+
+    model, prefixes = _four_exports(tmp_path, "convbert", 5, embedding_size=16, **config)
+    last = model.convbert.encoder.layers[-1]
+    assert type(last).__name__ == "EncoderLayer" and "forward" not in last.__dict__
+    layers = len(model.convbert.encoder.layers)
+    assert [op_counts(prefixes[True, at_cls])["ct_span_conv"] for at_cls in (True, False)] == [layers - 1, layers]
+    short = padded_batch(2, 3, seed=6)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "torch")).eval()
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in short.items()}).logits.numpy()
+    for prefix in prefixes.values():
+        np.testing.assert_allclose(Predictor(prefix, PredictorOptions(threads=2))(short)[0], ref, atol=1e-5, rtol=0)
