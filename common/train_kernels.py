@@ -280,11 +280,12 @@ class MultiHeadAttention(nn.MultiHeadAttention):
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast`."""
+    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast` and its FFN
+    linears are plain ``nn.Linear`` (ConvBERT's grouped ones run paddle's layer)."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
-                or self.activation is not F.gelu or self.linear1.bias is None):
+                or self.activation is not F.gelu or type(self.linear1) is not nn.Linear or self.linear1.bias is None):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
             extra = {"output_attentions": True} if output_attentions else {}

@@ -143,13 +143,23 @@ def stacked_span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, 
     return out.reshape([paddle.shape(values)[0], -1, values.shape[-1]])
 
 
+class GroupedLinear(pm.GroupedLinear):
+    """PaddleNLP's layer (same parameters and computation) without its ``[batch_size, -1, out]`` reshape,
+    which cannot be exported (batch and length both unknown): the groups become an axis of [B, L, ...]."""
+
+    def forward(self, hidden_states):
+        x = hidden_states.reshape([0, 0, self.num_groups, self.group_in_dim]).transpose([2, 0, 1, 3])
+        x = paddle.matmul(x, self.weight.unsqueeze(1))  # [groups, batch, length, out / groups]
+        return x.transpose([1, 2, 0, 3]).reshape([0, 0, self.output_size]) + self.bias
+
+
 class EncoderLayer(pm.TransformerEncoderLayerWithConv):
     """PaddleNLP's layer with HF's attention sizes and its LayerNorms at ``layer_norm_eps``.
 
     paddle's TransformerEncoderLayer makes its norms with epsilon 1e-5; PaddleNLP corrects that only
     in its weight-init hook, which ``from_pretrained(..., low_cpu_mem_usage=True)`` skips.
     ``nn.TransformerEncoder`` builds layers 2..N as ``type(layer)(**layer._config)``, so the fixes
-    live in ``__init__``.
+    live in ``__init__``. Grouped FFN linears (``num_groups`` > 1) are :class:`GroupedLinear`.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout=0.1, activation="relu", attn_dropout=None,
@@ -160,6 +170,9 @@ class EncoderLayer(pm.TransformerEncoderLayerWithConv):
                          conv_kernel_size=conv_kernel_size, head_ratio=head_ratio, num_groups=num_groups)
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.self_attn = SelfAttention(d_model, nhead, attn_dropout, conv_kernel_size, head_ratio)
+        if num_groups > 1:
+            self.linear1 = GroupedLinear(d_model, dim_feedforward, num_groups)
+            self.linear2 = GroupedLinear(dim_feedforward, d_model, num_groups)
         self.norm1._epsilon = self.norm2._epsilon = layer_norm_eps
         self._config["layer_norm_eps"] = layer_norm_eps
 

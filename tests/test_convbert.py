@@ -189,3 +189,27 @@ def test_compare_script_and_recipe_script(convbert_dir, tmp_path):
     proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "convbert_glue.sh"), "wnli"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert user_error(proc).startswith("unknown task 'wnli'")
+
+
+def test_train_kernels_keep_the_grouped_ffn(convbert_dir):
+    """conv-bert-medium-small's grouped FFN linears under the CPU training kernels (run_glue's training and
+    evaluation): eval logits as without the kernels, and a training step's gradients reach them (the fused
+    bias + GELU operator takes plain linears only)."""
+    import paddle
+
+    from common import train_kernels as tk
+    from common.models import load_model_dir
+    from tiny_checkpoints import padded_batch
+
+    model = load_model_dir(convbert_dir("medium-small", "classification")[1])
+    model.eval()
+    batch = {k: paddle.to_tensor(v) for k, v in padded_batch(3, 11, seed=1).items()}
+    with paddle.no_grad():
+        ref = model(**batch).numpy()
+        assert tk.use_train_kernels(model) > 0
+        np.testing.assert_allclose(model(**batch).numpy(), ref, atol=1e-5, rtol=0)
+    model.train()
+    model(**batch).sum().backward()
+    linear1 = model.convbert.encoder.layers[0].linear1
+    assert type(linear1) is cm.GroupedLinear and linear1.weight.grad.shape == [2, 24, 96]
+    assert float(linear1.weight.grad.abs().sum()) > 0

@@ -158,9 +158,10 @@ def test_export_cli_full_last_layer(bert_dirs, tmp_path):
         assert op_counts(str(out / "inference"))["ct_attention"] == 3 - at_cls  # the last layer's: matmuls
 
 
-def _four_exports(tmp_path, model_type: str, seed: int, **config) -> tuple:
+def _four_exports(tmp_path, model_type: str, seed: int, prepare=None, **config) -> tuple:
     """(converted tiny classifier, {(custom_ops, first_token): export prefix}); each export's logits are
-    HF's within 1e-5 on a padded batch with both token types."""
+    HF's within 1e-5 on a padded batch with both token types. ``prepare``: called on the HF checkpoint's
+    directory before conversion."""
     import importlib
 
     from common.bench_models import SPECS
@@ -169,6 +170,8 @@ def _four_exports(tmp_path, model_type: str, seed: int, **config) -> tuple:
     from common.models import load_model_dir
 
     torch_dir = save_tiny(str(tmp_path / "torch"), model_type, head="classification", **config)
+    if prepare is not None:
+        prepare(torch_dir)
     convert_checkpoint(torch_dir, str(tmp_path / "paddle"), importlib.import_module(SPECS[model_type]).SPEC, quiet=True)
     model = load_model_dir(str(tmp_path / "paddle"))
     batch = padded_batch(3, 11, seed=seed)
@@ -234,14 +237,16 @@ def test_convbert_first_token_flops():
     assert round(1 - forward_flops(cfg, seq, first_token=True) / forward_flops(cfg, seq), 2) == 0.08
 
 
-@pytest.mark.parametrize("config", [dict(conv_kernel_size=9), dict(conv_kernel_size=3, num_hidden_layers=3)])
+@pytest.mark.parametrize("config", [dict(conv_kernel_size=9), dict(conv_kernel_size=3, num_hidden_layers=3),
+                                    dict(conv_kernel_size=9, num_groups=2)])  # conv-bert-medium-small's grouped FFN
 def test_convbert_classifier_export_runs_the_last_layer_at_cls(config, tmp_path):
     """convbert/modeling.py's FirstTokenEncoderLayer: HF's logits within 1e-5 with this repo's operators and
     portable, also on sequences shorter than the span convolution's reach (3 tokens, kernel 9); the last
     layer's span convolution leaves the export (its 5-position form is paddle's matmuls)."""
     from common.inference import Predictor, PredictorOptions, op_counts
+    from test_convbert import randomize  # HF leaves grouped linears uninitialised
 
-    model, prefixes = _four_exports(tmp_path, "convbert", 5, embedding_size=16, **config)
+    model, prefixes = _four_exports(tmp_path, "convbert", 5, randomize, embedding_size=16, **config)
     last = model.convbert.encoder.layers[-1]
     assert type(last).__name__ == "EncoderLayer" and "forward" not in last.__dict__
     layers = len(model.convbert.encoder.layers)
