@@ -63,9 +63,14 @@ class FirstTokenEncoderLayer(nn.TransformerEncoderLayer):
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
         first = src[:, 0]
-        x = self.norm1(first + self.dropout1(first_token_attention(self.self_attn, first, src, src_mask)))
-        x = self.norm2(x + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x))))))
-        return x.unsqueeze(1)
+        return post_norm_rest(self, first, first_token_attention(self.self_attn, first, src, src_mask)).unsqueeze(1)
+
+
+def post_norm_rest(layer: nn.TransformerEncoderLayer, src: paddle.Tensor, attention: paddle.Tensor) -> paddle.Tensor:
+    """What a post-norm ``layer`` computes after its attention: the residual add and norm1, the FFN, the
+    residual add and norm2 (``src``: the attention's input, at the positions ``attention`` covers)."""
+    x = layer.norm1(src + layer.dropout1(attention))
+    return layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
 
 
 def first_token_attention(att: nn.MultiHeadAttention, first: paddle.Tensor, src: paddle.Tensor,

@@ -21,7 +21,7 @@ from paddlenlp.transformers.convbert import modeling as pm
 from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
 from common import train_kernels as tk
-from common.first_token import first_token_context
+from common.first_token import first_token_context, post_norm_rest
 from common.first_token import register as register_first_token
 from common.layers import TorchPaddingEmbedding, extended_attention_mask
 
@@ -136,11 +136,17 @@ def stacked_span_conv(values: paddle.Tensor, logits: paddle.Tensor, heads: int, 
     by concatenating zeros: paddle2onnx 1.3.1 mis-converts PaddleNLP's channels-last ``F.pad``."""
     kernel, size = 2 * pad + 1, values.shape[-1] // heads
     weights = F.softmax(logits.reshape([-1, kernel, 1]), axis=1)
-    zeros = paddle.zeros_like(values[:, :1]).expand([-1, pad, -1])  # values[:, :pad] is short below pad tokens
+    zeros = _zero_positions(values, pad)
     padded = paddle.concat([zeros, values, zeros], axis=1)
     shifted = [padded[:, k:] if k == kernel - 1 else padded[:, k:k - kernel + 1] for k in range(kernel)]
     out = paddle.matmul(paddle.stack(shifted, axis=-1).reshape([-1, size, kernel]), weights)
     return out.reshape([paddle.shape(values)[0], -1, values.shape[-1]])
+
+
+def _zero_positions(values: paddle.Tensor, count: int) -> paddle.Tensor:
+    """[batch, ``count``, channels] zeros like ``values`` (``zeros_like(values[:, :count])`` would be short
+    on sequences of fewer than ``count`` positions)."""
+    return paddle.zeros_like(values[:, :1]).expand([-1, count, -1])
 
 
 class GroupedLinear(pm.GroupedLinear):
@@ -193,11 +199,10 @@ class FirstTokenEncoderLayer(EncoderLayer):
         logits = att.conv_kernel_layer(att.key_conv_attn_layer(window)[:, 0] * q)
         weights = F.softmax(logits.reshape([-1, att.num_heads, 1, 2 * pad + 1]), axis=-1)[:, :, :, pad:]
         values = att.conv_out_layer(window)
-        values = paddle.concat([values, paddle.zeros_like(values[:, :1]).expand([-1, pad + 1, -1])], axis=1)
+        values = paddle.concat([values, _zero_positions(values, pad + 1)], axis=1)
         values = values[:, :pad + 1].reshape([0, pad + 1, att.num_heads, att.head_dim]).transpose([0, 2, 1, 3])
         conv = paddle.matmul(weights, values).reshape([-1, 1, att.all_head_size])  # [batch, 1, heads x size]
-        x = self.norm1(first + self.dropout1(att.out_proj(paddle.concat([attention.unsqueeze(1), conv], axis=-1))))
-        return self.norm2(x + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x))))))
+        return post_norm_rest(self, first, att.out_proj(paddle.concat([attention.unsqueeze(1), conv], axis=-1)))
 
 
 def _classifier_last_layer(model: nn.Layer) -> EncoderLayer | None:
