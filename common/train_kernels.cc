@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -614,14 +615,22 @@ ConvShape conv_shape(const paddle::Tensor& x, const paddle::Tensor& w, const pad
   return s;
 }
 
-// A GEMM's n output rows in blocks, so that every thread has a GEMM: more than one block only when the
-// GEMMs (tasks: groups x samples) are fewer than the threads (at batch 1, a one-group convolution
-// would leave a core idle). Block blk holds rows [first(blk), first(blk) + count(blk)); count may be 0.
+int64_t gcd(int64_t a, int64_t b) {  // std::gcd is C++17; paddle builds operators as C++14
+  while (b != 0) a = std::exchange(b, a % b);
+  return a;
+}
+
+// Each task's n rows (a GEMM's output rows, attention's queries) in blocks, so that the threads share the
+// work evenly: where the tasks (groups x samples, samples x heads) are fewer than 4 per thread, each in
+// threads / gcd(tasks, threads) blocks, which makes tasks x blocks a multiple of the threads. Otherwise, at
+// batch 1, a one-group convolution would leave a core idle, and SqueezeBERT's per-group attention (3 heads
+// on 2 threads) one core a third of the time. Block blk holds rows [first(blk), first(blk) + count(blk));
+// count may be 0.
 struct RowSplit {
   int64_t n, blocks, rows;
   RowSplit(int64_t tasks, int64_t n_rows) : n(n_rows) {
     const int64_t threads = omp_get_max_threads();
-    blocks = tasks >= threads ? 1 : std::min(n, (threads + tasks - 1) / tasks);
+    blocks = tasks >= 4 * threads ? 1 : std::max<int64_t>(1, std::min(n, threads / gcd(tasks, threads)));
     rows = (n + blocks - 1) / blocks;
   }
   int64_t first(int64_t blk) const { return blk * rows; }
@@ -1137,27 +1146,35 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
   auto out = paddle::empty(q.shape(), q.dtype(), q.place());
   const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
   float* po = out.data<float>();
+  const RowSplit split(batch * heads, nq);  // query rows per task
   bool failed = false;
 #pragma omp parallel reduction(|| : failed)
   {
-    std::vector<float> scores(nq * nk);
+    std::vector<float> scores(split.rows * nk);
     float* s = scores.data();
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(3) schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h) {
-        // Token-major: a head is a [tokens, size] block of row stride width; channels-first: [size, tokens].
-        const int64_t qo = channels_first ? (b * width + h * size) * nq : b * nq * width + h * size;
-        const int64_t ko = channels_first ? (b * width + h * size) * nk : b * nk * width + h * size;
-        if (channels_first) {
-          failed = gemm(true, false, nq, nk, size, pq + qo, nq, pk + ko, nk, 0.f, s, nk) || failed;
-        } else {
-          failed = gemm(false, true, nq, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
-        }
-        for (int64_t i = 0; i < nq; ++i) masked_softmax(s + i * nk, additive.row(b, i), scale, nk, s + i * nk);
-        if (channels_first) {  // Out^T = V^T P^T
-          failed = gemm(false, true, size, nq, nk, pv + ko, nk, s, nk, 0.f, po + qo, nq) || failed;
-        } else {
-          failed = gemm(false, false, nq, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
+        for (int64_t blk = 0; blk < split.blocks; ++blk) {
+          const int64_t i0 = split.first(blk), rows = split.count(blk);
+          if (rows == 0) continue;
+          // Token-major: a head is a [tokens, size] block of row stride width; channels-first: [size, tokens].
+          // The offset of query row i0 (token-major: a row; channels-first: a column) and of the head's keys.
+          const int64_t qo = channels_first ? (b * width + h * size) * nq + i0 : (b * nq + i0) * width + h * size;
+          const int64_t ko = channels_first ? (b * width + h * size) * nk : b * nk * width + h * size;
+          if (channels_first) {
+            failed = gemm(true, false, rows, nk, size, pq + qo, nq, pk + ko, nk, 0.f, s, nk) || failed;
+          } else {
+            failed = gemm(false, true, rows, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
+          }
+          for (int64_t r = 0; r < rows; ++r) {
+            masked_softmax(s + r * nk, additive.row(b, i0 + r), scale, nk, s + r * nk);
+          }
+          if (channels_first) {  // Out^T = V^T P^T
+            failed = gemm(false, true, size, rows, nk, pv + ko, nk, s, nk, 0.f, po + qo, nq) || failed;
+          } else {
+            failed = gemm(false, false, rows, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
+          }
         }
       }
     }

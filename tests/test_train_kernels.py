@@ -171,10 +171,12 @@ def _reference_attention(q, k, v, mask, heads):
 
 @pytest.mark.parametrize("query_rows, per_query_mask, threads, channels_first",
                          [(5, False, 1, False), (5, True, 3, False), (7, False, 3, False), (5, True, 3, True),
-                          (7, False, 1, True)])
+                          (7, False, 1, True), (5, True, 4, False), (7, True, 4, True)])
 def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, threads, channels_first):
     """One operator for inference attention: 3 heads of size 5 side by side, 5 or 7 queries over 7
-    keys, a padding mask per sample or per query, on 1 and 3 threads, token-major or channels-first."""
+    keys, a padding mask per sample or per query, on 1 and 3 threads, token-major or channels-first; on
+    4 threads the 6 (sample, head) tasks split their queries in two blocks (3 + 2, 4 + 3), so the threads
+    get equal shares."""
     rng = np.random.default_rng(4)
     q = paddle.to_tensor(rng.normal(size=(2, query_rows, 15)).astype("float32") * 3)
     k, v = (paddle.to_tensor(rng.normal(size=(2, 7, 15)).astype("float32") * 3) for _ in range(2))
