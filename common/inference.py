@@ -43,6 +43,9 @@ BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
 # and MobileBERT's residual add and NoNorm (in place over fp32 in exports) as a bf16 operator, marked alike.
 BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
 BF16_RENAMED = {"ct_add_scale_shift_": "ct_add_scale_shift_bf16"}
+# And SqueezeBERT's grouped linear layers as a bf16 operator, marked alike, their weights cast to bf16 by a cast
+# operator that paddle's constant folding turns into a parameter.
+GROUPED_LINEAR, BF16_GROUPED_LINEAR = "ct_grouped_linear", "ct_grouped_linear_bf16"
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -232,8 +235,41 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
             op._set_str_attr("mkldnn_data_type", "bfloat16")
     for b in range(desc.num_blocks()):
         _fuse_add_layer_norm(desc.block(b))
+        _bf16_grouped_linear(desc.block(b))
     with open(out, "wb") as f:
         f.write(desc.serialize_to_string())
+
+
+def _bf16_grouped_linear(block) -> None:
+    """Each :data:`GROUPED_LINEAR` as :data:`BF16_GROUPED_LINEAR` marked bfloat16, reading its weight cast to bf16
+    (one cast per weight, inserted before the block's first operator)."""
+    from paddle.base import core
+
+    cast = {}
+    i = 0
+    while i < block.op_size():
+        op = block.op(i)
+        if op.type() == GROUPED_LINEAR:
+            (weight,) = op.input("W")
+            if weight not in cast:
+                cast[weight] = f"{weight}@bf16"
+                source = block.find_var(weight.encode())
+                var = block.var(cast[weight].encode())
+                var.set_type(core.VarDesc.VarType.LOD_TENSOR)
+                var.set_dtype(core.VarDesc.VarType.BF16)
+                var.set_shape(source.shape())
+                op_cast = block._insert_op(0)
+                op_cast.set_type("cast")
+                op_cast.set_input("X", [weight])
+                op_cast.set_output("Out", [cast[weight]])
+                op_cast._set_int32_attr("in_dtype", int(core.VarDesc.VarType.FP32))
+                op_cast._set_int32_attr("out_dtype", int(core.VarDesc.VarType.BF16))
+                i += 1
+                op = block.op(i)
+            op.set_type(BF16_GROUPED_LINEAR)
+            op.set_input("W", [cast[weight]])
+            op._set_str_attr("mkldnn_data_type", "bfloat16")
+        i += 1
 
 
 def _fuse_add_layer_norm(block) -> None:

@@ -786,6 +786,94 @@ PD_BUILD_GRAD_OP(ct_pointwise_conv_gelu)
     .Attrs({"groups: int64_t"})
     .SetKernelFn(PD_KERNEL(PointwiseConvGeluBackward));
 
+// ---- grouped linear layers, token-major (SqueezeBERT's exports for this repo's fp32 predictor) ------------------
+// Out[..., out] = X[..., in] W_g^T + B per group g of the channels, W [out, in / groups(, 1)] (the convolution's
+// layout); the threads share (group, row block) tasks (RowSplit), each task's GEMMs on one thread (no
+// synchronisation inside a GEMM, where oneDNN's fc splits each small GEMM over the threads).
+
+namespace {
+
+struct LinearShape {
+  int64_t rows, in, out, groups, in_g, out_g;
+};
+
+LinearShape linear_shape(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b, int64_t groups,
+                         const char* what) {
+  check_float(x, what);
+  check_float(w, what);
+  check_float(b, what);
+  const int64_t in = last_dim(x), out = w.shape()[0];
+  PD_CHECK(groups > 0 && in % groups == 0 && out % groups == 0, what, ": channels ", in, " and ", out,
+           " not divisible by groups ", groups);
+  PD_CHECK(w.numel() == out * (in / groups), what, ": weight must be [out, in / groups(, 1)]");
+  PD_CHECK(b.numel() == out, what, ": bias size != out channels");
+  return {x.numel() / in, in, out, groups, in / groups, out / groups};
+}
+
+// Rows [0, count) of one group: Y (ldy) = X (ldx) W^T + bias. True on failure.
+bool linear_rows(const float* x, int64_t ldx, const float* w, const float* bias, int64_t count, int64_t in_g,
+                 int64_t out_g, float* y, int64_t ldy) {
+  const bool failed = gemm(false, true, count, out_g, in_g, x, ldx, w, in_g, 0.f, y, ldy);
+  for (int64_t r = 0; r < count; ++r) {
+    float* row = y + r * ldy;
+#pragma omp simd
+    for (int64_t c = 0; c < out_g; ++c) row[c] += bias[c];
+  }
+  return failed;
+}
+
+// Rows per GEMM call within a task: its output block stays in the core's cache for the bias.
+constexpr int64_t kLinearRows = 256;
+
+std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> GroupedLinearForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                 const paddle::Tensor& b, int64_t groups) {
+  const LinearShape s = linear_shape(x, w, b, groups, "grouped_linear");
+  auto y = paddle::empty(with_last(x.shape(), s.out), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
+  float* py = y.data<float>();
+  const RowSplit split(s.groups, s.rows);
+  bool failed = false;
+#pragma omp parallel for collapse(2) schedule(static) reduction(|| : failed)
+  for (int64_t g = 0; g < s.groups; ++g) {
+    for (int64_t blk = 0; blk < split.blocks; ++blk) {
+      const int64_t r0 = split.first(blk), count = split.count(blk);
+      if (count == 0) continue;
+      for (int64_t c0 = r0; c0 < r0 + count; c0 += kLinearRows) {  // the bias added while the rows are in cache
+        failed = linear_rows(px + c0 * s.in + g * s.in_g, s.in, pw + g * s.out_g * s.in_g, pb + g * s.out_g,
+                             std::min(kLinearRows, r0 + count - c0), s.in_g, s.out_g, py + c0 * s.out + g * s.out_g,
+                             s.out) || failed;
+      }
+    }
+  }
+  check_gemm(failed, "grouped_linear");
+  return {y};
+}
+
+std::vector<std::vector<int64_t>> GroupedLinearShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                                                     const std::vector<int64_t>&) {
+  return {with_last(x, w[0])};
+}
+
+std::vector<paddle::DataType> FirstOfThreeDtype(const paddle::DataType& first, const paddle::DataType&,
+                                               const paddle::DataType&) {
+  return {first};
+}
+
+PD_BUILD_OP(ct_grouped_linear)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out"})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(GroupedLinearForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfThreeDtype));
+
 // ---- layer norm over the channels of [batch, channels, length]: per (sample, position) -----------
 
 std::vector<paddle::Tensor> ChannelLayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma,
@@ -1616,3 +1704,92 @@ PD_BUILD_OP(ct_add_scale_shift_bf16)
     .SetKernelFn(PD_KERNEL(AddScaleShiftBf16Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
+
+// ---- SqueezeBERT's grouped linear for the bf16 predictor: common/inference.py puts it in place of
+// ct_grouped_linear, marked bfloat16 like ct_attention_bf16 (X is an input paddle's cpu_bfloat16_pass converts),
+// with W cast to bfloat16 (folded into a parameter). X float32 or bfloat16, Out of its type; bf16 products summed
+// in fp32 (oneDNN's gemm_bf16bf16f32, one per group and row block on one thread), the bias added in fp32.
+
+extern "C" int dnnl_gemm_bf16bf16f32(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                     const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta,
+                                     float* c, int64_t ldc);
+
+#ifdef __AVX512BF16__
+namespace {
+
+template <class T>
+bool grouped_linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const LinearShape& s, T* out) {
+  const RowSplit split(s.groups, s.rows);
+  bool failed = false;
+#pragma omp parallel reduction(|| : failed)
+  {
+    std::vector<float> c(std::min(split.rows, kLinearRows) * s.out_g);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t blk = 0; blk < split.blocks; ++blk) {
+        const int64_t r0 = split.first(blk), end = r0 + split.count(blk);
+        const float* b = bias + g * s.out_g;
+        for (int64_t c0 = r0; c0 < end; c0 += kLinearRows) {
+          const int64_t count = std::min(kLinearRows, end - c0);
+          failed = dnnl_gemm_bf16bf16f32('N', 'T', count, s.out_g, s.in_g, 1.f, x + c0 * s.in + g * s.in_g, s.in,
+                                         w + g * s.out_g * s.in_g, s.in_g, 0.f, c.data(), s.out_g) != 0 || failed;
+          for (int64_t r = 0; r < count; ++r) {
+            for (int64_t i = 0; i < s.out_g; i += 16) {
+              const __mmask16 m = first_lanes(s.out_g - i);
+              store_lanes(out + (c0 + r) * s.out + g * s.out_g + i, m,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(m, &c[r * s.out_g + i]), _mm512_maskz_loadu_ps(m, b + i)));
+            }
+          }
+        }
+      }
+    }
+  }
+  return failed;
+}
+
+}  // namespace
+#endif
+
+std::vector<paddle::Tensor> GroupedLinearBf16Forward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                     const paddle::Tensor& b, int64_t groups) {
+#ifndef __AVX512BF16__
+  PD_THROW("ct_grouped_linear_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
+#else
+  PD_CHECK(w.dtype() == paddle::DataType::BFLOAT16, "ct_grouped_linear_bf16: weight must be bfloat16");
+  check_float(b, "ct_grouped_linear_bf16 bias");
+  const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
+  PD_CHECK(x.is_cpu() && (bf16 || x.dtype() == paddle::DataType::FLOAT32),
+           "ct_grouped_linear_bf16: input must be a float32 or bfloat16 CPU tensor");
+  const int64_t in = last_dim(x), out_channels = w.shape()[0];
+  PD_CHECK(groups > 0 && in % groups == 0 && out_channels % groups == 0, "ct_grouped_linear_bf16: channels ", in,
+           " and ", out_channels, " not divisible by groups ", groups);
+  PD_CHECK(w.numel() == out_channels * (in / groups), "ct_grouped_linear_bf16: weight must be [out, in / groups(, 1)]");
+  PD_CHECK(b.numel() == out_channels, "ct_grouped_linear_bf16: bias size != out channels");
+  const LinearShape s{x.numel() / in, in, out_channels, groups, in / groups, out_channels / groups};
+  std::vector<uint16_t> converted;  // a float32 input (a first-token slice) in bf16
+  const uint16_t* px = elements<uint16_t>(x);
+  if (!bf16) {
+    converted.resize(x.numel());
+    const float* pf = x.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < s.rows; ++r) to_bf16(pf + r * in, in, converted.data() + r * in);
+    px = converted.data();
+  }
+  auto y = paddle::empty(with_last(x.shape(), s.out), x.dtype(), x.place());
+  bool failed = false;
+  by_element_type(x, [&](auto zero) {
+    using T = decltype(zero);
+    failed = grouped_linear_bf16(px, elements<uint16_t>(w), b.data<float>(), s, elements<T>(y));
+  });
+  PD_CHECK(!failed, "ct_grouped_linear_bf16: dnnl_gemm_bf16bf16f32 failed");
+  return {y};
+#endif
+}
+
+PD_BUILD_OP(ct_grouped_linear_bf16)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out"})
+    .Attrs({"groups: int64_t"})
+    .SetKernelFn(PD_KERNEL(GroupedLinearBf16Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfThreeDtype));

@@ -171,6 +171,12 @@ def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
     return out[0] if gelu else out
 
 
+def grouped_linear(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int) -> paddle.Tensor:
+    """A grouped 1x1 convolution of token-major [..., channels] (weight [out, in / groups(, 1)]) plus bias, one
+    oneDNN GEMM per group (and row block) on one thread each; no gradient (exported models)."""
+    return kernels().ct_grouped_linear(_dense(x), weight, bias, int(groups))
+
+
 def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:
     """Depthwise convolution along the length of channels-last [batch, length, channels], weight
     [channels, 1, kernel], zero padding ``pad`` on both sides."""

@@ -118,17 +118,19 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 # Static graphs (export, paddle.inference) in eval mode: the encoder runs token-major, the attention
 # takes BERT's head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
 # convolution takes one of two forms:
-# - per group (the export for this repo's CPU predictor, ``tk.in_export``), on [batch, length,
-#   channels] with no reshape (each ``reshape2`` copied its input): a matmul per group on its slice of the
-#   channels (``split``, then ``concat``), the feed-forward's two convolutions split between them. Each
-#   weight is a slice of a parameter, transposed, which paddle.inference folds into a parameter before
-#   its fc fusion (common/inference.py), so every group's matmul and bias become one oneDNN ``fc`` with
-#   cached weights. The attention is this repo's operator (``ct_attention``): per group on that group's
-#   query, key and value where their groups match and hold whole heads (only the contexts joined), else
-#   on the joined query, key and value. A/B on the Zen 4 host (9 rounds, by hand, batch 1 / 16 / 32):
-#   the operator on the joined tensors against paddle's matmuls and softmax, fp32 1.04 / 1.11 / 1.07x,
-#   bf16 1.09 / 1.02 / 1.10x as fast; then per group and with no reshape, against that, fp32 1.095 /
-#   1.056 / 1.091x, bf16 1.012 / 1.129 / 1.068x.
+# - per group (the export for this repo's CPU predictor, ``tk.in_export``), on [batch, length, channels] with no
+#   reshape (each ``reshape2`` copied its input). The attention's query, key and value: one operator each
+#   (``ct_grouped_linear``: one GEMM per group, each on one thread, where oneDNN's fcs split every small GEMM
+#   over the threads), then this repo's attention over all heads (``ct_attention``); a bf16 predictor runs
+#   them as ``ct_grouped_linear_bf16`` (oneDNN's bf16 GEMM) and ``ct_attention_bf16``. The other
+#   convolutions: a matmul per group on its slice of the channels (``split``, then ``concat``), the
+#   feed-forward's two convolutions split between them. Each weight is a slice of a parameter, transposed,
+#   which paddle.inference folds into a parameter before its fc fusion (common/inference.py), so every
+#   group's matmul and bias become one oneDNN ``fc`` with cached weights (the feed-forward as the operator ran
+#   1.06x slower at 16 sequences, fp32 and bf16). A/B on the Zen 4 host (by hand, interleaved, 9 and 11
+#   rounds, two runs, batch 1 / 16 / 32), the operators for query, key and value with the attention over all
+#   heads, against an fc per group and the attention per group: fp32 1.09 / 1.00 / 0.99-1.01x as fast, bf16
+#   1.18-1.26 / 0.99 / 0.98x.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
 #   channels / groups] of [batch * length, channels] (M = every token of the batch), with transposes
 #   in and out.
@@ -200,20 +202,12 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
 def _attention_per_group(x: paddle.Tensor, queries: paddle.Tensor, att: _pm.SqueezeBertSelfAttention,
                          mask: paddle.Tensor) -> paddle.Tensor:
     """Per-group form: the attention context of ``queries`` (``x`` or its first token) over ``x`` [batch,
-    length, channels] as this repo's operator (``ct_attention``, BERT's token-major head layout; bf16
-    predictors run it in bf16). Where query, key and value share a group count that divides the heads, each
-    group's heads attend on that group's query, key and value, and only the contexts are joined; otherwise on
-    query, key and value joined from their groups (one split per group count and input)."""
-    convs, heads = (att.query, att.key, att.value), att.num_attention_heads
-    inputs = (queries, x, x)
-    groups = convs[0]._groups
-    if all(c._groups == groups for c in convs) and heads % groups == 0:
-        parts = {id(t): _split(t, groups) for t in (x, queries)}
-        return _joined([tk.attention(q, k, v, mask, heads // groups)
-                        for q, k, v in zip(*(_by_group(parts[id(t)], c) for t, c in zip(inputs, convs)))])
-    parts = {(id(t), c._groups): _split(t, c._groups) for t, c in zip(inputs, convs)}
-    q, k, v = (_joined(_by_group(parts[id(t), c._groups], c)) for t, c in zip(inputs, convs))
-    return tk.attention(q, k, v, mask, heads)
+    length, channels]: query, key and value each as one grouped linear operator (``ct_grouped_linear``), then
+    this repo's attention over all heads (``ct_attention``, BERT's token-major head layout). bf16 predictors run
+    both in bf16."""
+    q, k, v = (tk.grouped_linear(t, c.weight, c.bias, c._groups)
+               for t, c in zip((queries, x, x), (att.query, att.key, att.value)))
+    return tk.attention(q, k, v, mask, att.num_attention_heads)
 
 
 def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:

@@ -415,15 +415,15 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     for onednn in (True, False):
         got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-    # paddle.inference runs each group of each convolution as one oneDNN fc (weights folded first), plus the
-    # pooler's and the classifier's, and the attention as this repo's operator: per group where query, key
-    # and value share groups that hold whole heads, else once per layer; no reshape (paddle's copies)
+    # paddle.inference runs the attention's query, key and value as this repo's grouped linear operator, each
+    # group of the other convolutions as one oneDNN fc (weights folded first), plus the pooler's and the
+    # classifier's, and the attention over all heads as this repo's operator; no reshape (paddle's copies)
     ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "optimized"))
     config = transformers.AutoConfig.from_pretrained(torch_dir)
-    layers, qkv = config.num_hidden_layers, {groups[f"{c}_groups"] for c in "qkv"}
-    per_group = len(qkv) == 1 and config.num_attention_heads % groups["q_groups"] == 0
-    assert ops["fc"] == layers * sum(groups.values()) + 2
-    assert ops["ct_attention"] == layers * (groups["q_groups"] if per_group else 1)
+    layers = config.num_hidden_layers
+    others = sum(groups[f"{c}_groups"] for c in ("post_attention", "intermediate", "output"))
+    assert ops["fc"] == layers * others + 2
+    assert ops["ct_grouped_linear"] == 3 * layers and ops["ct_attention"] == layers
     assert ops["fused_matmul"] + ops["matmul"] + ops["matmul_v2"] + ops["reshape2"] == 0
     # the portable export (onnxruntime, GPUs) keeps a grouped convolution as one batched matmul, and
     # the attention on paddle's matmuls

@@ -331,6 +331,41 @@ def test_bf16_add_scale_shift_operator(width):
         op(x, y16, w, b)
 
 
+def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
+    """SqueezeBERT's export runs the attention's query, key and value as ct_grouped_linear (paddle.inference in fp32
+    too); a bf16 predictor runs them as ct_grouped_linear_bf16 on bf16 weights, whose casts paddle folds into
+    parameters (no cast left beyond the mask's), bf16 in from the layer norms and out into the attention; its
+    logits within bf16 rounding of fp32's."""
+    from common.bench_models import make_batch
+    from common.inference import (Predictor, PredictorOptions, _ops, _program, export_static, op_counts,
+                                  optimized_op_counts)
+
+    _, model, config = build_pair(MODELS["squeezebert-uncased"], quick=True)
+    prefix = export_static(model, str(tmp_path / "static"))
+    layers = config["num_hidden_layers"]
+    assert op_counts(prefix)["ct_grouped_linear"] == 3 * layers
+    fp32 = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fp32"))
+    assert fp32["ct_grouped_linear"] == 3 * layers and fp32["ct_attention"] == layers
+    if onednn_bf16_missing() or not BF16_CPU:
+        pytest.skip("ct_grouped_linear_bf16 runs where paddle.inference has bf16 and the CPU AVX512-BF16")
+    bf16 = optimized_op_counts(prefix, PredictorOptions(threads=2, precision="bf16"), str(tmp_path / "bf16"))
+    assert bf16["ct_grouped_linear_bf16"] == 3 * layers and "ct_grouped_linear" not in bf16
+    assert bf16["cast"] == fp32["cast"] == 1  # the attention mask's
+    desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
+    ops = list(_ops(desc))
+    writer = {name: op for op in ops for name in op.output_arg_names()}
+    grouped = [op for op in ops if op.type() == "ct_grouped_linear_bf16"]
+    # the last layer's query reads the [CLS] slice (fp32); the others the bf16 layer norms
+    assert sorted(writer[op.input("X")[0]].type() for op in grouped) == ["ct_add_layer_norm_bf16"] * (3 * layers - 1) + [
+        "slice"]
+    assert {r.type() for op in grouped for r in ops if op.output("Out")[0] in r.input_arg_names()} == {
+        "ct_attention_bf16"}
+    batch = make_batch(3, 16, config["vocab_size"])
+    want = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+    got = Predictor(prefix, PredictorOptions(threads=2, precision="bf16"))(batch)[0]
+    assert 0 < np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
 def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
     """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 and each residual add with
     its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere, and in
@@ -440,6 +475,53 @@ def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
             results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, conv.weight, conv.bias], [grad])])
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups,shape,threads", [(1, (2, 7, 16), 3), (4, (2, 7, 16), 3), (4, (1, 1, 16), 3),
+                                                  (8, (1, 3, 16), 3), (4, (2, 300, 16), 4)])
+def test_grouped_linear_against_paddles_conv1d(groups, shape, threads):
+    """The token-major grouped linear of SqueezeBERT's exports (weight in the convolution's layout) against
+    nn.Conv1D on the channels-first input, same weights: on 3 threads one group splits its rows (14 -> 5, 5, 4);
+    a one-token first-token slice; 4 groups on 4 threads keep their 600 rows, in GEMMs of 256, 256 and 88."""
+    paddle.seed(5)
+    conv = paddle.nn.Conv1D(16, 24, 1, groups=groups)
+    x = paddle.to_tensor(np.random.default_rng(5).normal(size=shape).astype("float32"))
+    want = conv(x.transpose([0, 2, 1])).transpose([0, 2, 1]).numpy()
+    with _threads(threads):
+        got = tk.grouped_linear(x, conv.weight, conv.bias, groups).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_grouped_linear_checks_its_inputs():
+    x, w, b = paddle.rand([2, 3, 16]), paddle.rand([24, 4, 1]), paddle.rand([24])
+    with pytest.raises(OSError, match="grouped_linear: channels 16 and 24 not divisible by groups 5"):
+        tk.grouped_linear(x, paddle.rand([24, 3, 1]), b, 5)
+    with pytest.raises(OSError, match=r"grouped_linear: weight must be \[out, in / groups\(, 1\)\]"):
+        tk.grouped_linear(x, w, b, 2)
+    with pytest.raises(OSError, match="grouped_linear: bias size != out channels"):
+        tk.grouped_linear(x, w, paddle.rand([12]), 4)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="ct_grouped_linear_bf16 runs on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 300, 4)])
+def test_bf16_grouped_linear_operator(groups, rows, threads):
+    """ct_grouped_linear_bf16 (the bf16 predictor's form, weight in bf16): a bf16 X gives a bf16 Out, an fp32 X
+    (a first-token slice) an fp32 Out; both the fp32 operator's result on the bf16-rounded values within bf16
+    rounding of the output (one group on 3 threads splits its rows; 4 groups on 4 threads keep their 600 rows, in
+    GEMMs of 256, 256 and 88); a float32 weight refused."""
+    rng = np.random.default_rng(6)
+    x = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
+    w = paddle.to_tensor(rng.normal(size=(48, 32 // groups, 1)).astype("float32")).astype("bfloat16")
+    b = paddle.to_tensor(rng.normal(size=48).astype("float32"))
+    want = tk.grouped_linear(x.astype("float32"), w.astype("float32"), b, groups).numpy()
+    op = tk.kernels().ct_grouped_linear_bf16
+    with _threads(threads):
+        got16, got32 = op(x, w, b, groups), op(x.astype("float32"), w, b, groups)
+    assert got16.dtype == paddle.bfloat16 and got32.dtype == paddle.float32
+    np.testing.assert_allclose(got32.numpy(), want, rtol=1e-5, atol=1e-4)  # fp32 sums of the same products
+    np.testing.assert_allclose(got16.astype("float32").numpy(), want, rtol=2**-8, atol=1e-6)
+    with pytest.raises(OSError, match="ct_grouped_linear_bf16: weight must be bfloat16"):
+        op(x, w.astype("float32"), b, groups)
 
 
 def test_channel_layer_norm_against_squeezeberts():
