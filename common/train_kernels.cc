@@ -2,7 +2,8 @@
 // attention without dropout, the span convolution and the residual add + NoNorm also run in exported inference
 // models.
 // paddle 2.6.2's own CPU kernels for these ops run on one thread. GEMMs stay paddle's, except in the
-// grouped 1x1 convolution, which calls oneDNN's sgemm (paddle's libdnnl) once per sample and group.
+// grouped 1x1 convolution and the grouped linear layer, which call oneDNN's GEMMs (paddle's libdnnl) once per
+// sample or row block and group.
 // Every op takes contiguous row-major tensors (the Python side makes them so); the feature
 // dimension is the last one unless an op's comment gives another layout.
 #include "paddle/extension.h"

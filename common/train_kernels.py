@@ -15,8 +15,9 @@ Parameters and state dict are unchanged; outputs and gradients equal paddle's wi
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
 Exported inference models use some of them too: attention without dropout (one operator per layer,
-:func:`attend`), ConvBERT's span convolution and MobileBERT's residual add + NoNorm in place
-(:func:`add_scale_shift_`; see :func:`export_ops`).
+:func:`attend`), SqueezeBERT's grouped query, key and value projections (:func:`grouped_linear`),
+ConvBERT's span convolution and MobileBERT's residual add + NoNorm in place (:func:`add_scale_shift_`; see
+:func:`export_ops`).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
 ``~/.cache/compact_bert/kernels``, one build per source, CPU and paddle version.
 """
