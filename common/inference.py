@@ -213,15 +213,16 @@ def _op_list(pdmodel: str) -> list[str]:
 
 def bf16_operators(options: PredictorOptions) -> bool:
     """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION`, residual
-    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM` and :data:`BF16_RENAMED`'s operators in bf16
-    (:func:`_write_bf16_program`)."""
+    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM`, grouped linear layers as
+    :data:`BF16_GROUPED_LINEAR` and :data:`BF16_RENAMED`'s operators in bf16 (:func:`_write_bf16_program`)."""
     return options.device == "cpu" and options.precision == "bf16" and "avx512_bf16" in cpu_flags()
 
 
 def _write_bf16_program(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
-    :data:`BF16_ATTENTION` (inputs renamed by :data:`BF16_ATTENTION_INPUTS`) and its residual adds with their
-    layer norms as :data:`BF16_ADD_LAYER_NORM` and :data:`BF16_RENAMED`'s operators renamed, all marked bfloat16."""
+    :data:`BF16_ATTENTION` (inputs renamed by :data:`BF16_ATTENTION_INPUTS`), its residual adds with their
+    layer norms as :data:`BF16_ADD_LAYER_NORM`, its grouped linear layers as :data:`BF16_GROUPED_LINEAR` and
+    :data:`BF16_RENAMED`'s operators renamed, all marked bfloat16."""
     desc = _program(pdmodel)
     for op in _ops(desc):
         if op.type() == ATTENTION and not op.attr("channels_first"):
@@ -242,34 +243,29 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
 
 def _bf16_grouped_linear(block) -> None:
     """Each :data:`GROUPED_LINEAR` as :data:`BF16_GROUPED_LINEAR` marked bfloat16, reading its weight cast to bf16
-    (one cast per weight, inserted before the block's first operator)."""
+    (one cast per weight, put at the block's start: paddle's constant folding makes it a parameter)."""
     from paddle.base import core
 
-    cast = {}
-    i = 0
-    while i < block.op_size():
+    cast = {}  # weight -> its bf16 copy
+    for i in range(block.op_size()):
         op = block.op(i)
         if op.type() == GROUPED_LINEAR:
             (weight,) = op.input("W")
-            if weight not in cast:
-                cast[weight] = f"{weight}@bf16"
-                source = block.find_var(weight.encode())
-                var = block.var(cast[weight].encode())
-                var.set_type(core.VarDesc.VarType.LOD_TENSOR)
-                var.set_dtype(core.VarDesc.VarType.BF16)
-                var.set_shape(source.shape())
-                op_cast = block._insert_op(0)
-                op_cast.set_type("cast")
-                op_cast.set_input("X", [weight])
-                op_cast.set_output("Out", [cast[weight]])
-                op_cast._set_int32_attr("in_dtype", int(core.VarDesc.VarType.FP32))
-                op_cast._set_int32_attr("out_dtype", int(core.VarDesc.VarType.BF16))
-                i += 1
-                op = block.op(i)
+            cast.setdefault(weight, f"{weight}@bf16")
             op.set_type(BF16_GROUPED_LINEAR)
             op.set_input("W", [cast[weight]])
             op._set_str_attr("mkldnn_data_type", "bfloat16")
-        i += 1
+    for weight, bf16 in cast.items():
+        var = block.var(bf16.encode())
+        var.set_type(core.VarDesc.VarType.LOD_TENSOR)
+        var.set_dtype(core.VarDesc.VarType.BF16)
+        var.set_shape(block.find_var(weight.encode()).shape())
+        op = block._insert_op(0)
+        op.set_type("cast")
+        op.set_input("X", [weight])
+        op.set_output("Out", [bf16])
+        op._set_int32_attr("in_dtype", int(core.VarDesc.VarType.FP32))
+        op._set_int32_attr("out_dtype", int(core.VarDesc.VarType.BF16))
 
 
 def _fuse_add_layer_norm(block) -> None:
