@@ -798,11 +798,9 @@ struct LinearShape {
   int64_t rows, in, out, groups, in_g, out_g;
 };
 
+// The sizes of a grouped linear layer's X, W and B (shapes checked; callers check the types).
 LinearShape linear_shape(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b, int64_t groups,
                          const char* what) {
-  check_float(x, what);
-  check_float(w, what);
-  check_float(b, what);
   const int64_t in = last_dim(x), out = w.shape()[0];
   PD_CHECK(groups > 0 && in % groups == 0 && out % groups == 0, what, ": channels ", in, " and ", out,
            " not divisible by groups ", groups);
@@ -835,6 +833,9 @@ std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
 
 std::vector<paddle::Tensor> GroupedLinearForward(const paddle::Tensor& x, const paddle::Tensor& w,
                                                  const paddle::Tensor& b, int64_t groups) {
+  check_float(x, "grouped_linear input");
+  check_float(w, "grouped_linear weight");
+  check_float(b, "grouped_linear bias");
   const LinearShape s = linear_shape(x, w, b, groups, "grouped_linear");
   auto y = paddle::empty(with_last(x.shape(), s.out), x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
@@ -1761,19 +1762,14 @@ std::vector<paddle::Tensor> GroupedLinearBf16Forward(const paddle::Tensor& x, co
   const bool bf16 = x.dtype() == paddle::DataType::BFLOAT16;
   PD_CHECK(x.is_cpu() && (bf16 || x.dtype() == paddle::DataType::FLOAT32),
            "ct_grouped_linear_bf16: input must be a float32 or bfloat16 CPU tensor");
-  const int64_t in = last_dim(x), out_channels = w.shape()[0];
-  PD_CHECK(groups > 0 && in % groups == 0 && out_channels % groups == 0, "ct_grouped_linear_bf16: channels ", in,
-           " and ", out_channels, " not divisible by groups ", groups);
-  PD_CHECK(w.numel() == out_channels * (in / groups), "ct_grouped_linear_bf16: weight must be [out, in / groups(, 1)]");
-  PD_CHECK(b.numel() == out_channels, "ct_grouped_linear_bf16: bias size != out channels");
-  const LinearShape s{x.numel() / in, in, out_channels, groups, in / groups, out_channels / groups};
+  const LinearShape s = linear_shape(x, w, b, groups, "ct_grouped_linear_bf16");
   std::vector<uint16_t> converted;  // a float32 input (a first-token slice) in bf16
   const uint16_t* px = elements<uint16_t>(x);
   if (!bf16) {
     converted.resize(x.numel());
     const float* pf = x.data<float>();
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < s.rows; ++r) to_bf16(pf + r * in, in, converted.data() + r * in);
+    for (int64_t r = 0; r < s.rows; ++r) to_bf16(pf + r * s.in, s.in, converted.data() + r * s.in);
     px = converted.data();
   }
   auto y = paddle::empty(with_last(x.shape(), s.out), x.dtype(), x.place());

@@ -500,6 +500,8 @@ def test_grouped_linear_checks_its_inputs():
         tk.grouped_linear(x, w, b, 2)
     with pytest.raises(OSError, match="grouped_linear: bias size != out channels"):
         tk.grouped_linear(x, w, paddle.rand([12]), 4)
+    with pytest.raises(OSError, match="grouped_linear weight must be float32"):
+        tk.grouped_linear(x, w.astype("bfloat16"), b, 4)
 
 
 @pytest.mark.skipif(not BF16_CPU, reason="ct_grouped_linear_bf16 runs on CPUs with AVX512-BF16")
@@ -522,6 +524,8 @@ def test_bf16_grouped_linear_operator(groups, rows, threads):
     np.testing.assert_allclose(got16.astype("float32").numpy(), want, rtol=2**-8, atol=1e-6)
     with pytest.raises(OSError, match="ct_grouped_linear_bf16: weight must be bfloat16"):
         op(x, w.astype("float32"), b, groups)
+    with pytest.raises(OSError, match="ct_grouped_linear_bf16: bias size != out channels"):
+        op(x, w, b[:24], groups)
 
 
 def test_channel_layer_norm_against_squeezeberts():
