@@ -126,8 +126,8 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   convolutions: a matmul per group on its slice of the channels (``split``, then ``concat``), the
 #   feed-forward's two convolutions split between them. Each weight is a slice of a parameter, transposed,
 #   which paddle.inference folds into a parameter before its fc fusion (common/inference.py), so every
-#   group's matmul and bias become one oneDNN ``fc`` with cached weights (the feed-forward as the operator ran
-#   1.06x slower at 16 sequences, fp32 and bf16). A/B on the Zen 4 host (by hand, interleaved, 9 and 11
+#   group's matmul and bias become one oneDNN ``fc`` with cached weights (the feed-forward as the operator,
+#   GELU fused or not, ran 1.03-1.10x slower at 16 and 32 sequences: results/README.md). A/B on the Zen 4 host (by hand, interleaved, 9 and 11
 #   rounds, two runs, batch 1 / 16 / 32), the operators for query, key and value with the attention over all
 #   heads, against an fc per group and the attention per group: fp32 1.09 / 1.00 / 0.99-1.01x as fast, bf16
 #   1.18-1.26 / 0.99 / 0.98x.
