@@ -824,6 +824,29 @@ bool linear_rows(const float* x, int64_t ldx, const float* w, const float* bias,
 // Rows per GEMM call within a task: its output block stays in the core's cache for the bias.
 constexpr int64_t kLinearRows = 256;
 
+// f(g, first, count, scratch) for every group g and every block of up to kLinearRows rows [first, first + count),
+// the threads sharing the (group, row block) tasks of RowSplit; scratch: the thread's kLinearRows x scratch_cols
+// floats. True where any call of f returned true (a failed GEMM).
+template <class F>
+bool linear_blocks(const LinearShape& s, int64_t scratch_cols, F&& f) {
+  const RowSplit split(s.groups, s.rows);
+  bool failed = false;
+#pragma omp parallel reduction(|| : failed)
+  {
+    std::vector<float> scratch(std::min(split.rows, kLinearRows) * scratch_cols);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t blk = 0; blk < split.blocks; ++blk) {
+        const int64_t end = split.first(blk) + split.count(blk);
+        for (int64_t first = split.first(blk); first < end; first += kLinearRows) {
+          failed = f(g, first, std::min(kLinearRows, end - first), scratch.data()) || failed;
+        }
+      }
+    }
+  }
+  return failed;
+}
+
 std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
   shape.back() = last;
   return shape;
@@ -840,20 +863,10 @@ std::vector<paddle::Tensor> GroupedLinearForward(const paddle::Tensor& x, const 
   auto y = paddle::empty(with_last(x.shape(), s.out), x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();
-  const RowSplit split(s.groups, s.rows);
-  bool failed = false;
-#pragma omp parallel for collapse(2) schedule(static) reduction(|| : failed)
-  for (int64_t g = 0; g < s.groups; ++g) {
-    for (int64_t blk = 0; blk < split.blocks; ++blk) {
-      const int64_t r0 = split.first(blk), count = split.count(blk);
-      if (count == 0) continue;
-      for (int64_t c0 = r0; c0 < r0 + count; c0 += kLinearRows) {  // the bias added while the rows are in cache
-        failed = linear_rows(px + c0 * s.in + g * s.in_g, s.in, pw + g * s.out_g * s.in_g, pb + g * s.out_g,
-                             std::min(kLinearRows, r0 + count - c0), s.in_g, s.out_g, py + c0 * s.out + g * s.out_g,
-                             s.out) || failed;
-      }
-    }
-  }
+  const bool failed = linear_blocks(s, 0, [&](int64_t g, int64_t first, int64_t count, float*) {
+    return linear_rows(px + first * s.in + g * s.in_g, s.in, pw + g * s.out_g * s.in_g, pb + g * s.out_g, count, s.in_g,
+                       s.out_g, py + first * s.out + g * s.out_g, s.out);
+  });
   check_gemm(failed, "grouped_linear");
   return {y};
 }
@@ -1721,32 +1734,19 @@ namespace {
 
 template <class T>
 bool grouped_linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const LinearShape& s, T* out) {
-  const RowSplit split(s.groups, s.rows);
-  bool failed = false;
-#pragma omp parallel reduction(|| : failed)
-  {
-    std::vector<float> c(std::min(split.rows, kLinearRows) * s.out_g);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t g = 0; g < s.groups; ++g) {
-      for (int64_t blk = 0; blk < split.blocks; ++blk) {
-        const int64_t r0 = split.first(blk), end = r0 + split.count(blk);
-        const float* b = bias + g * s.out_g;
-        for (int64_t c0 = r0; c0 < end; c0 += kLinearRows) {
-          const int64_t count = std::min(kLinearRows, end - c0);
-          failed = dnnl_gemm_bf16bf16f32('N', 'T', count, s.out_g, s.in_g, 1.f, x + c0 * s.in + g * s.in_g, s.in,
-                                         w + g * s.out_g * s.in_g, s.in_g, 0.f, c.data(), s.out_g) != 0 || failed;
-          for (int64_t r = 0; r < count; ++r) {
-            for (int64_t i = 0; i < s.out_g; i += 16) {
-              const __mmask16 m = first_lanes(s.out_g - i);
-              store_lanes(out + (c0 + r) * s.out + g * s.out_g + i, m,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(m, &c[r * s.out_g + i]), _mm512_maskz_loadu_ps(m, b + i)));
-            }
-          }
-        }
+  return linear_blocks(s, s.out_g, [&](int64_t g, int64_t first, int64_t count, float* c) {
+    const bool failed = dnnl_gemm_bf16bf16f32('N', 'T', count, s.out_g, s.in_g, 1.f, x + first * s.in + g * s.in_g,
+                                              s.in, w + g * s.out_g * s.in_g, s.in_g, 0.f, c, s.out_g) != 0;
+    const float* b = bias + g * s.out_g;
+    for (int64_t r = 0; r < count; ++r) {
+      for (int64_t i = 0; i < s.out_g; i += 16) {
+        const __mmask16 m = first_lanes(s.out_g - i);
+        store_lanes(out + (first + r) * s.out + g * s.out_g + i, m,
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + r * s.out_g + i), _mm512_maskz_loadu_ps(m, b + i)));
       }
     }
-  }
-  return failed;
+    return failed;
+  });
 }
 
 }  // namespace
