@@ -2,12 +2,13 @@
 
 paddle 2.6.2 runs dropout, layer norm and GELU gradients, bias-gradient reductions and strided
 copies on one thread, and draws dropout masks one element at a time: on 2 cores they took more
-time than the GEMMs of a fine-tuning step. :func:`use_train_kernels` switches the plain paddle
-layers of a model (``nn.Dropout``, ``nn.LayerNorm``, ``nn.Linear``, ``nn.MultiHeadAttention``,
-``nn.TransformerEncoderLayer``; exact types, so OFA's super layers are left alone) to subclasses
-that call these operators (see :func:`fast`: in train mode, and in eval mode in dygraph, so
-evaluation and prediction use them too): dropout from a counter-based hash, layer norm, bias add,
-bias + GELU, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
+time than the GEMMs of a fine-tuning step. Its dygraph GEMMs are MKL's, AVX2 code at best on AMD CPUs.
+:func:`use_train_kernels` switches the plain paddle layers of a model (``nn.Dropout``, ``nn.LayerNorm``,
+``nn.Linear``, ``nn.MultiHeadAttention``, ``nn.TransformerEncoderLayer``; exact types, so OFA's super
+layers are left alone) to subclasses that call these operators (see :func:`fast`: in train mode, and in
+eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM,
+dropout from a counter-based hash, layer norm, bias add, bias + GELU, scale + mask + softmax + dropout of
+attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
@@ -129,6 +130,12 @@ def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
     return kernels().ct_dropout(_dense(x), float(p), _seed())[0]
 
 
+def matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
+    """``x @ weight`` for x [..., in] and weight [in, out] (a Linear's), as one oneDNN GEMM: paddle's dygraph
+    matmul is MKL's, AVX2 code at best on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5)."""
+    return kernels().ct_matmul(_dense(x), weight)
+
+
 def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_bias_add(_dense(x), bias)
 
@@ -213,7 +220,7 @@ class LayerNorm(nn.LayerNorm):
 class Linear(nn.Linear):
     def forward(self, x):
         if fast(self, x) and self.bias is not None:
-            return bias_add(paddle.matmul(x, self.weight), self.bias)
+            return bias_add(matmul(x, self.weight), self.bias)
         return nn.Linear.forward(self, x)
 
 
@@ -287,12 +294,13 @@ class MultiHeadAttention(nn.MultiHeadAttention):
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast` and its FFN
-    linears are plain ``nn.Linear`` (ConvBERT's grouped ones run paddle's layer)."""
+    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast` and its first FFN
+    linear is a plain ``nn.Linear`` or this module's :class:`Linear` (ConvBERT's grouped ones run paddle's layer)."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
-                or self.activation is not F.gelu or type(self.linear1) is not nn.Linear or self.linear1.bias is None):
+                or self.activation is not F.gelu or type(self.linear1) not in (nn.Linear, Linear)
+                or self.linear1.bias is None):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
             extra = {"output_attentions": True} if output_attentions else {}
@@ -300,7 +308,7 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
         self.self_attn.need_weights = False
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
         src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
-        hidden = kernels().ct_bias_gelu(paddle.matmul(src, self.linear1.weight), self.linear1.bias)
+        hidden = kernels().ct_bias_gelu(matmul(src, self.linear1.weight), self.linear1.bias)
         return self.norm2(src + self.dropout2(self.linear2(self.dropout(hidden))))
 
 

@@ -148,7 +148,7 @@ class TrainIntermediate(_pm.MobileBertIntermediate):
 
     def forward(self, hidden_states):
         if tk.fast(self, hidden_states) and tk.activation(self.intermediate_act_fn) == "relu":
-            return tk.bias_relu(paddle.matmul(hidden_states, self.dense.weight), self.dense.bias)
+            return tk.bias_relu(tk.matmul(hidden_states, self.dense.weight), self.dense.bias)
         return _pm.MobileBertIntermediate.forward(self, hidden_states)
 
 

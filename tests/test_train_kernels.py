@@ -457,6 +457,30 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
             np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16), (1, 1, 16)])
+def test_matmul_operator_against_paddle(shape):
+    """A Linear's product as one oneDNN GEMM (ct_matmul) and both gradients against paddle.matmul, on 3 threads."""
+    rng = np.random.default_rng(4)
+    x, w = rng.normal(size=shape).astype("float32"), rng.normal(size=(16, 9)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=shape[:-1] + (9,)).astype("float32"))
+    results = []
+    with _threads(3):
+        for fn in (tk.matmul, paddle.matmul):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w)]
+            out = fn(*ts)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
+    assert results[0][0].shape == shape[:-1] + (9,)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_matmul_operator_checks_its_inputs():
+    with pytest.raises(OSError, match=r"matmul: input \[\.\.\., in\] and weight \[in, out\] needed, got input rank 3"):
+        tk.matmul(paddle.rand([2, 3, 16]), paddle.rand([15, 4]))
+    with pytest.raises(OSError, match="matmul weight must be float32"):
+        tk.matmul(paddle.rand([2, 16]), paddle.rand([16, 4]).astype("float64"))
+
+
 @pytest.mark.parametrize("groups,gelu,batch", [(1, False, 3), (4, False, 3), (4, True, 3), (1, False, 1), (1, True, 1)])
 def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
     """The grouped 1x1 convolution (+ GELU) and its three gradients against nn.Conv1D, same weights;
@@ -569,7 +593,7 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 
 
 @pytest.mark.parametrize("name, functions", [
-    ("bert-base-uncased", ["attend", "layer_norm", "bias_add"]),
+    ("bert-base-uncased", ["attend", "layer_norm", "bias_add", "matmul"]),
     ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm"]),
     ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
     ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
@@ -577,6 +601,15 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 def test_eval_mode_makes_the_train_modes_operator_calls(monkeypatch, name, functions):
     train = dict(_fused_calls(monkeypatch, name, functions)[2])  # a copy: the spies stay in place
     assert train and _fused_calls(monkeypatch, name, functions, train=False)[2] == train
+
+
+def test_bert_linears_run_the_matmul_operator_and_the_fused_ffn(monkeypatch):
+    """Every Linear of BERT (query, key, value, attention output and the two FFN layers per layer; pooler and
+    classifier) multiplies through ct_matmul, not paddle's matmul (MKL's); the FFN's first adds its bias in
+    the fused bias + GELU operator, the others in bias_add."""
+    _, cfg, calls = _fused_calls(monkeypatch, "bert-base-uncased", ["matmul", "bias_add"])
+    layers = cfg["num_hidden_layers"]
+    assert calls == {"matmul": 6 * layers + 2, "bias_add": 5 * layers + 2}
 
 
 def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
