@@ -219,7 +219,7 @@ class LayerNorm(nn.LayerNorm):
 
 class Linear(nn.Linear):
     def forward(self, x):
-        if fast(self, x) and self.bias is not None:
+        if fast(self, x) and self.bias is not None and x.ndim >= 2:  # ct_matmul takes [..., in]
             return bias_add(matmul(x, self.weight), self.bias)
         return nn.Linear.forward(self, x)
 

@@ -474,6 +474,16 @@ def test_matmul_operator_against_paddle(shape):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
+def test_linear_takes_a_single_vector_through_paddles_layer():
+    paddle.seed(6)
+    layer = paddle.nn.Linear(16, 9)
+    x = paddle.rand([16])
+    want = layer(x).numpy()
+    assert tk.use_train_kernels(layer) == 1
+    np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-6)
+    assert layer(x.unsqueeze(0)).shape == [1, 9]
+
+
 def test_matmul_operator_checks_its_inputs():
     with pytest.raises(OSError, match=r"matmul: input \[\.\.\., in\] and weight \[in, out\] needed, got input rank 3"):
         tk.matmul(paddle.rand([2, 3, 16]), paddle.rand([15, 4]))
