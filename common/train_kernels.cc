@@ -2,8 +2,8 @@
 // attention without dropout, the span convolution and the residual add + NoNorm also run in exported inference
 // models.
 // paddle 2.6.2's own CPU kernels for these ops run on one thread. A Linear's GEMM (ct_matmul), the grouped 1x1
-// convolution and the grouped linear layer call oneDNN's GEMMs (paddle's libdnnl); attention's batched products
-// stay paddle's.
+// convolution, the grouped linear layer and attention's batched products (ct_batched_matmul) call oneDNN's GEMMs
+// (paddle's libdnnl).
 // Every op takes contiguous row-major tensors (the Python side makes them so); the feature
 // dimension is the last one unless an op's comment gives another layout.
 #include "paddle/extension.h"
@@ -770,6 +770,86 @@ PD_BUILD_GRAD_OP(ct_matmul)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
     .SetKernelFn(PD_KERNEL(MatmulBackward));
+
+// ---- attention's products, batched: Out[b] = X[b] op(Y[b]), X [..., m, k], Y [..., k, n] or, transposed,
+// [..., n, k]; one oneDNN GEMM per matrix on one thread each (paddle's batched matmul is MKL's, see above).
+
+namespace {
+
+struct BatchShape {
+  int64_t count, m, k, n;
+};
+
+BatchShape batch_shape(const paddle::Tensor& x, const paddle::Tensor& y, bool transpose_y) {
+  check_float(x, "batched_matmul input X");
+  check_float(y, "batched_matmul input Y");
+  const auto xs = x.shape(), ys = y.shape();
+  const size_t r = xs.size();
+  PD_CHECK(r >= 3 && ys.size() == r && std::equal(xs.begin(), xs.end() - 2, ys.begin()),
+           "batched_matmul: X and Y need the same leading dimensions and rank >= 3");
+  const int64_t k = xs[r - 1], n = transpose_y ? ys[r - 2] : ys[r - 1];
+  PD_CHECK((transpose_y ? ys[r - 1] : ys[r - 2]) == k, "batched_matmul: X's columns != Y's ",
+           transpose_y ? "columns" : "rows");
+  return {x.numel() / (xs[r - 2] * k), xs[r - 2], k, n};
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> BatchedMatmulForward(const paddle::Tensor& x, const paddle::Tensor& y, bool transpose_y) {
+  const BatchShape s = batch_shape(x, y, transpose_y);
+  std::vector<int64_t> shape(x.shape());
+  shape.back() = s.n;
+  auto out = paddle::empty(shape, x.dtype(), x.place());
+  const float *px = x.data<float>(), *py = y.data<float>();
+  float* po = out.data<float>();
+  bool failed = false;
+#pragma omp parallel for schedule(static) reduction(|| : failed)
+  for (int64_t b = 0; b < s.count; ++b) {
+    failed = gemm(false, transpose_y, s.m, s.n, s.k, px + b * s.m * s.k, s.k, py + b * s.k * s.n,
+                  transpose_y ? s.k : s.n, 0.f, po + b * s.m * s.n, s.n) || failed;
+  }
+  check_gemm(failed, "batched_matmul forward");
+  return {out};
+}
+
+// Out = X Y: dX = dOut Y^T, dY = X^T dOut. Out = X Y^T: dX = dOut Y, dY = dOut^T X.
+std::vector<paddle::Tensor> BatchedMatmulBackward(const paddle::Tensor& x, const paddle::Tensor& y,
+                                                  const paddle::Tensor& dout, bool transpose_y) {
+  check_float(dout, "batched_matmul gradient");
+  const BatchShape s = batch_shape(x, y, transpose_y);
+  PD_CHECK(dout.numel() == s.count * s.m * s.n, "batched_matmul gradient: wrong size");
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto dy = paddle::empty(y.shape(), y.dtype(), y.place());
+  const float *px = x.data<float>(), *py = y.data<float>(), *pd = dout.data<float>();
+  float *pdx = dx.data<float>(), *pdy = dy.data<float>();
+  bool failed = false;
+#pragma omp parallel for schedule(static) reduction(|| : failed)
+  for (int64_t b = 0; b < s.count; ++b) {
+    const float *xb = px + b * s.m * s.k, *yb = py + b * s.k * s.n, *db = pd + b * s.m * s.n;
+    float *dxb = pdx + b * s.m * s.k, *dyb = pdy + b * s.k * s.n;
+    if (transpose_y) {
+      failed = gemm(false, false, s.m, s.k, s.n, db, s.n, yb, s.k, 0.f, dxb, s.k) ||
+               gemm(true, false, s.n, s.k, s.m, db, s.n, xb, s.k, 0.f, dyb, s.k) || failed;
+    } else {
+      failed = gemm(false, true, s.m, s.k, s.n, db, s.n, yb, s.n, 0.f, dxb, s.k) ||
+               gemm(true, false, s.k, s.n, s.m, xb, s.k, db, s.n, 0.f, dyb, s.n) || failed;
+    }
+  }
+  check_gemm(failed, "batched_matmul backward");
+  return {dx, dy};
+}
+
+PD_BUILD_OP(ct_batched_matmul)
+    .Inputs({"X", "Y"})
+    .Outputs({"Out"})
+    .Attrs({"transpose_y: bool"})
+    .SetKernelFn(PD_KERNEL(BatchedMatmulForward));
+
+PD_BUILD_GRAD_OP(ct_batched_matmul)
+    .Inputs({"X", "Y", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
+    .Attrs({"transpose_y: bool"})
+    .SetKernelFn(PD_KERNEL(BatchedMatmulBackward));
 
 // ---- grouped 1x1 convolution: Out[b] = W X[b] + Bias, X [batch, in, length], W [out, in / groups(, 1)]
 

@@ -136,6 +136,12 @@ def matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_matmul(_dense(x), weight)
 
 
+def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:
+    """``x @ y`` (``y`` transposed in its last two axes with ``transpose_y``) per matrix of the leading axes,
+    one oneDNN GEMM each, spread over the threads: attention's products."""
+    return kernels().ct_batched_matmul(_dense(x), _dense(y), bool(transpose_y))
+
+
 def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_bias_add(_dense(x), bias)
 
@@ -265,8 +271,8 @@ def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Te
     if one_operator_attention(p):
         return attention(q, k, v, mask, heads)
     q, k, v = (kernels().ct_swap12(x.reshape([0, 0, heads, size])) for x in (q, k, v))
-    weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), mask, size**-0.5, p)
-    return kernels().ct_swap12(paddle.matmul(weights, v)).reshape([0, 0, heads * size])
+    weights = softmax_dropout(batched_matmul(q, k, transpose_y=True), mask, size**-0.5, p)
+    return kernels().ct_swap12(batched_matmul(weights, v)).reshape([0, 0, heads * size])
 
 
 def attends(layer: nn.Layer, x: paddle.Tensor) -> bool:

@@ -474,6 +474,31 @@ def test_matmul_operator_against_paddle(shape):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("transpose_y", [False, True])
+def test_batched_matmul_operator_against_paddle(transpose_y):
+    """Attention's products (one oneDNN GEMM per matrix) and both gradients against paddle.matmul, 5 x 3
+    matrices on 2 threads."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5, 3, 6, 4)).astype("float32")
+    y = rng.normal(size=(5, 3, 7, 4) if transpose_y else (5, 3, 4, 7)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(5, 3, 6, 7)).astype("float32"))
+    results = []
+    with _threads(2):
+        for fn in (tk.batched_matmul, paddle.matmul):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, y)]
+            out = fn(*ts, transpose_y=transpose_y)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_batched_matmul_operator_checks_its_inputs():
+    with pytest.raises(OSError, match="batched_matmul: X and Y need the same leading dimensions"):
+        tk.batched_matmul(paddle.rand([2, 3, 4, 5]), paddle.rand([2, 4, 5, 4]))
+    with pytest.raises(OSError, match="batched_matmul: X's columns != Y's columns"):
+        tk.batched_matmul(paddle.rand([2, 4, 5]), paddle.rand([2, 6, 4]), transpose_y=True)
+
+
 def test_linear_takes_a_single_vector_through_paddles_layer():
     paddle.seed(6)
     layer = paddle.nn.Linear(16, 9)
