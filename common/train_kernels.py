@@ -7,8 +7,8 @@ time than the GEMMs of a fine-tuning step. Its dygraph GEMMs are MKL's, AVX2 cod
 ``nn.Linear``, ``nn.MultiHeadAttention``, ``nn.TransformerEncoderLayer``; exact types, so OFA's super
 layers are left alone) to subclasses that call these operators (see :func:`fast`: in train mode, and in
 eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM,
-dropout from a counter-based hash, layer norm, bias add, bias + GELU, scale + mask + softmax + dropout of
-attention, and one copy per head split or merge.
+dropout from a counter-based hash, layer norm, bias add, bias + GELU, attention's two products as one oneDNN
+GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
