@@ -638,9 +638,10 @@ struct RowSplit {
   int64_t count(int64_t blk) const { return std::max<int64_t>(0, std::min(rows, n - blk * rows)); }
 };
 
-// Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads).
+// Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads); with
+// ``gelu``, also gelu(Y) into it, each block by its GEMM's thread while the block is in its cache.
 paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
-                            const ConvShape& s) {
+                            const ConvShape& s, float* gelu_out = nullptr) {
   auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
   const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();
@@ -661,6 +662,11 @@ paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, co
         }
         failed = gemm(false, false, count, s.length, s.in_g, pw + c0 * s.in_g, s.in_g,
                       px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length) || failed;
+        if (gelu_out != nullptr) {
+          float* act = gelu_out + (out - py);
+#pragma omp simd
+          for (int64_t i = 0; i < count * s.length; ++i) act[i] = gelu(out[i]);
+        }
       }
     }
   }
@@ -881,13 +887,9 @@ PD_BUILD_GRAD_OP(ct_pointwise_conv)
 
 std::vector<paddle::Tensor> PointwiseConvGeluForward(const paddle::Tensor& x, const paddle::Tensor& w,
                                                      const paddle::Tensor& b, int64_t groups) {
-  auto pre = conv_forward(x, w, b, conv_shape(x, w, b, groups));
-  auto out = paddle::empty(pre.shape(), pre.dtype(), pre.place());
-  const float* pp = pre.data<float>();
-  float* po = out.data<float>();
-  const int64_t n = pre.numel();
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) po[i] = gelu(pp[i]);
+  const auto s = conv_shape(x, w, b, groups);
+  auto out = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
+  auto pre = conv_forward(x, w, b, s, out.data<float>());
   return {out, pre};
 }
 
@@ -1020,41 +1022,83 @@ PD_BUILD_OP(ct_grouped_linear)
 
 // ---- layer norm over the channels of [batch, channels, length]: per (sample, position) -----------
 
-std::vector<paddle::Tensor> ChannelLayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma,
-                                                    const paddle::Tensor& beta, float epsilon) {
+namespace {
+
+// Positions per task of the channel layer norm: a multiple of 16 (one AVX-512 vector), so that at batch 1 the
+// threads share the positions.
+constexpr int64_t kNormPositions = 32;
+
+// Out = layer norm over the channels of X (+ R where given) at positions [l0, l0 + count) of one sample, whose
+// [channels, length] planes start at x, r and out; mean and rstd of those positions into mu, rs.
+void channel_norm(const float* x, const float* r, const float* gamma, const float* beta, float epsilon, int64_t c,
+                  int64_t len, int64_t l0, int64_t count, float* out, float* mu, float* rs) {
+  for (int64_t l = 0; l < count; ++l) mu[l] = rs[l] = 0.f;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* xs = x + ch * len + l0;
+    float* o = out + ch * len + l0;
+    if (r != nullptr) {  // the sum, written to out and read back from there
+      const float* rr = r + ch * len + l0;
+#pragma omp simd
+      for (int64_t l = 0; l < count; ++l) o[l] = xs[l] + rr[l];
+      xs = o;
+    }
+#pragma omp simd
+    for (int64_t l = 0; l < count; ++l) mu[l] += xs[l];
+  }
+  for (int64_t l = 0; l < count; ++l) mu[l] /= c;
+  const float* src = r != nullptr ? out : x;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* xs = src + ch * len + l0;
+#pragma omp simd
+    for (int64_t l = 0; l < count; ++l) rs[l] += (xs[l] - mu[l]) * (xs[l] - mu[l]);
+  }
+  for (int64_t l = 0; l < count; ++l) rs[l] = 1.f / std::sqrt(rs[l] / c + epsilon);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* xs = src + ch * len + l0;
+    float* o = out + ch * len + l0;
+#pragma omp simd
+    for (int64_t l = 0; l < count; ++l) o[l] = (xs[l] - mu[l]) * rs[l] * gamma[ch] + beta[ch];
+  }
+}
+
+// The checked [batch, channels, length] shape of the channel layer norms' input.
+std::vector<int64_t> channel_norm_shape(const paddle::Tensor& x, const paddle::Tensor& gamma,
+                                        const paddle::Tensor& beta) {
   check_float(x, "channel_layer_norm input");
   check_float(gamma, "channel_layer_norm weight");
   check_float(beta, "channel_layer_norm bias");
   const auto shape = x.shape();
   PD_CHECK(shape.size() == 3, "channel_layer_norm input must be [batch, channels, length]");
+  PD_CHECK(gamma.numel() == shape[1] && beta.numel() == shape[1], "channel_layer_norm weight/bias size != channels ",
+           shape[1]);
+  return shape;
+}
+
+// The norm of every sample and position block, spread over the threads; mean and rstd [batch, length].
+void channel_norm_all(const float* x, const float* r, const float* gamma, const float* beta, float epsilon,
+                      const std::vector<int64_t>& shape, float* out, float* mean, float* rstd) {
   const int64_t batch = shape[0], c = shape[1], len = shape[2];
-  PD_CHECK(gamma.numel() == c && beta.numel() == c, "channel_layer_norm weight/bias size != channels ", c);
-  auto out = paddle::empty(shape, x.dtype(), x.place());
-  auto mean = paddle::empty({batch, len}, x.dtype(), x.place());
-  auto rstd = paddle::empty({batch, len}, x.dtype(), x.place());
-  const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>();
-  float *po = out.data<float>(), *pm = mean.data<float>(), *pr = rstd.data<float>();
-#pragma omp parallel for schedule(static)
+  const int64_t blocks = (len + kNormPositions - 1) / kNormPositions;
+#pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < batch; ++n) {
-    const float* xs = px + n * c * len;
-    float *mu = pm + n * len, *rs = pr + n * len;
-    for (int64_t l = 0; l < len; ++l) mu[l] = rs[l] = 0.f;
-    for (int64_t ch = 0; ch < c; ++ch) {
-#pragma omp simd
-      for (int64_t l = 0; l < len; ++l) mu[l] += xs[ch * len + l];
-    }
-    for (int64_t l = 0; l < len; ++l) mu[l] /= c;
-    for (int64_t ch = 0; ch < c; ++ch) {
-#pragma omp simd
-      for (int64_t l = 0; l < len; ++l) rs[l] += (xs[ch * len + l] - mu[l]) * (xs[ch * len + l] - mu[l]);
-    }
-    for (int64_t l = 0; l < len; ++l) rs[l] = 1.f / std::sqrt(rs[l] / c + epsilon);
-    for (int64_t ch = 0; ch < c; ++ch) {
-      float* o = po + (n * c + ch) * len;
-#pragma omp simd
-      for (int64_t l = 0; l < len; ++l) o[l] = (xs[ch * len + l] - mu[l]) * rs[l] * pg[ch] + pb[ch];
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t l0 = blk * kNormPositions, count = std::min(kNormPositions, len - l0);
+      channel_norm(x + n * c * len, r == nullptr ? nullptr : r + n * c * len, gamma, beta, epsilon, c, len, l0, count,
+                   out + n * c * len, mean + n * len + l0, rstd + n * len + l0);
     }
   }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> ChannelLayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma,
+                                                    const paddle::Tensor& beta, float epsilon) {
+  const auto shape = channel_norm_shape(x, gamma, beta);
+  auto out = paddle::empty(shape, x.dtype(), x.place());
+  auto mean = paddle::empty({shape[0], shape[2]}, x.dtype(), x.place());
+  auto rstd = paddle::empty({shape[0], shape[2]}, x.dtype(), x.place());
+  channel_norm_all(x.data<float>(), nullptr, gamma.data<float>(), beta.data<float>(), epsilon, shape,
+                   out.data<float>(), mean.data<float>(), rstd.data<float>());
   return {out, mean, rstd};
 }
 
@@ -1123,6 +1167,31 @@ PD_BUILD_GRAD_OP(ct_channel_layer_norm)
     .Inputs({"X", "Gamma", "Mean", "Rstd", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .SetKernelFn(PD_KERNEL(ChannelLayerNormBackward));
+
+// The grouped 1x1 convolution of X, then the norm of its sum with R, written over the convolution's output;
+// without gradient (SqueezeBERT's ConvDropoutLayerNorm in evaluation): one operator where the layer made three.
+std::vector<paddle::Tensor> PointwiseConvAddNormForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                        const paddle::Tensor& b, const paddle::Tensor& r,
+                                                        const paddle::Tensor& gamma, const paddle::Tensor& beta,
+                                                        int64_t groups, float epsilon) {
+  const ConvShape s = conv_shape(x, w, b, groups);
+  check_float(r, "pointwise_conv_add_norm residual");
+  const std::vector<int64_t> shape{s.batch, s.out, s.length};
+  PD_CHECK(r.shape() == shape, "pointwise_conv_add_norm: residual shape != the convolution's output shape");
+  PD_CHECK(gamma.numel() == s.out && beta.numel() == s.out, "pointwise_conv_add_norm: weight/bias size != channels ",
+           s.out);
+  auto out = conv_forward(x, w, b, s);
+  std::vector<float> stats(2 * s.batch * s.length);
+  channel_norm_all(out.data<float>(), r.data<float>(), gamma.data<float>(), beta.data<float>(), epsilon, shape,
+                   out.data<float>(), stats.data(), stats.data() + s.batch * s.length);
+  return {out};
+}
+
+PD_BUILD_OP(ct_pointwise_conv_add_norm)
+    .Inputs({"X", "W", "B", "R", "Gamma", "Beta"})
+    .Outputs({"Out"})
+    .Attrs({"groups: int64_t", "epsilon: float"})
+    .SetKernelFn(PD_KERNEL(PointwiseConvAddNormForward));
 
 // ---- ConvBERT's span-based dynamic convolution ---------------------------------------------------
 // Positions outside [0, length) read zeros (the "same" padding of odd kernels).
@@ -1414,6 +1483,65 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
   check_gemm(failed, "attention");
   return {out};
 }
+
+// ---- SqueezeBERT's query, key and value convolutions with attention, one operator (evaluation) -------------
+// X [batch, channels, length] channels-first; Wq, Wk, Wv [channels, channels / groups(, 1)] grouped 1x1
+// convolutions whose groups each hold whole heads; M as above. One task per sample and group computes the
+// group's query, key and value (a GEMM each, bias added) and then attention over its heads, all in its
+// thread's cache: one operator where the layer made four, with no barrier between them.
+
+std::vector<paddle::Tensor> GroupedQkvAttentionForward(const paddle::Tensor& x, const paddle::Tensor& wq,
+                                                       const paddle::Tensor& bq, const paddle::Tensor& wk,
+                                                       const paddle::Tensor& bk, const paddle::Tensor& wv,
+                                                       const paddle::Tensor& bv, const paddle::Tensor& m,
+                                                       int64_t groups, int64_t heads, float scale) {
+  const ConvShape s = conv_shape(x, wq, bq, groups);
+  PD_CHECK(s.out == s.in && heads > 0 && s.out % heads == 0 && heads % groups == 0,
+           "grouped_qkv_attention: channels ", s.out, " must be the input's and split into ", heads,
+           " heads, each group holding whole heads of the ", groups, " groups");
+  PD_CHECK(conv_shape(x, wk, bk, groups).out == s.out && conv_shape(x, wv, bv, groups).out == s.out,
+           "grouped_qkv_attention: key and value weights must match the query's");
+  const int64_t len = s.length, size = s.out / heads, group_heads = heads / groups, plane = s.out_g * len;
+  const AttentionMask additive(m, s.batch, len, len);
+  auto out = paddle::empty({s.batch, s.out, len}, x.dtype(), x.place());
+  const float* px = x.data<float>();
+  const float* pw[3] = {wq.data<float>(), wk.data<float>(), wv.data<float>()};
+  const float* pb[3] = {bq.data<float>(), bk.data<float>(), bv.data<float>()};
+  float* po = out.data<float>();
+  bool failed = false;
+#pragma omp parallel reduction(|| : failed)
+  {
+    std::vector<float> buffer(3 * plane + len * len);  // the group's query, key, value; one head's scores
+    float *qkv = buffer.data(), *scores = qkv + 3 * plane;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const float* xg = px + (n * s.in + g * s.in_g) * len;
+        for (int t = 0; t < 3; ++t) {
+          float* y = qkv + t * plane;
+          for (int64_t c = 0; c < s.out_g; ++c) std::fill(y + c * len, y + (c + 1) * len, pb[t][g * s.out_g + c]);
+          failed = gemm(false, false, s.out_g, len, s.in_g, pw[t] + g * s.out_g * s.in_g, s.in_g, xg, len, 1.f, y,
+                        len) || failed;
+        }
+        for (int64_t h = 0; h < group_heads; ++h) {  // scores = Q^T K, Out^T = V P^T (channels-first heads)
+          const int64_t o = h * size * len;
+          failed = gemm(true, false, len, len, size, qkv + o, len, qkv + plane + o, len, 0.f, scores, len) || failed;
+          for (int64_t r = 0; r < len; ++r) masked_softmax(scores + r * len, additive.row(n, r), scale, len, scores + r * len);
+          failed = gemm(false, true, size, len, len, qkv + 2 * plane + o, len, scores, len, 0.f,
+                        po + (n * s.out + g * s.out_g) * len + o, len) || failed;
+        }
+      }
+    }
+  }
+  check_gemm(failed, "grouped_qkv_attention");
+  return {out};
+}
+
+PD_BUILD_OP(ct_grouped_qkv_attention)
+    .Inputs({"X", "Wq", "Bq", "Wk", "Bk", "Wv", "Bv", "M"})
+    .Outputs({"Out"})
+    .Attrs({"groups: int64_t", "heads: int64_t", "scale: float"})
+    .SetKernelFn(PD_KERNEL(GroupedQkvAttentionForward));
 
 // Out's shape and type: the first input's (the attention operators, ct_add_layer_norm_bf16).
 std::vector<std::vector<int64_t>> FirstOfFourShape(const std::vector<int64_t>& first, const std::vector<int64_t>&,

@@ -10,7 +10,8 @@ eval mode in dygraph, so evaluation and prediction use them too): a Linear's pro
 dropout from a counter-based hash, layer norm, bias add, bias + GELU, attention's two products as one oneDNN
 GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
-here (SqueezeBERT's channels-first convolution and norm, MobileBERT's NoNorm and bias + ReLU,
+here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
+as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
@@ -142,6 +143,11 @@ def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False
     return kernels().ct_batched_matmul(_dense(x), _dense(y), bool(transpose_y))
 
 
+def swap_last_two(x: paddle.Tensor) -> paddle.Tensor:
+    """[a, b, c] -> [a, c, b] as one multi-threaded copy, with gradient (paddle's strided copy runs on one thread)."""
+    return kernels().ct_swap12(_dense(x).unsqueeze(-1)).squeeze(-1)
+
+
 def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_bias_add(_dense(x), bias)
 
@@ -209,6 +215,13 @@ def channel_layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Ten
     return kernels().ct_channel_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
 
 
+def pointwise_conv_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, norm) -> paddle.Tensor:
+    """Layer norm ``norm`` over the channels of ``conv(x) + residual`` ([batch, channels, length]; ``conv`` a grouped
+    1x1 convolution layer, ``norm`` one with ``weight``, ``bias``, ``_epsilon``) as one operator; no gradient."""
+    return kernels().ct_pointwise_conv_add_norm(_dense(x), conv.weight, conv.bias, _dense(residual), norm.weight,
+                                                norm.bias, int(conv._groups), float(norm._epsilon))
+
+
 class Dropout(nn.Dropout):
     def forward(self, x):
         if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and is_fp32(x):
@@ -254,6 +267,16 @@ def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle
     size = q.shape[1 if channels_first else -1] // heads
     return kernels().ct_attention(_dense(q), _dense(k), _dense(v), _dense(mask), int(heads), size**-0.5,
                                   bool(channels_first))
+
+
+def grouped_qkv_attention(x: paddle.Tensor, convs: tuple, mask: paddle.Tensor, heads: int) -> paddle.Tensor:
+    """Attention of channels-first ``x`` [batch, channels, length] whose query, key and value ``convs`` (layers
+    with ``weight``, ``bias``, ``_groups``; groups holding whole heads) are grouped 1x1 convolutions: one
+    operator, one task per sample and group; no dropout or gradient. Returns [batch, channels, length]."""
+    weights = [t for conv in convs for t in (conv.weight, conv.bias)]
+    size = x.shape[1] // heads
+    return kernels().ct_grouped_qkv_attention(_dense(x), *weights, _dense(mask), int(convs[0]._groups), int(heads),
+                                              size**-0.5)
 
 
 def one_operator_attention(p: float) -> bool:

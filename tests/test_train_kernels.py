@@ -190,6 +190,27 @@ def test_attention_operator_against_paddles_ops(query_rows, per_query_mask, thre
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch, groups, per_query_mask, threads", [(2, 2, False, 3), (1, 2, True, 2), (2, 1, True, 1)])
+def test_grouped_qkv_attention_operator_against_convolutions_and_attention(batch, groups, per_query_mask, threads):
+    """SqueezeBERT's query, key and value convolutions with attention as one operator: 4 heads of size 3 over
+    7 positions, channels-first, a padding mask per sample or per query, equal to three grouped convolutions
+    (paddle's nn.Conv1D) and paddle's attention of their outputs; 3 threads on 4 tasks, 2 on 2, 1 on 2."""
+    rng = np.random.default_rng(6)
+    paddle.seed(6)
+    convs = [paddle.nn.Conv1D(12, 12, 1, groups=groups) for _ in range(3)]
+    x = paddle.to_tensor(rng.normal(size=(batch, 12, 7)).astype("float32") * 2)
+    mask = np.where(rng.random((batch, 1, 7 if per_query_mask else 1, 7)) < 0.3, -1e4, 0.0)
+    mask[..., 0] = 0
+    mask = paddle.to_tensor(mask.astype("float32"))
+    token_major = [conv(x).transpose([0, 2, 1]) for conv in convs]
+    want = _reference_attention(*token_major, mask, 4).transpose([0, 2, 1]).numpy()
+    with _threads(threads), paddle.no_grad():
+        got = tk.grouped_qkv_attention(x, convs, mask, 4).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(OSError, match="each group holding whole heads"):
+        tk.grouped_qkv_attention(x, convs, mask, 3 if groups == 2 else 5)
+
+
 def test_attention_operator_rejects_shapes_it_does_not_take():
     q = paddle.rand([2, 5, 15])
     with pytest.raises(OSError, match=r"attention mask must be \[batch, 1, 1 or query, key\]"):
@@ -587,22 +608,53 @@ def test_bf16_grouped_linear_operator(groups, rows, threads):
         op(x, w, b[:24], groups)
 
 
-def test_channel_layer_norm_against_squeezeberts():
+def _channel_norm(rng):
     from paddlenlp.transformers.squeezebert.modeling import SqueezeBertLayerNorm
 
-    rng = np.random.default_rng(4)
     norm = SqueezeBertLayerNorm(16, epsilon=1e-12)
     norm.weight.set_value(rng.normal(size=16).astype("float32"))
     norm.bias.set_value(rng.normal(size=16).astype("float32"))
-    x = (rng.normal(size=(3, 16, 9)) * 3 + 1).astype("float32")
-    grad = paddle.to_tensor(rng.normal(size=(3, 16, 9)).astype("float32"))
+    return norm
+
+
+# (3, 16, 9): one block of positions per sample; (1, 16, 77): three blocks of up to 32, the last one short.
+@pytest.mark.parametrize("shape", [(3, 16, 9), (1, 16, 77)])
+def test_channel_layer_norm_against_squeezeberts(shape):
+    rng = np.random.default_rng(4)
+    norm = _channel_norm(rng)
+    x = (rng.normal(size=shape) * 3 + 1).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=shape).astype("float32"))
     results = []
-    for fn in (lambda t: tk.channel_layer_norm(t, norm.weight, norm.bias, 1e-12), norm):
-        t = paddle.to_tensor(x, stop_gradient=False)
-        out = fn(t)
-        results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, norm.weight, norm.bias], [grad])])
+    with _threads(3):
+        for fn in (lambda t: tk.channel_layer_norm(t, norm.weight, norm.bias, 1e-12), norm):
+            t = paddle.to_tensor(x, stop_gradient=False)
+            out = fn(t)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], [t, norm.weight, norm.bias], [grad])])
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+@pytest.mark.parametrize("groups, shape, threads", [(1, (3, 16, 9), 3), (4, (1, 16, 77), 2), (2, (1, 16, 77), 3)])
+def test_pointwise_conv_add_norm_against_squeezeberts_layer(groups, shape, threads):
+    """Convolution, residual add and layer norm in one operator: SqueezeBERT's ConvDropoutLayerNorm in eval mode,
+    the inputs left as they were."""
+    from paddlenlp.transformers.squeezebert.modeling import ConvDropoutLayerNorm
+
+    rng = np.random.default_rng(5)
+    paddle.seed(5)
+    layer = ConvDropoutLayerNorm(16, 16, groups, 0.1)
+    layer.eval()
+    layer.layernorm.weight.set_value(rng.normal(size=16).astype("float32"))
+    x, r = (paddle.to_tensor((rng.normal(size=shape) * 3 + 1).astype("float32")) for _ in range(2))
+    before = x.numpy(), r.numpy()
+    with _threads(threads), paddle.no_grad():
+        got = tk.pointwise_conv_add_norm(x, layer.conv1d, r, layer.layernorm).numpy()
+        want = layer(x, r).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_array_equal(x.numpy(), before[0])
+    np.testing.assert_array_equal(r.numpy(), before[1])
+    with pytest.raises(OSError, match="residual shape != the convolution's output shape"):
+        tk.pointwise_conv_add_norm(x, layer.conv1d, r[:, :, :1], layer.layernorm)
 
 
 def _fused_calls(monkeypatch, name, functions, train=True):
@@ -629,7 +681,6 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 
 @pytest.mark.parametrize("name, functions", [
     ("bert-base-uncased", ["attend", "layer_norm", "bias_add", "matmul"]),
-    ("squeezebert-uncased", ["pointwise_conv", "channel_layer_norm"]),
     ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
     ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
 ])
@@ -662,13 +713,37 @@ def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
     assert {sm.PointwiseConv1D, sm._pm.SqueezeBertLayerNorm} <= {type(layer) for layer in model.sublayers()}
 
 
-@pytest.mark.parametrize("name, layout", [("bert-base-uncased", ""), ("mobilebert-uncased", ""),
-                                          ("conv-bert-small", ""), ("squeezebert-uncased", " channels_first=True")])
-def test_evaluation_runs_attention_as_one_operator(monkeypatch, name, layout):
-    """Eval mode without gradients: one attention operator per layer (SqueezeBERT's channels-first),
-    no softmax + dropout operator."""
-    _, cfg, calls = _fused_calls(monkeypatch, name, ["attention", "softmax_dropout"], train=False)
-    assert calls == {"attention" + layout: cfg["num_hidden_layers"]}
+SQUEEZEBERT_EVAL_OPS = ["grouped_qkv_attention", "attention", "pointwise_conv", "channel_layer_norm",
+                        "pointwise_conv_add_norm"]
+
+
+@pytest.mark.parametrize("threads, attention", [
+    (2, {"grouped_qkv_attention": 1}),
+    # fewer (sample, group) tasks (3 x 4) than threads: the convolutions, which split rows, then attention
+    (13, {"pointwise_conv": 3, "attention channels_first=True": 1}),
+])
+def test_squeezebert_evaluation_operators(monkeypatch, threads, attention):
+    """Eval mode without gradients: query, key, value and attention as one operator where the (sample, group) tasks
+    are at least the threads; the intermediate convolution with GELU; the others with residual add and norm."""
+    import squeezebert.modeling as sm
+
+    monkeypatch.setattr(sm, "math_threads", lambda: threads)
+    _, cfg, calls = _fused_calls(monkeypatch, "squeezebert-uncased", SQUEEZEBERT_EVAL_OPS, train=False)
+    layers = cfg["num_hidden_layers"]
+    want = {"pointwise_conv gelu=True": layers, "pointwise_conv_add_norm": 2 * layers}
+    for op, count in attention.items():
+        want[op] = want.get(op, 0) + count * layers
+    assert calls == want
+
+
+@pytest.mark.parametrize("name, op", [("bert-base-uncased", "attention"), ("mobilebert-uncased", "attention"),
+                                      ("conv-bert-small", "attention"), ("squeezebert-uncased", "grouped_qkv_attention")])
+def test_evaluation_runs_attention_as_one_operator(monkeypatch, name, op):
+    """Eval mode without gradients: one attention operator per layer (SqueezeBERT's with its query, key and
+    value), no softmax + dropout operator."""
+    _, cfg, calls = _fused_calls(monkeypatch, name, ["attention", "softmax_dropout", "grouped_qkv_attention"],
+                                 train=False)
+    assert calls == {op: cfg["num_hidden_layers"]}
 
 
 def test_mobilebert_runs_nonorm_attention_and_bias_relu_operators(monkeypatch):
