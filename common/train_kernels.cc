@@ -639,7 +639,7 @@ struct RowSplit {
 };
 
 // Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads); with
-// ``gelu``, also gelu(Y) into it, each block by its GEMM's thread while the block is in its cache.
+// ``gelu_out``, also gelu(Y) into it, each block by its GEMM's thread while the block is in its cache.
 paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
                             const ConvShape& s, float* gelu_out = nullptr) {
   auto y = paddle::empty({s.batch, s.out, s.length}, x.dtype(), x.place());
