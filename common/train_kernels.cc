@@ -728,53 +728,72 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
 
 }  // namespace
 
-// ---- a Linear's product: Out = X W, X [..., in], W [in, out] -----------------------------------------
-// One oneDNN GEMM over all rows (its own threads). paddle's dygraph matmul is MKL's, which on AMD CPUs runs
-// AVX2 code at best: half the rate of oneDNN's AVX-512 GEMM on a Zen 5 core.
+// ---- a Linear's product: Out = X W, X [..., in], W [in, out]; with ``transpose_w`` W [out, in] (a convolution's
+// weight) and Out = X W^T. One oneDNN GEMM over all rows (its own threads). paddle's dygraph matmul is MKL's, which on
+// AMD CPUs runs AVX2 code at best: half the rate of oneDNN's AVX-512 GEMM on a Zen 5 core.
 
 namespace {
 
-std::vector<int64_t> matmul_shape(const paddle::Tensor& x, const paddle::Tensor& w) {
+struct MatmulSizes {
+  int64_t m, k, n;  // rows, in, out
+};
+
+MatmulSizes matmul_sizes(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w) {
   check_float(x, "matmul input");
   check_float(w, "matmul weight");
   const auto xs = x.shape(), ws = w.shape();
-  PD_CHECK(xs.size() >= 2 && ws.size() == 2 && xs.back() == ws[0], "matmul: input [..., in] and weight [in, out] "
-           "needed, got input rank ", xs.size(), " and weight rank ", ws.size());
-  std::vector<int64_t> out(xs);
-  out.back() = ws[1];
+  PD_CHECK(xs.size() >= 2 && ws.size() == 2 && xs.back() == ws[transpose_w ? 1 : 0],
+           "matmul: input [..., in] and weight ", transpose_w ? "[out, in]" : "[in, out]", " needed, got input rank ",
+           xs.size(), " and weight rank ", ws.size());
+  const int64_t k = xs.back();
+  return {x.numel() / k, k, ws[transpose_w ? 0 : 1]};
+}
+
+std::vector<int64_t> matmul_shape(const paddle::Tensor& x, int64_t n) {
+  std::vector<int64_t> out(x.shape());
+  out.back() = n;
   return out;
 }
 
 }  // namespace
 
-std::vector<paddle::Tensor> MatmulForward(const paddle::Tensor& x, const paddle::Tensor& w) {
-  auto out = paddle::empty(matmul_shape(x, w), x.dtype(), x.place());
-  const int64_t k = w.shape()[0], n = w.shape()[1], m = x.numel() / k;
-  check_gemm(gemm(false, false, m, n, k, x.data<float>(), k, w.data<float>(), n, 0.f, out.data<float>(), n),
+std::vector<paddle::Tensor> MatmulForward(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w) {
+  const auto [m, k, n] = matmul_sizes(x, w, transpose_w);
+  auto out = paddle::empty(matmul_shape(x, n), x.dtype(), x.place());
+  check_gemm(gemm(false, transpose_w, m, n, k, x.data<float>(), k, w.data<float>(), transpose_w ? k : n, 0.f,
+                  out.data<float>(), n),
              "matmul forward");
   return {out};
 }
 
-// dX = dOut W^T, dW = X^T dOut.
+// dX = dOut W^T and dW = X^T dOut; with transpose_w, dX = dOut W and dW = dOut^T X.
 std::vector<paddle::Tensor> MatmulBackward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                           const paddle::Tensor& dout) {
+                                           const paddle::Tensor& dout, bool transpose_w) {
   check_float(dout, "matmul gradient");
-  PD_CHECK(dout.shape() == matmul_shape(x, w), "matmul gradient: wrong shape");
+  const auto [m, k, n] = matmul_sizes(x, w, transpose_w);
+  PD_CHECK(dout.shape() == matmul_shape(x, n), "matmul gradient: wrong shape");
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
-  const int64_t k = w.shape()[0], n = w.shape()[1], m = x.numel() / k;
-  const float* pd = dout.data<float>();
-  check_gemm(gemm(false, true, m, k, n, pd, n, w.data<float>(), n, 0.f, dx.data<float>(), k) ||
-                 gemm(true, false, k, n, m, x.data<float>(), k, pd, n, 0.f, dw.data<float>(), n),
-             "matmul backward");
+  const float *pd = dout.data<float>(), *px = x.data<float>(), *pw = w.data<float>();
+  const bool failed =
+      transpose_w ? gemm(false, false, m, k, n, pd, n, pw, k, 0.f, dx.data<float>(), k) ||
+                        gemm(true, false, n, k, m, pd, n, px, k, 0.f, dw.data<float>(), k)
+                  : gemm(false, true, m, k, n, pd, n, pw, n, 0.f, dx.data<float>(), k) ||
+                        gemm(true, false, k, n, m, px, k, pd, n, 0.f, dw.data<float>(), n);
+  check_gemm(failed, "matmul backward");
   return {dx, dw};
 }
 
-PD_BUILD_OP(ct_matmul).Inputs({"X", "W"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(MatmulForward));
+PD_BUILD_OP(ct_matmul)
+    .Inputs({"X", "W"})
+    .Outputs({"Out"})
+    .Attrs({"transpose_w: bool"})
+    .SetKernelFn(PD_KERNEL(MatmulForward));
 
 PD_BUILD_GRAD_OP(ct_matmul)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
+    .Attrs({"transpose_w: bool"})
     .SetKernelFn(PD_KERNEL(MatmulBackward));
 
 // ---- attention's products, batched: Out[b] = X[b] op(Y[b]), X [..., m, k], Y [..., k, n] or, transposed,

@@ -12,7 +12,7 @@ GEMM per sample and head, scale + mask + softmax + dropout of attention, and one
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
 as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
-ConvBERT's depthwise and span convolutions).
+ConvBERT's depthwise and span convolutions, and its pointwise product through the Linear's GEMM operator).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
@@ -131,10 +131,11 @@ def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
     return kernels().ct_dropout(_dense(x), float(p), _seed())[0]
 
 
-def matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
-    """``x @ weight`` for x [..., in] and weight [in, out] (a Linear's), as one oneDNN GEMM: paddle's dygraph
-    matmul is MKL's, AVX2 code at best on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5)."""
-    return kernels().ct_matmul(_dense(x), weight)
+def matmul(x: paddle.Tensor, weight: paddle.Tensor, transpose_weight: bool = False) -> paddle.Tensor:
+    """``x @ weight`` for x [..., in] and weight [in, out] (a Linear's; ``transpose_weight``: ``x @ weight.T`` for
+    weight [out, in], a 1x1 convolution's), as one oneDNN GEMM: paddle's dygraph matmul is MKL's, AVX2 code at best
+    on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5)."""
+    return kernels().ct_matmul(_dense(x), weight, bool(transpose_weight))
 
 
 def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:

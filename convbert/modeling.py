@@ -235,7 +235,7 @@ class TrainSelfAttention(SelfAttention):
                         tk.dropout_p(self, self.dropout.p))
         depthwise = sep.depthwise.weight
         mixed = tk.depthwise_conv(query, depthwise, depthwise.shape[-1] // 2)
-        mixed = tk.bias_add(paddle.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_y=True), sep.bias)
+        mixed = tk.bias_add(tk.matmul(mixed, sep.pointwise.weight.squeeze(-1), transpose_weight=True), sep.bias)
         return self._with_span_conv(query, q, mixed, out)
 
 

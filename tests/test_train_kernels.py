@@ -478,15 +478,17 @@ def test_layer_norm_bias_gelu_and_head_swap_against_paddle():
             np.testing.assert_allclose(got, want, atol=2e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("transpose", [False, True])
 @pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16), (1, 1, 16)])
-def test_matmul_operator_against_paddle(shape):
-    """A Linear's product as one oneDNN GEMM (ct_matmul) and both gradients against paddle.matmul, on 3 threads."""
+def test_matmul_operator_against_paddle(shape, transpose):
+    """A Linear's product as one oneDNN GEMM (ct_matmul; transposed: a 1x1 convolution's [out, in] weight) and
+    both gradients against paddle.matmul, on 3 threads."""
     rng = np.random.default_rng(4)
-    x, w = rng.normal(size=shape).astype("float32"), rng.normal(size=(16, 9)).astype("float32")
+    x, w = rng.normal(size=shape).astype("float32"), rng.normal(size=(9, 16) if transpose else (16, 9)).astype("float32")
     grad = paddle.to_tensor(rng.normal(size=shape[:-1] + (9,)).astype("float32"))
     results = []
     with _threads(3):
-        for fn in (tk.matmul, paddle.matmul):
+        for fn in (lambda a, b: tk.matmul(a, b, transpose), lambda a, b: paddle.matmul(a, b, transpose_y=transpose)):
             ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w)]
             out = fn(*ts)
             results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
@@ -535,6 +537,8 @@ def test_matmul_operator_checks_its_inputs():
         tk.matmul(paddle.rand([2, 3, 16]), paddle.rand([15, 4]))
     with pytest.raises(OSError, match="matmul weight must be float32"):
         tk.matmul(paddle.rand([2, 16]), paddle.rand([16, 4]).astype("float64"))
+    with pytest.raises(OSError, match=r"matmul: input \[\.\.\., in\] and weight \[out, in\] needed"):
+        tk.matmul(paddle.rand([2, 16]), paddle.rand([16, 4]), transpose_weight=True)
 
 
 @pytest.mark.parametrize("groups,gelu,batch", [(1, False, 3), (4, False, 3), (4, True, 3), (1, False, 1), (1, True, 1)])
@@ -842,9 +846,14 @@ def test_kernels_refuse_a_layer_whose_forward_is_set_on_the_instance():
 
 
 def test_convbert_runs_the_convolution_and_attention_operators(monkeypatch):
-    _, cfg, calls = _fused_calls(monkeypatch, "conv-bert-small", ["attend", "depthwise_conv", "span_conv"])
+    """Per layer: attention, the separable convolution's depthwise half and its pointwise product through oneDNN
+    (ct_matmul with the [out, in] weight; paddle's matmul is MKL's), the span convolution."""
+    _, cfg, calls = _fused_calls(monkeypatch, "conv-bert-small", ["attend", "depthwise_conv", "span_conv", "matmul"])
     layers = cfg["num_hidden_layers"]
-    assert calls == {"attend": layers, "depthwise_conv": layers, "span_conv": layers}
+    # matmul per layer: q, k, v, the attention's output, the span convolution's kernel and value projections, the
+    # FFN's two Linears; then the embedding projection and the classifier head's two
+    assert calls == {"attend": layers, "depthwise_conv": layers, "span_conv": layers,
+                     "matmul": 8 * layers + 3, "matmul transpose_weight=True": layers}
 
 
 def _doubled_in_export(x):
