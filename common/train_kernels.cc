@@ -599,6 +599,20 @@ bool gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int
 
 void check_gemm(bool failed, const char* what) { PD_CHECK(!failed, what, ": dnnl_sgemm failed"); }
 
+// Out (m x n) = X op(W), X m x k, W k x n or, transposed, n x k (the products of ct_matmul and ct_batched_matmul).
+bool product(bool transpose_w, int64_t m, int64_t k, int64_t n, const float* x, const float* w, float* out) {
+  return gemm(false, transpose_w, m, n, k, x, k, w, transpose_w ? k : n, 0.f, out, n);
+}
+
+// The gradients of product(): Out = X W: dX = dOut W^T, dW = X^T dOut; Out = X W^T: dX = dOut W, dW = dOut^T X.
+bool product_grads(bool transpose_w, int64_t m, int64_t k, int64_t n, const float* x, const float* w,
+                   const float* dout, float* dx, float* dw) {
+  if (transpose_w) {
+    return gemm(false, false, m, k, n, dout, n, w, k, 0.f, dx, k) || gemm(true, false, n, k, m, dout, n, x, k, 0.f, dw, k);
+  }
+  return gemm(false, true, m, k, n, dout, n, w, n, 0.f, dx, k) || gemm(true, false, k, n, m, x, k, dout, n, 0.f, dw, n);
+}
+
 struct ConvShape {
   int64_t batch, in, out, length, groups, in_g, out_g;
 };
@@ -638,6 +652,18 @@ struct RowSplit {
   int64_t count(int64_t blk) const { return std::max<int64_t>(0, std::min(rows, n - blk * rows)); }
 };
 
+// rows x length block of a grouped 1x1 convolution: out = w x + bias (w rows x in_g, x in_g x length, one bias per
+// row), the bias written first and the GEMM added to it.
+bool conv_block(const float* w, const float* bias, const float* x, int64_t rows, int64_t in_g, int64_t length,
+                float* out) {
+  for (int64_t c = 0; c < rows; ++c) {
+    const float v = bias[c];
+#pragma omp simd
+    for (int64_t l = 0; l < length; ++l) out[c * length + l] = v;
+  }
+  return gemm(false, false, rows, length, in_g, w, in_g, x, length, 1.f, out, length);
+}
+
 // Y[b] = W X[b] + bias, per sample, group and row block (one GEMM each, spread over the threads); with
 // ``gelu_out``, also gelu(Y) into it, each block by its GEMM's thread while the block is in its cache.
 paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
@@ -655,13 +681,8 @@ paddle::Tensor conv_forward(const paddle::Tensor& x, const paddle::Tensor& w, co
         const int64_t count = split.count(blk), c0 = g * s.out_g + split.first(blk);
         if (count == 0) continue;
         float* out = py + (n * s.out + c0) * s.length;
-        for (int64_t c = 0; c < count; ++c) {
-          const float v = pb[c0 + c];
-#pragma omp simd
-          for (int64_t l = 0; l < s.length; ++l) out[c * s.length + l] = v;
-        }
-        failed = gemm(false, false, count, s.length, s.in_g, pw + c0 * s.in_g, s.in_g,
-                      px + (n * s.in + g * s.in_g) * s.length, s.length, 1.f, out, s.length) || failed;
+        failed = conv_block(pw + c0 * s.in_g, pb + c0, px + (n * s.in + g * s.in_g) * s.length, count, s.in_g,
+                            s.length, out) || failed;
         if (gelu_out != nullptr) {
           float* act = gelu_out + (out - py);
 #pragma omp simd
@@ -760,13 +781,10 @@ std::vector<int64_t> matmul_shape(const paddle::Tensor& x, int64_t n) {
 std::vector<paddle::Tensor> MatmulForward(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w) {
   const auto [m, k, n] = matmul_sizes(x, w, transpose_w);
   auto out = paddle::empty(matmul_shape(x, n), x.dtype(), x.place());
-  check_gemm(gemm(false, transpose_w, m, n, k, x.data<float>(), k, w.data<float>(), transpose_w ? k : n, 0.f,
-                  out.data<float>(), n),
-             "matmul forward");
+  check_gemm(product(transpose_w, m, k, n, x.data<float>(), w.data<float>(), out.data<float>()), "matmul forward");
   return {out};
 }
 
-// dX = dOut W^T and dW = X^T dOut; with transpose_w, dX = dOut W and dW = dOut^T X.
 std::vector<paddle::Tensor> MatmulBackward(const paddle::Tensor& x, const paddle::Tensor& w,
                                            const paddle::Tensor& dout, bool transpose_w) {
   check_float(dout, "matmul gradient");
@@ -774,13 +792,9 @@ std::vector<paddle::Tensor> MatmulBackward(const paddle::Tensor& x, const paddle
   PD_CHECK(dout.shape() == matmul_shape(x, n), "matmul gradient: wrong shape");
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
-  const float *pd = dout.data<float>(), *px = x.data<float>(), *pw = w.data<float>();
-  const bool failed =
-      transpose_w ? gemm(false, false, m, k, n, pd, n, pw, k, 0.f, dx.data<float>(), k) ||
-                        gemm(true, false, n, k, m, pd, n, px, k, 0.f, dw.data<float>(), k)
-                  : gemm(false, true, m, k, n, pd, n, pw, n, 0.f, dx.data<float>(), k) ||
-                        gemm(true, false, k, n, m, px, k, pd, n, 0.f, dw.data<float>(), n);
-  check_gemm(failed, "matmul backward");
+  check_gemm(product_grads(transpose_w, m, k, n, x.data<float>(), w.data<float>(), dout.data<float>(),
+                           dx.data<float>(), dw.data<float>()),
+             "matmul backward");
   return {dx, dw};
 }
 
@@ -830,14 +844,12 @@ std::vector<paddle::Tensor> BatchedMatmulForward(const paddle::Tensor& x, const 
   bool failed = false;
 #pragma omp parallel for schedule(static) reduction(|| : failed)
   for (int64_t b = 0; b < s.count; ++b) {
-    failed = gemm(false, transpose_y, s.m, s.n, s.k, px + b * s.m * s.k, s.k, py + b * s.k * s.n,
-                  transpose_y ? s.k : s.n, 0.f, po + b * s.m * s.n, s.n) || failed;
+    failed = product(transpose_y, s.m, s.k, s.n, px + b * s.m * s.k, py + b * s.k * s.n, po + b * s.m * s.n) || failed;
   }
   check_gemm(failed, "batched_matmul forward");
   return {out};
 }
 
-// Out = X Y: dX = dOut Y^T, dY = X^T dOut. Out = X Y^T: dX = dOut Y, dY = dOut^T X.
 std::vector<paddle::Tensor> BatchedMatmulBackward(const paddle::Tensor& x, const paddle::Tensor& y,
                                                   const paddle::Tensor& dout, bool transpose_y) {
   check_float(dout, "batched_matmul gradient");
@@ -850,15 +862,8 @@ std::vector<paddle::Tensor> BatchedMatmulBackward(const paddle::Tensor& x, const
   bool failed = false;
 #pragma omp parallel for schedule(static) reduction(|| : failed)
   for (int64_t b = 0; b < s.count; ++b) {
-    const float *xb = px + b * s.m * s.k, *yb = py + b * s.k * s.n, *db = pd + b * s.m * s.n;
-    float *dxb = pdx + b * s.m * s.k, *dyb = pdy + b * s.k * s.n;
-    if (transpose_y) {
-      failed = gemm(false, false, s.m, s.k, s.n, db, s.n, yb, s.k, 0.f, dxb, s.k) ||
-               gemm(true, false, s.n, s.k, s.m, db, s.n, xb, s.k, 0.f, dyb, s.k) || failed;
-    } else {
-      failed = gemm(false, true, s.m, s.k, s.n, db, s.n, yb, s.n, 0.f, dxb, s.k) ||
-               gemm(true, false, s.k, s.n, s.m, xb, s.k, db, s.n, 0.f, dyb, s.n) || failed;
-    }
+    failed = product_grads(transpose_y, s.m, s.k, s.n, px + b * s.m * s.k, py + b * s.k * s.n, pd + b * s.m * s.n,
+                           pdx + b * s.m * s.k, pdy + b * s.k * s.n) || failed;
   }
   check_gemm(failed, "batched_matmul backward");
   return {dx, dy};
@@ -1430,6 +1435,20 @@ PD_BUILD_GRAD_OP(ct_span_conv)
 
 namespace {
 
+// softmax(Q K^T * scale + mask) V for ``rows`` queries (from query i0 of sample b) of one head of ``size`` channels
+// over nk keys; scores in s (rows x nk). Token-major: Q rows x size (row stride ldq), K and V nk x size (ldk), Out
+// in Q's layout. Channels-first: Q size x rows (ldq), K and V size x nk (ldk), Out likewise (Out^T = V^T P^T).
+bool attend_head(bool channels_first, const float* q, int64_t ldq, const float* k, const float* v, int64_t ldk,
+                 int64_t rows, int64_t nk, int64_t size, const AttentionMask& mask, int64_t b, int64_t i0, float scale,
+                 float* s, float* out) {
+  bool failed = channels_first ? gemm(true, false, rows, nk, size, q, ldq, k, ldk, 0.f, s, nk)
+                               : gemm(false, true, rows, nk, size, q, ldq, k, ldk, 0.f, s, nk);
+  for (int64_t r = 0; r < rows; ++r) masked_softmax(s + r * nk, mask.row(b, i0 + r), scale, nk, s + r * nk);
+  failed = (channels_first ? gemm(false, true, size, rows, nk, v, ldk, s, nk, 0.f, out, ldq)
+                           : gemm(false, false, rows, size, nk, s, nk, v, ldk, 0.f, out, ldq)) || failed;
+  return failed;
+}
+
 struct AttentionSizes {
   int64_t batch, nq, nk, width, size;  // queries, keys, heads x size
 };
@@ -1482,19 +1501,8 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
           // The offset of query row i0 (token-major: a row; channels-first: a column) and of the head's keys.
           const int64_t qo = channels_first ? (b * width + h * size) * nq + i0 : (b * nq + i0) * width + h * size;
           const int64_t ko = channels_first ? (b * width + h * size) * nk : b * nk * width + h * size;
-          if (channels_first) {
-            failed = gemm(true, false, rows, nk, size, pq + qo, nq, pk + ko, nk, 0.f, s, nk) || failed;
-          } else {
-            failed = gemm(false, true, rows, nk, size, pq + qo, width, pk + ko, width, 0.f, s, nk) || failed;
-          }
-          for (int64_t r = 0; r < rows; ++r) {
-            masked_softmax(s + r * nk, additive.row(b, i0 + r), scale, nk, s + r * nk);
-          }
-          if (channels_first) {  // Out^T = V^T P^T
-            failed = gemm(false, true, size, rows, nk, pv + ko, nk, s, nk, 0.f, po + qo, nq) || failed;
-          } else {
-            failed = gemm(false, false, rows, size, nk, s, nk, pv + ko, width, 0.f, po + qo, width) || failed;
-          }
+          failed = attend_head(channels_first, pq + qo, channels_first ? nq : width, pk + ko, pv + ko,
+                               channels_first ? nk : width, rows, nk, size, additive, b, i0, scale, s, po + qo) || failed;
         }
       }
     }
@@ -1537,17 +1545,13 @@ std::vector<paddle::Tensor> GroupedQkvAttentionForward(const paddle::Tensor& x, 
       for (int64_t n = 0; n < s.batch; ++n) {
         const float* xg = px + (n * s.in + g * s.in_g) * len;
         for (int t = 0; t < 3; ++t) {
-          float* y = qkv + t * plane;
-          for (int64_t c = 0; c < s.out_g; ++c) std::fill(y + c * len, y + (c + 1) * len, pb[t][g * s.out_g + c]);
-          failed = gemm(false, false, s.out_g, len, s.in_g, pw[t] + g * s.out_g * s.in_g, s.in_g, xg, len, 1.f, y,
-                        len) || failed;
+          failed = conv_block(pw[t] + g * s.out_g * s.in_g, pb[t] + g * s.out_g, xg, s.out_g, s.in_g, len,
+                              qkv + t * plane) || failed;
         }
-        for (int64_t h = 0; h < group_heads; ++h) {  // scores = Q^T K, Out^T = V P^T (channels-first heads)
+        for (int64_t h = 0; h < group_heads; ++h) {  // channels-first heads
           const int64_t o = h * size * len;
-          failed = gemm(true, false, len, len, size, qkv + o, len, qkv + plane + o, len, 0.f, scores, len) || failed;
-          for (int64_t r = 0; r < len; ++r) masked_softmax(scores + r * len, additive.row(n, r), scale, len, scores + r * len);
-          failed = gemm(false, true, size, len, len, qkv + 2 * plane + o, len, scores, len, 0.f,
-                        po + (n * s.out + g * s.out_g) * len + o, len) || failed;
+          failed = attend_head(true, qkv + o, len, qkv + plane + o, qkv + 2 * plane + o, len, len, len, size, additive,
+                               n, 0, scale, scores, po + (n * s.out + g * s.out_g) * len + o) || failed;
         }
       }
     }

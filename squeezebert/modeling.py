@@ -112,8 +112,8 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
             # the operators called directly: three layer calls fewer per layer, of the dygraph overhead at batch 1
             query, key, value = (tk.pointwise_conv(hidden_states, conv.weight, conv.bias, conv._groups) for conv in convs)
             return {"context_layer": tk.attention(query, key, value, mask, heads, channels_first=True)}
-        heads = [batch, self.num_attention_heads, self.attention_head_size, length]
-        query, key, value = (conv(hidden_states).reshape(heads) for conv in convs)
+        shape = [batch, heads, self.attention_head_size, length]
+        query, key, value = (conv(hidden_states).reshape(shape) for conv in convs)
         scores = paddle.matmul(query, key, transpose_x=True)
         probs = tk.softmax_dropout(scores, mask, self.attention_head_size**-0.5, p)
         context = paddle.matmul(value, probs, transpose_y=True)
