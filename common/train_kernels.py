@@ -135,7 +135,7 @@ def matmul(x: paddle.Tensor, weight: paddle.Tensor, transpose_weight: bool = Fal
     """``x @ weight`` for x [..., in] and weight [in, out] (a Linear's; ``transpose_weight``: ``x @ weight.T`` for
     weight [out, in], a 1x1 convolution's), as one oneDNN GEMM: paddle's dygraph matmul is MKL's, AVX2 code at best
     on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5)."""
-    return kernels().ct_matmul(_dense(x), weight, bool(transpose_weight))
+    return kernels().ct_matmul(_dense(x), _dense(weight), bool(transpose_weight))
 
 
 def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:

@@ -5,9 +5,12 @@ Nothing here patches a paddle class. PaddleSlim's ``nas.ofa.utils.nlp_utils`` re
 ``paddle.nn.MultiHeadAttention`` / ``TransformerEncoder(Layer)`` methods process-wide when
 imported, and its attention drops the ``1/sqrt(head_dim)`` scaling (outputs change even at full
 width); PaddleNLP's ``trainer_compress`` adds class attributes to the same classes. We use
-neither: each self-attention *instance* of the student gets a width-aware forward
-(:func:`bind_attention`) that also carries the head mask used for importance, so BertModel's
-forward and PaddleNLP's encoder run unchanged.
+neither: each self-attention *instance* of the student becomes a :class:`WidthAttention`
+(:func:`bind_attention`), width-aware and carrying the head mask used for importance, so
+BertModel's forward and PaddleNLP's encoder run unchanged. Distillation is ours too
+(:func:`distill_step`): PaddleSlim's OFA runs the teacher again for every width of a batch.
+On CPU the student's super layers and attention run this repo's operators (:class:`FastSuperLinear`,
+:class:`FastWidthAttention`, registered with ``common.train_kernels``).
 """
 from __future__ import annotations
 
@@ -18,48 +21,92 @@ from typing import Callable, Iterable
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddle import nn
 from paddle.nn.layer.transformer import _convert_attention_mask
-from paddleslim.nas.ofa import OFA, DistillConfig
+from paddleslim.nas.ofa import OFA
 from paddleslim.nas.ofa.convert_super import Convert, supernet
+from paddleslim.nas.ofa.layers import SuperLinear
 from paddleslim.nas.ofa.utils import set_state_dict
 
+from common import train_kernels as tk
 from ofa_bert.submodel import width_dims
 
 
-def _attention_forward(self, head_masks: list, index: int, query, key=None, value=None, attn_mask=None, cache=None):
-    """``paddle.nn.MultiHeadAttention.forward`` for projections narrower than built (OFA widths):
-    the head count follows ``q_proj``'s output width; ``head_masks[index]`` ([heads] or None)
-    scales each head's attention weights."""
-    if cache is not None:
-        raise NotImplementedError("OFA attention has no cache")
-    key = query if key is None else key
-    value = query if value is None else value
+class WidthAttention(nn.MultiHeadAttention):
+    """``paddle.nn.MultiHeadAttention`` for projections narrower than built (OFA widths): the head
+    count follows ``q_proj``'s output width; ``head_masks[index]`` ([heads] or None; the list and index
+    are :func:`bind_attention`'s: a tensor attribute of a layer would become a buffer) scales each head's
+    attention weights."""
 
-    def heads(x):
-        return x.reshape([0, 0, -1, self.head_dim]).transpose([0, 2, 1, 3])
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        if cache is not None:
+            raise NotImplementedError("OFA attention has no cache")
+        key = query if key is None else key
+        value = query if value is None else value
 
-    q, k, v = heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value))
-    product = paddle.matmul(q * (self.head_dim**-0.5), k, transpose_y=True)
-    if attn_mask is not None:
-        product = product + _convert_attention_mask(attn_mask, product.dtype)
-    weights = F.softmax(product)
-    if self.dropout:
-        weights = F.dropout(weights, self.dropout, training=self.training, mode="upscale_in_train")
-    if head_masks[index] is not None:
-        weights = weights * head_masks[index].reshape([1, -1, 1, 1])
-    out = paddle.matmul(weights, v).transpose([0, 2, 1, 3])
-    out = self.out_proj(out.reshape([0, 0, -1]))
-    return (out, weights) if self.need_weights else out
+        def heads(x):
+            return x.reshape([0, 0, -1, self.head_dim]).transpose([0, 2, 1, 3])
+
+        q, k, v = heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value))
+        product = paddle.matmul(q * (self.head_dim**-0.5), k, transpose_y=True)
+        if attn_mask is not None:
+            product = product + _convert_attention_mask(attn_mask, product.dtype)
+        weights = F.softmax(product)
+        if self.dropout:
+            weights = F.dropout(weights, self.dropout, training=self.training, mode="upscale_in_train")
+        if self.head_masks[self.index] is not None:
+            weights = weights * self.head_masks[self.index].reshape([1, -1, 1, 1])
+        out = paddle.matmul(weights, v).transpose([0, 2, 1, 3])
+        out = self.out_proj(out.reshape([0, 0, -1]))
+        return (out, weights) if self.need_weights else out
+
+
+@tk.register
+class FastWidthAttention(WidthAttention):
+    """:class:`WidthAttention` through ``common.train_kernels.attend`` where it ``attends`` and no head mask is set."""
+
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        key = query if key is None else key
+        value = query if value is None else value
+        mask = None
+        if self.head_masks[self.index] is None and cache is None and not self.need_weights and tk.attends(self, query):
+            mask = tk.additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
+        if mask is None:
+            return WidthAttention.forward(self, query, key, value, attn_mask, cache)
+        q = self.q_proj(query)
+        out = tk.attend(q, self.k_proj(key), self.v_proj(value), mask, q.shape[-1] // self.head_dim,
+                        tk.dropout_p(self, self.dropout or 0.0))
+        return self.out_proj(out)
+
+
+@tk.register
+class FastSuperLinear(SuperLinear):
+    """PaddleSlim's ``SuperLinear`` at a ``channel`` width (or full) as ``common.train_kernels``' GEMM and bias add
+    where ``fast``; ``expand_ratio`` configs and the rest run PaddleSlim's forward."""
+
+    def forward(self, input, expand_ratio=None, channel=None):
+        if expand_ratio is not None or self.bias is None or input.ndim < 2 or not tk.fast(self, input):
+            return SuperLinear.forward(self, input, expand_ratio, channel)
+        rows, cols = input.shape[-1], self._out_features if channel is None else int(channel)
+        weight, bias = self.weight, self.bias
+        if weight.shape[0] > rows or weight.shape[1] > cols:
+            weight = weight[:rows, :cols]
+        if bias.shape[0] > cols:
+            bias = bias[:cols]
+        return tk.bias_add(tk.matmul(input, weight), bias)
 
 
 def bind_attention(model) -> list:
-    """Give each self-attention of ``model`` (a ``BertForSequenceClassification``) the width-aware
-    forward; returns the per-layer head-mask list it reads (all None: no masking)."""
+    """Make each self-attention of ``model`` (a ``BertForSequenceClassification``) a :class:`WidthAttention`;
+    returns the per-layer head-mask list they read (all None: no masking)."""
     layers = model.bert.encoder.layers
     head_masks: list = [None] * len(layers)
     for i, layer in enumerate(layers):
         attn = layer.self_attn
-        attn.forward = functools.partial(_attention_forward, attn, head_masks, i)
+        if type(attn) is not nn.MultiHeadAttention:
+            raise TypeError(f"layer {i}: self-attention is {type(attn).__name__}, not paddle's MultiHeadAttention")
+        attn.__class__ = WidthAttention
+        attn.head_masks, attn.index = head_masks, i
     return head_masks
 
 
@@ -137,17 +184,10 @@ def _to_supernet(model) -> None:
     set_state_dict(model, state)
 
 
-def build_ofa(student, teacher, lambda_rep: float) -> OFA:
-    """Turn ``student`` into a supernet wrapped in ``OFA`` with hidden-state distillation
-    (MSE, weight ``lambda_rep``) on the embeddings and every encoder layer of the frozen
-    ``teacher``."""
+def build_ofa(student) -> OFA:
+    """Turn ``student`` into a supernet wrapped in ``OFA`` (width only; distillation is :func:`distill_step`'s)."""
     _to_supernet(student)
-    teacher.eval()
-    for param in teacher.parameters():
-        param.stop_gradient = True
-    mapping = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(len(student.bert.encoder.layers))]
-    distill = DistillConfig(lambda_distill=lambda_rep, teacher_model=teacher, mapping_layers=mapping)
-    return OFA(student, distill_config=distill, elastic_order=["width"])
+    return OFA(student, elastic_order=["width"])
 
 
 def width_config(ofa_model: OFA, width: float) -> dict:
@@ -168,8 +208,8 @@ def width_config(ofa_model: OFA, width: float) -> dict:
 
 
 def set_width(ofa_model: OFA, config: dict) -> None:
-    """Run the supernet at ``config`` from now on, also when the student is called directly
-    (OFA itself applies ``net_config`` only inside its own forward, which also runs the teacher)."""
+    """Run the supernet at ``config`` when the student is called (OFA itself applies ``net_config`` only
+    inside its own forward)."""
     ofa_model.set_net_config(config)
     ofa_model.current_config = config
 
@@ -177,6 +217,30 @@ def set_width(ofa_model: OFA, config: dict) -> None:
 def soft_cross_entropy(logits, teacher_logits):
     """Cross-entropy of the student's logits against the teacher's softmax."""
     return -(F.softmax(teacher_logits, axis=-1) * F.log_softmax(logits, axis=-1)).sum(-1).mean()
+
+
+def distill_step(ofa_model: OFA, teacher, batch: dict, configs: list[dict], lambda_rep: float,
+                 lambda_logit: float, regression: bool) -> list[float]:
+    """One batch of OFA training, gradients accumulated: the frozen ``teacher``'s hidden states and logits once, then
+    per width config the student's loss, ``lambda_rep`` x the sum over the embeddings and every encoder layer of the
+    hidden states' MSE + ``lambda_logit`` x soft cross-entropy to the teacher's logits (MSE for regression), and its
+    backward. PaddleSlim's ``OFA.forward`` with ``calc_distill_loss`` computes the same losses (its ``DistillConfig``
+    with ``lambda_distill`` and the embeddings and layers as ``mapping_layers``) but runs the teacher for every width.
+    Returns the losses, one per config."""
+    args, kwargs = model_inputs(batch)
+    kwargs.update(output_hidden_states=True, return_dict=True)
+    with paddle.no_grad():
+        target = teacher(*args, **kwargs)
+    losses = []
+    for config in configs:
+        set_width(ofa_model, config)
+        out = ofa_model.model(*args, **kwargs)
+        rep = sum(F.mse_loss(s, t) for s, t in zip(out.hidden_states, target.hidden_states, strict=True))
+        logit = F.mse_loss(out.logits, target.logits) if regression else soft_cross_entropy(out.logits, target.logits)
+        loss = lambda_rep * rep + lambda_logit * logit
+        loss.backward()
+        losses.append(float(loss))
+    return losses
 
 
 def plain_state_dict(ofa_model: OFA) -> dict:

@@ -19,16 +19,21 @@ import time
 
 import common  # noqa: F401  (zlib before paddle)
 import paddle
-import paddle.nn.functional as F
 from common.checkpoint import open_paddle_checkpoint
 from common.errors import UserError, cli
 from common.glue import get_task, label_order, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
-from common.train_glue import Collator, GlueLoss, encode, param_groups
+from common.train_glue import Collator, GlueLoss, encode, param_groups, speed_up_on_cpu
 from ofa_bert.submodel import count_parameters, extract_submodel, width_dims
 
 WIDTHS = (1.0, 0.8333333333333334, 0.6666666666666666, 0.5)
+
+
+def true_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--logging_steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="gpu" if paddle.is_compiled_with_cuda() else "cpu")
+    p.add_argument("--train_kernels", type=true_false, default=True,
+                   help="CPU: teacher and student run this repo's multi-threaded operators (common/train_kernels.py) "
+                   "and glibc keeps freed memory; false: paddle's own. Same math; dropout draws differ")
     p.add_argument("--disable_tqdm", action="store_true")
     return p.parse_args(argv)
 
@@ -133,21 +141,27 @@ def main(argv: list[str] | None = None) -> dict:
     dev_loaders = {s: _loader(features[s], args.eval_batch_size, collate, shuffle=False) for s in task.dev_splits}
 
     teacher = ppt.BertForSequenceClassification.from_pretrained(ckpt.path)
+    teacher.eval()
+    for param in teacher.parameters():
+        param.stop_gradient = True
     student = ppt.BertForSequenceClassification.from_pretrained(ckpt.path)
     head_masks = ofa.bind_attention(student)
+    speed_up_on_cpu(teacher, args)
+    speed_up_on_cpu(student, args)
     n_importance = min(args.importance_batches, len(train_loader))
     heads, neurons = ofa.head_neuron_importance(
         student, head_masks, itertools.islice(train_loader, n_importance), GlueLoss(task.is_regression)
     )
     ofa.reorder_by_importance(student, heads, neurons)
-    ofa_model = ofa.build_ofa(student, teacher, args.lambda_rep)
+    ofa_model = ofa.build_ofa(student)
+    speed_up_on_cpu(student, args)  # the super layers
     _check_full_width(ofa_model, teacher, next(iter(train_loader)))
 
     sizes = {w: (*dims[w], count_parameters(extract_submodel(teacher, w))) for w in widths}
     size = (config.num_attention_heads, config.intermediate_size, count_parameters(teacher))
     teacher_row = _row(teacher, size, dev_loaders, task)
     start = time.time()
-    rows, steps, epochs = _train(ofa_model, train_loader, dev_loaders, task, sizes, teacher_row, args)
+    rows, steps, epochs = _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes, teacher_row, args)
 
     state = ofa.plain_state_dict(ofa_model)
     paddle.save(state, os.path.join(args.output_dir, "model_state.pdparams"))
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def _train(ofa_model, train_loader, dev_loaders, task, sizes: dict, teacher_row: dict, args) -> tuple[dict, int, int]:
+def _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes: dict, teacher_row: dict, args) -> tuple[dict, int, int]:
     """The OFA loop; evaluates every width after each epoch. Returns (rows by width, steps, epochs)."""
     from tqdm.auto import tqdm
     from visualdl import LogWriter
@@ -172,7 +186,7 @@ def _train(ofa_model, train_loader, dev_loaders, task, sizes: dict, teacher_row:
     from ofa_bert import ofa
 
     widths = sorted(sizes, reverse=True)
-    net_configs = {w: ofa.width_config(ofa_model, w) for w in widths}
+    net_configs = [ofa.width_config(ofa_model, w) for w in widths]
     student = ofa_model.model
     steps_per_epoch = len(train_loader)
     total = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
@@ -192,17 +206,8 @@ def _train(ofa_model, train_loader, dev_loaders, task, sizes: dict, teacher_row:
     for epoch in range(epochs):
         student.train()
         for batch in train_loader:
-            inputs, kwargs = ofa.model_inputs(batch)
-            losses = []
-            for w in widths:
-                ofa_model.set_net_config(net_configs[w])
-                logits, teacher_logits = ofa_model(*inputs, **kwargs)
-                teacher_logits = teacher_logits.detach()
-                logit_loss = (F.mse_loss(logits, teacher_logits) if task.is_regression
-                              else ofa.soft_cross_entropy(logits, teacher_logits))
-                loss = ofa_model.calc_distill_loss() + args.lambda_logit * logit_loss
-                loss.backward()
-                losses.append(float(loss))
+            losses = ofa.distill_step(ofa_model, teacher, batch, net_configs, args.lambda_rep, args.lambda_logit,
+                                      task.is_regression)
             optimizer.step()
             schedule.step()
             optimizer.clear_grad()
@@ -214,8 +219,8 @@ def _train(ofa_model, train_loader, dev_loaders, task, sizes: dict, teacher_row:
                 bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
             if step == total:
                 break
-        for w in widths:
-            ofa.set_width(ofa_model, net_configs[w])
+        for w, config in zip(widths, net_configs):
+            ofa.set_width(ofa_model, config)
             key = f"{w:.4f}"
             rows[key] = _row(student, sizes[w], dev_loaders, task)
             for split in task.dev_splits:

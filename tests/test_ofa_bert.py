@@ -66,6 +66,114 @@ sys.exit(code)
 '''
 
 
+# distill_step (kernels on or off) against PaddleSlim's own distillation (OFA.forward + calc_distill_loss), and the
+# importance with the kernels against paddle's; prints one JSON line. Eval mode: no dropout, so all are deterministic.
+DISTILL_CHECK = r"""
+import copy, json, sys
+import common, numpy as np, paddle
+import paddlenlp.transformers as ppt
+from paddleslim.nas.ofa import OFA, DistillConfig
+from common.train_glue import GlueLoss
+from common.train_kernels import use_train_kernels
+from ofa_bert import ofa
+sys.path.insert(0, "tests")
+from tiny_checkpoints import padded_batch
+
+paddle.set_device("cpu")
+config = ppt.BertConfig(vocab_size=62, hidden_size=48, num_hidden_layers=2, num_attention_heads=12,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+paddle.seed(1)
+teacher = ppt.BertForSequenceClassification(config)
+paddle.seed(2)
+plain = ppt.BertForSequenceClassification(config)
+teacher.eval()
+for p in teacher.parameters():
+    p.stop_gradient = True
+batch = {k: paddle.to_tensor(v) for k, v in padded_batch(4, 9, seed=3).items()}
+batch["labels"] = paddle.to_tensor(np.array([0, 2, 1, 1]))
+widths = (1.0, 0.5)
+mapping = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(2)]
+
+def student(kernels):
+    model = copy.deepcopy(plain)
+    ofa.bind_attention(model)
+    if kernels:
+        use_train_kernels(model)
+    return model
+
+def grads(model):
+    return {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+
+def paddleslim_reference():
+    model = student(False)
+    ofa._to_supernet(model)
+    ofa_model = OFA(model, distill_config=DistillConfig(lambda_distill=0.1, teacher_model=teacher,
+                                                        mapping_layers=mapping), elastic_order=["width"])
+    model.eval()
+    args, kwargs = ofa.model_inputs(batch)
+    losses = []
+    for w in widths:
+        ofa_model.set_net_config(ofa.width_config(ofa_model, w))
+        logits, teacher_logits = ofa_model(*args, **kwargs)
+        loss = ofa_model.calc_distill_loss() + 2.0 * ofa.soft_cross_entropy(logits, teacher_logits.detach())
+        loss.backward()
+        losses.append(float(loss))
+    return losses, grads(model)
+
+def ours(kernels):
+    model = student(kernels)
+    ofa_model = ofa.build_ofa(model)
+    swapped = use_train_kernels(model) if kernels else 0
+    model.eval()
+    losses = ofa.distill_step(ofa_model, teacher, batch, [ofa.width_config(ofa_model, w) for w in widths], 0.1, 2.0,
+                              False)
+    classes = sorted({f"{type(layer).__module__}.{type(layer).__name__}" for layer in model.sublayers()})
+    return losses, grads(model), swapped, classes
+
+def importance(kernels):
+    model = copy.deepcopy(plain)
+    head_masks = ofa.bind_attention(model)
+    if kernels:
+        use_train_kernels(model)
+    heads, neurons = ofa.head_neuron_importance(model, head_masks, [batch], GlueLoss(False))
+    return heads, np.stack(neurons)
+
+ref_losses, ref_grads = paddleslim_reference()
+out = {"reference": ref_losses}
+for kernels in (False, True):
+    losses, g, swapped, classes = ours(kernels)
+    assert set(g) == set(ref_grads), sorted(set(g) ^ set(ref_grads))
+    out[f"kernels={kernels}"] = {
+        "losses": losses, "swapped": swapped, "classes": classes,
+        # relative to the largest gradient: the key bias's is zero up to rounding (softmax ignores it)
+        "grad_rel": max(float(np.abs(g[n] - ref_grads[n]).max()) for n in g) / max(float(np.abs(v).max()) for v in ref_grads.values()),
+    }
+(h0, n0), (h1, n1) = importance(False), importance(True)
+out["importance_rel"] = [float(np.abs(h1 - h0).max() / np.abs(h0).max()), float(np.abs(n1 - n0).max() / np.abs(n0).max())]
+print(json.dumps(out))
+"""
+
+
+def test_distillation_matches_paddleslims_with_and_without_kernels():
+    """One teacher forward per batch computes PaddleSlim's losses and gradients (which run it per width)."""
+    proc = subprocess.run([sys.executable, "-c", DISTILL_CHECK], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref = out["reference"]
+    assert len(ref) == 2 and min(ref) > 0.1 and abs(ref[0] - ref[1]) > 1e-4  # a different teacher; widths differ
+    for kernels in (False, True):
+        got = out[f"kernels={kernels}"]
+        np.testing.assert_allclose(got["losses"], ref, rtol=1e-5)
+        assert got["grad_rel"] <= 1e-4
+    kernels = out["kernels=True"]
+    assert kernels["swapped"] == 2 * 6  # the super layers: q, k, v, out, linear1, linear2 per layer
+    assert {"ofa_bert.ofa.FastSuperLinear", "ofa_bert.ofa.FastWidthAttention", "common.train_kernels.LayerNorm",
+            "common.train_kernels.Linear", "common.train_kernels.Dropout"} <= set(kernels["classes"])
+    assert not {"paddle.nn.layer.common.Linear", "paddle.nn.layer.norm.LayerNorm"} & set(kernels["classes"])
+    assert "ofa_bert.ofa.WidthAttention" in out["kernels=False"]["classes"]
+    assert out["importance_rel"][0] <= 1e-4 and out["importance_rel"][1] <= 1e-4
+
+
 def expected_parameters(cfg: dict, width: float, num_labels: int) -> int:
     """Closed form: a BERT classifier keeping ``width`` of the heads and feed-forward neurons."""
     h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -157,7 +265,7 @@ def test_ofa_trains_every_width_and_reports_it(ofa_run):
     assert "0.5000" in ofa_run["stdout"].splitlines()[-1]  # the table per width ends the output
     with open(os.path.join(out, "args.json")) as f:
         args = json.load(f)
-    assert args["seed"] == 7 and args["width_mult_list"] == [1.0, 0.5]
+    assert args["seed"] == 7 and args["width_mult_list"] == [1.0, 0.5] and args["train_kernels"] is True
     assert os.listdir(os.path.join(out, "runs"))  # VisualDL
 
 
@@ -317,3 +425,39 @@ def test_tinybert_fit_denses_are_skipped(tmp_path):
     report = convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
     assert sorted(report.skipped) == sorted(extra)
     assert max(d.max_abs for d in compare(torch_dir, str(tmp_path / "paddle"))) <= 1e-5
+
+
+def test_time_distill_runs_both_distillations_with_the_same_losses(tmp_path):
+    """ofa_bert/time_distill.py on a tiny config: ours and PaddleSlim's loop draw the same dropout masks and
+    compute the same losses (paddle's kernels); with this repo's kernels the losses stay close."""
+    def run(distill, kernels):
+        out = tmp_path / f"{distill}_{kernels}"
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "ofa_bert", "time_distill.py"), "--quick",
+                               "--seq_len", "16", "--batch_size", "4", "--steps", "2", "--distill", distill,
+                               "--train_kernels", kernels, "--output_dir", str(out)],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert f"({distill} distillation, train_kernels {kernels.title()}, 4 widths, batch 4 x 16" in proc.stdout
+        with open(out / "metrics.json") as f:
+            return json.load(f)
+
+    ours, theirs = run("ours", "false"), run("paddleslim", "false")
+    assert len(ours["losses"]) == 3 and all(len(step) == 4 for step in ours["losses"])  # warm-up + 2 steps
+    assert ours["losses"] == theirs["losses"]
+    assert len(ours["runs_ms"]) == 2 and ours["ms_per_step"] > 0
+    fast = run("ours", "true")
+    assert fast["train_kernels"] is True
+    np.testing.assert_allclose(fast["losses"][0], ours["losses"][0], rtol=0.05)  # dropout draws differ
+
+
+def test_time_distill_refuses_bad_input(tmp_path):
+    from ofa_bert import time_distill
+
+    with pytest.raises(UserError, match="unknown model: squeezebert-uncased"):
+        time_distill.main(["--model", "squeezebert-uncased", "--output_dir", str(tmp_path / "x")])
+    with pytest.raises(UserError, match="--seq_len 128: bert-base-uncased has 64 positions"):
+        time_distill.main(["--quick", "--output_dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as exc:
+        time_distill.parse_args(["--train_kernels", "yes", "--output_dir", "x"])
+    assert exc.value.code == 2
+    assert not (tmp_path / "x").exists()

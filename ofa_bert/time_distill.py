@@ -1,0 +1,122 @@
+"""Time OFA distillation steps (every width on one batch, then AdamW) on a full-size config with random weights.
+
+``--distill ours``: ``ofa.distill_step`` (what ``run_glue_ofa.py`` runs: the teacher once per batch);
+``--distill paddleslim``: PaddleSlim's ``OFA.forward`` + ``calc_distill_loss`` per width (the teacher again for
+every width), the same losses. ``--train_kernels``: teacher and student on this repo's CPU operators, and glibc
+keeping freed memory (process-wide, hence one setting per run). Writes args.json and metrics.json to --output_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+
+import common  # noqa: F401  (zlib before paddle)
+import paddle
+from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch
+from common.errors import UserError, cli
+from common.fsutil import write_json
+from common.malloc import retain_freed_memory
+from common.train_glue import param_groups
+from common.train_kernels import use_train_kernels
+from ofa_bert.run_glue_ofa import WIDTHS, true_false
+
+BERT_MODELS = [name for name, m in MODELS.items() if m.model_type == "bert" and m.width == 1.0]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="bert-base-uncased", help=", ".join(BERT_MODELS))
+    p.add_argument("--distill", choices=["ours", "paddleslim"], default="ours")
+    p.add_argument("--train_kernels", type=true_false, default=True, help="true or false")
+    p.add_argument("--width_mult_list", type=float, nargs="+", default=list(WIDTHS))
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
+    p.add_argument("--quick", action="store_true", help="a tiny config (tests)")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--seed", type=int, default=0, help="paddle's generator (dropout)")
+    p.add_argument("--output_dir", required=True)
+    return p.parse_args(argv)
+
+
+def _loop(ofa, ofa_model, teacher, configs: list[dict], distill: str):
+    """One batch -> the per-width losses, gradients accumulated, for ``distill``."""
+    if distill == "ours":
+        return lambda batch: ofa.distill_step(ofa_model, teacher, batch, configs, 0.1, 1.0, False)
+
+    def paddleslim(batch):
+        args, kwargs = ofa.model_inputs(batch)
+        losses = []
+        for config in configs:
+            ofa_model.set_net_config(config)
+            logits, teacher_logits = ofa_model(*args, **kwargs)
+            loss = ofa_model.calc_distill_loss() + ofa.soft_cross_entropy(logits, teacher_logits.detach())
+            loss.backward()
+            losses.append(float(loss))
+        return losses
+
+    return paddleslim
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Time the steps; returns the metrics written to metrics.json."""
+    args = parse_args(argv)
+    check_names([args.model], BERT_MODELS, "model")
+    if min(args.steps, args.batch_size, args.seq_len) < 1 or args.warmup < 0:
+        raise UserError("--steps, --batch_size and --seq_len must be >= 1, --warmup >= 0")
+    check_seq_len([args.model], args.seq_len, args.quick)
+    from paddleslim.nas.ofa import OFA, DistillConfig
+
+    from ofa_bert import ofa
+
+    paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(args.threads)
+    _, teacher, cfg = build_pair(MODELS[args.model], args.quick)
+    student = copy.deepcopy(teacher)
+    for param in teacher.parameters():
+        param.stop_gradient = True
+    ofa.bind_attention(student)
+    if args.distill == "ours":
+        ofa_model = ofa.build_ofa(student)
+    else:
+        layers = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(cfg["num_hidden_layers"])]
+        ofa._to_supernet(student)
+        ofa_model = OFA(student, distill_config=DistillConfig(lambda_distill=0.1, teacher_model=teacher,
+                                                              mapping_layers=layers), elastic_order=["width"])
+    if args.train_kernels:
+        retain_freed_memory()
+        use_train_kernels(teacher)
+        use_train_kernels(student)
+    configs = [ofa.width_config(ofa_model, w) for w in sorted(set(args.width_mult_list), reverse=True)]
+    step = _loop(ofa, ofa_model, teacher, configs, args.distill)
+    optimizer = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=param_groups(student, 0.0))
+    batch = {k: paddle.to_tensor(v) for k, v in make_batch(args.batch_size, args.seq_len, cfg["vocab_size"]).items()}
+    student.train()
+    paddle.seed(args.seed)
+    seconds, losses = [], []
+    for i in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        losses.append(step(batch))
+        optimizer.step()
+        optimizer.clear_grad()
+        if i >= args.warmup:
+            seconds.append(time.perf_counter() - start)
+    metrics = {"model": args.model, "distill": args.distill, "train_kernels": args.train_kernels,
+               "widths": sorted(set(args.width_mult_list), reverse=True), "batch_size": args.batch_size,
+               "seq_len": args.seq_len, "threads": args.threads, "ms_per_step": round(statistics.median(seconds) * 1e3, 1),
+               "runs_ms": [round(s * 1e3, 1) for s in seconds], "losses": losses}
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json(os.path.join(args.output_dir, "args.json"), vars(args))
+    write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
+    print(f"{args.model} OFA step ({args.distill} distillation, train_kernels {args.train_kernels}, "
+          f"{len(configs)} widths, batch {args.batch_size} x {args.seq_len}, {args.threads} threads): "
+          f"{metrics['ms_per_step']:.0f} ms (median of {args.steps})")
+    return metrics
+
+
+if __name__ == "__main__":
+    cli(main)()
