@@ -249,6 +249,34 @@ PD_BUILD_GRAD_OP(ct_bias_gelu)
     .Outputs({paddle::Grad("X"), paddle::Grad("B")})
     .SetKernelFn(PD_KERNEL(BiasGeluBackward));
 
+// ---- exact (erf) GELU without a bias (after a layer that added its own) --------------------------------------
+
+std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
+  check_float(x, "gelu input");
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float* px = x.data<float>();
+  float* po = out.data<float>();
+  const int64_t size = x.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < size; ++i) po[i] = gelu(px[i]);
+  return {out};
+}
+
+std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& dout) {
+  check_float(dout, "gelu gradient");
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pd = dout.data<float>();
+  float* pg = dx.data<float>();
+  const int64_t size = x.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < size; ++i) pg[i] = pd[i] * gelu_grad(px[i]);
+  return {dx};
+}
+
+PD_BUILD_OP(ct_gelu).Inputs({"X"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(GeluForward));
+
+PD_BUILD_GRAD_OP(ct_gelu).Inputs({"X", paddle::Grad("Out")}).Outputs({paddle::Grad("X")}).SetKernelFn(PD_KERNEL(GeluBackward));
+
 // ---- bias + ReLU: Out = max(X + B, 0); the gradient reads Out -----------------------------------
 
 std::vector<paddle::Tensor> BiasReluForward(const paddle::Tensor& x, const paddle::Tensor& b) {
@@ -600,17 +628,22 @@ bool gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int
 void check_gemm(bool failed, const char* what) { PD_CHECK(!failed, what, ": dnnl_sgemm failed"); }
 
 // Out (m x n) = X op(W), X m x k, W k x n or, transposed, n x k (the products of ct_matmul and ct_batched_matmul).
-bool product(bool transpose_w, int64_t m, int64_t k, int64_t n, const float* x, const float* w, float* out) {
-  return gemm(false, transpose_w, m, n, k, x, k, w, transpose_w ? k : n, 0.f, out, n);
+// ldw: the row stride of W's storage where W is the top-left block of a wider matrix (0: W's own width).
+bool product(bool transpose_w, int64_t m, int64_t k, int64_t n, const float* x, const float* w, float* out,
+             int64_t ldw = 0) {
+  return gemm(false, transpose_w, m, n, k, x, k, w, ldw ? ldw : transpose_w ? k : n, 0.f, out, n);
 }
 
 // The gradients of product(): Out = X W: dX = dOut W^T, dW = X^T dOut; Out = X W^T: dX = dOut W, dW = dOut^T X.
+// dW is written in W's block only.
 bool product_grads(bool transpose_w, int64_t m, int64_t k, int64_t n, const float* x, const float* w,
-                   const float* dout, float* dx, float* dw) {
+                   const float* dout, float* dx, float* dw, int64_t ldw = 0) {
   if (transpose_w) {
-    return gemm(false, false, m, k, n, dout, n, w, k, 0.f, dx, k) || gemm(true, false, n, k, m, dout, n, x, k, 0.f, dw, k);
+    const int64_t ld = ldw ? ldw : k;
+    return gemm(false, false, m, k, n, dout, n, w, ld, 0.f, dx, k) || gemm(true, false, n, k, m, dout, n, x, k, 0.f, dw, ld);
   }
-  return gemm(false, true, m, k, n, dout, n, w, n, 0.f, dx, k) || gemm(true, false, k, n, m, x, k, dout, n, 0.f, dw, n);
+  const int64_t ld = ldw ? ldw : n;
+  return gemm(false, true, m, k, n, dout, n, w, ld, 0.f, dx, k) || gemm(true, false, k, n, m, x, k, dout, n, 0.f, dw, ld);
 }
 
 struct ConvShape {
@@ -752,22 +785,26 @@ std::vector<paddle::Tensor> conv_backward(const paddle::Tensor& x, const paddle:
 // ---- a Linear's product: Out = X W, X [..., in], W [in, out]; with ``transpose_w`` W [out, in] (a convolution's
 // weight) and Out = X W^T. One oneDNN GEMM over all rows (its own threads). paddle's dygraph matmul is MKL's, which on
 // AMD CPUs runs AVX2 code at best: half the rate of oneDNN's AVX-512 GEMM on a Zen 5 core.
+// ``out`` > 0: only the first ``out`` outputs, and X [..., k] may use the first k inputs of W (an OFA super layer
+// narrower than built): the product reads W's block in place, and W's gradient is zero outside it.
 
 namespace {
 
 struct MatmulSizes {
-  int64_t m, k, n;  // rows, in, out
+  int64_t m, k, n, ldw;  // rows, in, out, W's row stride where it is used as a block (else 0)
 };
 
-MatmulSizes matmul_sizes(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w) {
+MatmulSizes matmul_sizes(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w, int64_t out) {
   check_float(x, "matmul input");
   check_float(w, "matmul weight");
   const auto xs = x.shape(), ws = w.shape();
-  PD_CHECK(xs.size() >= 2 && ws.size() == 2 && xs.back() == ws[transpose_w ? 1 : 0],
-           "matmul: input [..., in] and weight ", transpose_w ? "[out, in]" : "[in, out]", " needed, got input rank ",
-           xs.size(), " and weight rank ", ws.size());
-  const int64_t k = xs.back();
-  return {x.numel() / k, k, ws[transpose_w ? 0 : 1]};
+  const int64_t w_in = ws.size() == 2 ? ws[transpose_w ? 1 : 0] : 0, w_out = ws.size() == 2 ? ws[transpose_w ? 0 : 1] : 0;
+  PD_CHECK(xs.size() >= 2 && ws.size() == 2 && (out > 0 ? xs.back() <= w_in && out <= w_out : xs.back() == w_in),
+           "matmul: input [..., in] and weight ", transpose_w ? "[out, in]" : "[in, out]",
+           out > 0 ? " (or wider)" : "", " needed, got input rank ", xs.size(), " and weight rank ", ws.size());
+  const int64_t k = xs.back(), n = out > 0 ? out : w_out;
+  const bool block = k < w_in || n < w_out;
+  return {x.numel() / k, k, n, block ? ws[1] : 0};
 }
 
 std::vector<int64_t> matmul_shape(const paddle::Tensor& x, int64_t n) {
@@ -778,22 +815,30 @@ std::vector<int64_t> matmul_shape(const paddle::Tensor& x, int64_t n) {
 
 }  // namespace
 
-std::vector<paddle::Tensor> MatmulForward(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w) {
-  const auto [m, k, n] = matmul_sizes(x, w, transpose_w);
+std::vector<paddle::Tensor> MatmulForward(const paddle::Tensor& x, const paddle::Tensor& w, bool transpose_w,
+                                          int64_t out_features) {
+  const auto [m, k, n, ldw] = matmul_sizes(x, w, transpose_w, out_features);
   auto out = paddle::empty(matmul_shape(x, n), x.dtype(), x.place());
-  check_gemm(product(transpose_w, m, k, n, x.data<float>(), w.data<float>(), out.data<float>()), "matmul forward");
+  check_gemm(product(transpose_w, m, k, n, x.data<float>(), w.data<float>(), out.data<float>(), ldw),
+             "matmul forward");
   return {out};
 }
 
 std::vector<paddle::Tensor> MatmulBackward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                           const paddle::Tensor& dout, bool transpose_w) {
+                                           const paddle::Tensor& dout, bool transpose_w, int64_t out_features) {
   check_float(dout, "matmul gradient");
-  const auto [m, k, n] = matmul_sizes(x, w, transpose_w);
+  const auto [m, k, n, ldw] = matmul_sizes(x, w, transpose_w, out_features);
   PD_CHECK(dout.shape() == matmul_shape(x, n), "matmul gradient: wrong shape");
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  float* pdw = dw.data<float>();
+  if (ldw) {  // the GEMM writes the block; zeros elsewhere
+    const int64_t size = w.numel();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < size; ++i) pdw[i] = 0.f;
+  }
   check_gemm(product_grads(transpose_w, m, k, n, x.data<float>(), w.data<float>(), dout.data<float>(),
-                           dx.data<float>(), dw.data<float>()),
+                           dx.data<float>(), pdw, ldw),
              "matmul backward");
   return {dx, dw};
 }
@@ -801,13 +846,13 @@ std::vector<paddle::Tensor> MatmulBackward(const paddle::Tensor& x, const paddle
 PD_BUILD_OP(ct_matmul)
     .Inputs({"X", "W"})
     .Outputs({"Out"})
-    .Attrs({"transpose_w: bool"})
+    .Attrs({"transpose_w: bool", "out_features: int64_t"})
     .SetKernelFn(PD_KERNEL(MatmulForward));
 
 PD_BUILD_GRAD_OP(ct_matmul)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
-    .Attrs({"transpose_w: bool"})
+    .Attrs({"transpose_w: bool", "out_features: int64_t"})
     .SetKernelFn(PD_KERNEL(MatmulBackward));
 
 // ---- attention's products, batched: Out[b] = X[b] op(Y[b]), X [..., m, k], Y [..., k, n] or, transposed,

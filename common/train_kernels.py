@@ -4,15 +4,16 @@ paddle 2.6.2 runs dropout, layer norm and GELU gradients, bias-gradient reductio
 copies on one thread, and draws dropout masks one element at a time: on 2 cores they took more
 time than the GEMMs of a fine-tuning step. Its dygraph GEMMs are MKL's, AVX2 code at best on AMD CPUs.
 :func:`use_train_kernels` switches the plain paddle layers of a model (``nn.Dropout``, ``nn.LayerNorm``,
-``nn.Linear``, ``nn.MultiHeadAttention``, ``nn.TransformerEncoderLayer``; exact types, so OFA's super
-layers are left alone) to subclasses that call these operators (see :func:`fast`: in train mode, and in
-eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM,
-dropout from a counter-based hash, layer norm, bias add, bias + GELU, attention's two products as one oneDNN
-GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
+``nn.Linear``, ``nn.MultiHeadAttention``, ``nn.TransformerEncoderLayer``; exact types, so a subclass such as
+an OFA super layer needs its own) to subclasses that call these operators (see :func:`fast`: in train mode, and
+in eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM,
+dropout from a counter-based hash, layer norm, bias add, bias + GELU (or GELU), attention's two products as one
+oneDNN GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
 as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
-ConvBERT's depthwise and span convolutions, and its pointwise product through the Linear's GEMM operator).
+ConvBERT's depthwise and span convolutions, and its pointwise product through the Linear's GEMM operator; OFA's
+super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
@@ -131,11 +132,14 @@ def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
     return kernels().ct_dropout(_dense(x), float(p), _seed())[0]
 
 
-def matmul(x: paddle.Tensor, weight: paddle.Tensor, transpose_weight: bool = False) -> paddle.Tensor:
+def matmul(x: paddle.Tensor, weight: paddle.Tensor, transpose_weight: bool = False,
+           out_features: int = 0) -> paddle.Tensor:
     """``x @ weight`` for x [..., in] and weight [in, out] (a Linear's; ``transpose_weight``: ``x @ weight.T`` for
     weight [out, in], a 1x1 convolution's), as one oneDNN GEMM: paddle's dygraph matmul is MKL's, AVX2 code at best
-    on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5)."""
-    return kernels().ct_matmul(_dense(x), _dense(weight), bool(transpose_weight))
+    on AMD CPUs (half oneDNN's AVX-512 rate on Zen 5). ``out_features`` > 0: the first ``out_features`` outputs
+    from the first ``in`` (x's last dimension) inputs of a possibly larger weight, read in place (OFA's super
+    layers); the weight's gradient is zero outside that block."""
+    return kernels().ct_matmul(_dense(x), _dense(weight), bool(transpose_weight), int(out_features))
 
 
 def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:
@@ -147,6 +151,11 @@ def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False
 def swap_last_two(x: paddle.Tensor) -> paddle.Tensor:
     """[a, b, c] -> [a, c, b] as one multi-threaded copy, with gradient (paddle's strided copy runs on one thread)."""
     return kernels().ct_swap12(_dense(x).unsqueeze(-1)).squeeze(-1)
+
+
+def gelu(x: paddle.Tensor) -> paddle.Tensor:
+    """Exact GELU on all threads (paddle's runs its gradient on one)."""
+    return kernels().ct_gelu(_dense(x))
 
 
 def bias_add(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
@@ -324,13 +333,13 @@ class MultiHeadAttention(nn.MultiHeadAttention):
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """Post-norm encoder layer whose FFN bias and GELU are one operator where :func:`fast` and its first FFN
-    linear is a plain ``nn.Linear`` or this module's :class:`Linear` (ConvBERT's grouped ones run paddle's layer)."""
+    """Post-norm encoder layer with GELU on this module's operators where :func:`fast`: the FFN's bias and GELU as
+    one where its first linear is a plain ``nn.Linear`` or this module's :class:`Linear`, else (ConvBERT's grouped
+    linears, OFA's super layers) the layer's own product and :func:`gelu`."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
-                or self.activation is not F.gelu or type(self.linear1) not in (nn.Linear, Linear)
-                or self.linear1.bias is None):
+                or self.activation is not F.gelu):
             # output_attentions: PaddleNLP's replacement of the forward takes it. The base's forward is
             # named (not super()): paddle.jit.to_static cannot convert a bare super().
             extra = {"output_attentions": True} if output_attentions else {}
@@ -338,7 +347,10 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
         self.self_attn.need_weights = False
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
         src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
-        hidden = kernels().ct_bias_gelu(matmul(src, self.linear1.weight), self.linear1.bias)
+        if type(self.linear1) in (nn.Linear, Linear) and self.linear1.bias is not None:
+            hidden = kernels().ct_bias_gelu(matmul(src, self.linear1.weight), self.linear1.bias)
+        else:
+            hidden = gelu(self.linear1(src))
         return self.norm2(src + self.dropout2(self.linear2(self.dropout(hidden))))
 
 

@@ -81,19 +81,16 @@ class FastWidthAttention(WidthAttention):
 
 @tk.register
 class FastSuperLinear(SuperLinear):
-    """PaddleSlim's ``SuperLinear`` at a ``channel`` width (or full) as ``common.train_kernels``' GEMM and bias add
-    where ``fast``; ``expand_ratio`` configs and the rest run PaddleSlim's forward."""
+    """PaddleSlim's ``SuperLinear`` at a ``channel`` width (or full) as ``common.train_kernels``' GEMM, which reads
+    the weight's used block in place (PaddleSlim slices a copy, and its gradient is one more full-size pass), and
+    bias add where ``fast``; ``expand_ratio`` configs and the rest run PaddleSlim's forward."""
 
     def forward(self, input, expand_ratio=None, channel=None):
         if expand_ratio is not None or self.bias is None or input.ndim < 2 or not tk.fast(self, input):
             return SuperLinear.forward(self, input, expand_ratio, channel)
-        rows, cols = input.shape[-1], self._out_features if channel is None else int(channel)
-        weight, bias = self.weight, self.bias
-        if weight.shape[0] > rows or weight.shape[1] > cols:
-            weight = weight[:rows, :cols]
-        if bias.shape[0] > cols:
-            bias = bias[:cols]
-        return tk.bias_add(tk.matmul(input, weight), bias)
+        cols = self._out_features if channel is None else int(channel)
+        bias = self.bias if self.bias.shape[0] <= cols else self.bias[:cols]
+        return tk.bias_add(tk.matmul(input, self.weight, out_features=cols), bias)
 
 
 def bind_attention(model) -> list:

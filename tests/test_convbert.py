@@ -191,10 +191,10 @@ def test_compare_script_and_recipe_script(convbert_dir, tmp_path):
     assert user_error(proc).startswith("unknown task 'wnli'")
 
 
-def test_train_kernels_keep_the_grouped_ffn(convbert_dir):
+def test_train_kernels_keep_the_grouped_ffn(convbert_dir, monkeypatch):
     """conv-bert-medium-small's grouped FFN linears under the CPU training kernels (run_glue's training and
     evaluation): eval logits as without the kernels, and a training step's gradients reach them (the fused
-    bias + GELU operator takes plain linears only)."""
+    bias + GELU operator takes plain linears only; the grouped ones' output goes through the GELU operator)."""
     import paddle
 
     from common import train_kernels as tk
@@ -209,7 +209,10 @@ def test_train_kernels_keep_the_grouped_ffn(convbert_dir):
         assert tk.use_train_kernels(model) > 0
         np.testing.assert_allclose(model(**batch).numpy(), ref, atol=1e-5, rtol=0)
     model.train()
+    gelu, calls = tk.gelu, []
+    monkeypatch.setattr(tk, "gelu", lambda x: calls.append(x.shape) or gelu(x))
     model(**batch).sum().backward()
+    assert calls == [[3, 11, 192]] * len(model.convbert.encoder.layers)  # 2 groups of 96 neurons
     linear1 = model.convbert.encoder.layers[0].linear1
     assert type(linear1) is cm.GroupedLinear and linear1.weight.grad.shape == [2, 24, 96]
     assert float(linear1.weight.grad.abs().sum()) > 0

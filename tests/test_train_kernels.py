@@ -497,6 +497,54 @@ def test_matmul_operator_against_paddle(shape, transpose):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("block", [(16, 5), (11, 9), (11, 5)])
+def test_matmul_operator_reads_a_weight_block_in_place(block, transpose):
+    """``out_features``: the product with the weight's top-left [in, out] block (an OFA super layer narrower than
+    built) against paddle.matmul with the sliced weight: values, the input's gradient, and the weight's (the
+    block's, zero elsewhere), on 3 threads."""
+    rows, cols = block
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 7, rows)).astype("float32")
+    w = rng.normal(size=(9, 16) if transpose else (16, 9)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=(2, 7, cols)).astype("float32"))
+
+    def sliced(a, b):
+        return paddle.matmul(a, b[:cols, :rows] if transpose else b[:rows, :cols], transpose_y=transpose)
+
+    results = []
+    with _threads(3):
+        for fn in (lambda a, b: tk.matmul(a, b, transpose, out_features=cols), sliced):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w)]
+            out = fn(*ts)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
+    assert results[0][0].shape == (2, 7, cols)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+    outside = np.ones(w.shape, bool)
+    outside[(slice(cols), slice(rows)) if transpose else (slice(rows), slice(cols))] = False
+    assert outside.any() and not results[0][2][outside].any()
+    with pytest.raises(OSError, match=r"matmul: input \[\.\.\., in\] and weight .* \(or wider\) needed"):
+        tk.matmul(paddle.rand([2, 17]), paddle.to_tensor(w), transpose, out_features=cols)
+    with pytest.raises(OSError, match=r"\(or wider\) needed"):
+        tk.matmul(paddle.rand([2, rows]), paddle.to_tensor(w), transpose, out_features=10)
+
+
+def test_gelu_operator_against_paddle():
+    """Exact GELU (ct_gelu) and its gradient against paddle's, on 3 threads."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(scale=3, size=(4, 5, 33)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=x.shape).astype("float32"))
+    results = []
+    with _threads(3):
+        for fn in (tk.gelu, F.gelu):
+            t = paddle.to_tensor(x, stop_gradient=False)
+            out = fn(t)
+            results.append([out.numpy(), paddle.grad([out], [t], [grad])[0].numpy()])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("transpose_y", [False, True])
 def test_batched_matmul_operator_against_paddle(transpose_y):
     """Attention's products (one oneDNN GEMM per matrix) and both gradients against paddle.matmul, 5 x 3
