@@ -446,12 +446,29 @@ def test_time_distill_runs_both_distillations_with_the_same_losses(tmp_path):
     assert ours["losses"] == theirs["losses"]
     assert len(ours["runs_ms"]) == 2 and ours["ms_per_step"] > 0
     fast = run("ours", "true")
-    assert fast["train_kernels"] is True
+    assert fast["train_kernels"] is True and fast["quick"] is True and fast["cpu"]
     np.testing.assert_allclose(fast["losses"][0], ours["losses"][0], rtol=0.05)  # dropout draws differ
+
+    from ofa_bert import time_distill
+
+    time_distill.main(["--table", str(tmp_path)])
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[0].startswith("| model | distillation | train kernels |") and len(lines) == 5
+    by_run = {tuple(cell.strip() for cell in line.split("|")[2:4]): line for line in lines[2:]}
+    speedup = {run: line.split("|")[-2].strip() for run, line in by_run.items()}
+    assert speedup[("paddleslim", "false")] == "1.00x"
+    for run, metrics in ((("ours", "false"), ours), (("ours", "true"), fast)):
+        assert speedup[run] == f"{theirs['ms_per_step'] / metrics['ms_per_step']:.2f}x"
+    assert all(line.startswith("| bert-base-uncased (--quick) | ") for line in lines[2:])
 
 
 def test_time_distill_refuses_bad_input(tmp_path):
     from ofa_bert import time_distill
+
+    with pytest.raises(UserError, match="--output_dir is required"):
+        time_distill.main([])
+    with pytest.raises(UserError, match="no metrics.json of time_distill.py under it"):
+        time_distill.main(["--table", str(tmp_path)])
 
     with pytest.raises(UserError, match="unknown model: squeezebert-uncased"):
         time_distill.main(["--model", "squeezebert-uncased", "--output_dir", str(tmp_path / "x")])
