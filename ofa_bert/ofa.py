@@ -63,19 +63,22 @@ class WidthAttention(nn.MultiHeadAttention):
 
 @tk.register
 class FastWidthAttention(WidthAttention):
-    """:class:`WidthAttention` through ``common.train_kernels.attend`` where it ``attends`` and no head mask is set."""
+    """:class:`WidthAttention` through ``common.train_kernels.attend`` where it ``attends``. A head mask scales each
+    head's output instead of its attention weights: the same product, since the weighted sum is linear in them."""
 
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         key = query if key is None else key
         value = query if value is None else value
         mask = None
-        if self.head_masks[self.index] is None and cache is None and not self.need_weights and tk.attends(self, query):
+        if cache is None and not self.need_weights and tk.attends(self, query):
             mask = tk.additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
         if mask is None:
             return WidthAttention.forward(self, query, key, value, attn_mask, cache)
         q = self.q_proj(query)
-        out = tk.attend(q, self.k_proj(key), self.v_proj(value), mask, q.shape[-1] // self.head_dim,
-                        tk.dropout_p(self, self.dropout or 0.0))
+        heads, head_mask = q.shape[-1] // self.head_dim, self.head_masks[self.index]
+        out = tk.attend(q, self.k_proj(key), self.v_proj(value), mask, heads, tk.dropout_p(self, self.dropout or 0.0))
+        if head_mask is not None:
+            out = (out.reshape([0, 0, heads, self.head_dim]) * head_mask.reshape([1, 1, -1, 1])).reshape([0, 0, -1])
         return self.out_proj(out)
 
 
