@@ -14,6 +14,9 @@ precede paddle's native libraries live here, once:
   OpenMP and its own loops and MKL on Intel's libiomp5: two thread pools on the same cores. On a
   2-core Zen 4, paddle.inference's BERT-base at batch 1 took 179-192 ms that way, 130-135 ms with
   paddle first (results/README.md, "Why targets are missed").
+- paddle's C++ INFO log lines (glog) are off unless ``GLOG_minloglevel`` is set: saving an export runs a
+  static executor that announces itself and re-registers each of this repo's operators, two dozen lines
+  per export. Warnings and errors still print; ``GLOG_minloglevel=0`` brings the INFO lines back.
 """
 import os
 import sys
@@ -31,6 +34,7 @@ def _is_amd() -> bool:
 
 if _is_amd():
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+os.environ.setdefault("GLOG_minloglevel", "1")  # read when paddle's native library loads
 
 # Import-time noise from the pinned stack (jieba's pkg_resources, setuptools' distutils shim).
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

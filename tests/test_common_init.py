@@ -20,6 +20,25 @@ def test_mkl_avx2_kernels_selected_on_amd_unless_the_user_chose():
     assert _run(env | {"MKL_DEBUG_CPU_TYPE": "4"}) == "4"
 
 
+STATIC_RUN = """
+import numpy as np, common, paddle
+paddle.enable_static()
+x = paddle.static.data("x", [1], "float32")
+exe = paddle.static.Executor(paddle.CPUPlace())
+print(exe.run(feed={"x": np.ones(1, "float32")}, fetch_list=[x * 2])[0])
+"""
+
+
+def test_paddles_info_log_lines_are_off_unless_asked_for():
+    """A static executor run logs "New Executor is Running" at glog's INFO level: silent by default."""
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+    outputs = [subprocess.run([sys.executable, "-c", STATIC_RUN], env=e, cwd=REPO, capture_output=True, text=True,
+                              check=True) for e in (env, env | {"GLOG_minloglevel": "0"})]
+    assert all(out.stdout.strip() == "[2.]" for out in outputs)
+    assert "New Executor is Running" not in outputs[0].stderr
+    assert "New Executor is Running" in outputs[1].stderr
+
+
 def test_zlib_users_work_after_paddle():
     """The zlib crash the import order prevents: gzip after paddle, in one process."""
     code = "import common, paddle, gzip; print(len(gzip.compress(b'x' * 1000)) < 100)"
