@@ -34,7 +34,8 @@ BERT_MODELS = [name for name, m in MODELS.items() if m.model_type == "bert" and 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bert-base-uncased", help=", ".join(BERT_MODELS))
-    p.add_argument("--distill", choices=["ours", "paddleslim"], default="ours")
+    p.add_argument("--distill", choices=["ours", "paddleslim"], default="ours",
+                   help="ours: the teacher once per batch (run_glue_ofa.py); paddleslim: OFA.forward per width")
     p.add_argument("--train_kernels", type=true_false, default=True, help="true or false")
     p.add_argument("--width_mult_list", type=float, nargs="+", default=list(WIDTHS))
     p.add_argument("--batch_size", type=int, default=32)
