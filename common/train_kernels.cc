@@ -855,6 +855,68 @@ PD_BUILD_GRAD_OP(ct_matmul)
     .Attrs({"transpose_w: bool", "out_features: int64_t"})
     .SetKernelFn(PD_KERNEL(MatmulBackward));
 
+// ---- a grouped Linear's product (ConvBERT's grouped FFN): X [..., groups * in], W [groups, in, out],
+// Out[..., g * out + j] = sum_i X[..., g * in + i] W[g, i, j]. One oneDNN GEMM per group on X's and Out's column
+// blocks in place (their row strides), where paddle reshaped, transposed and copied around a batched matmul.
+
+namespace {
+
+struct GroupedSizes {
+  int64_t m, groups, k, n;  // rows, groups, in and out per group
+};
+
+GroupedSizes grouped_sizes(const paddle::Tensor& x, const paddle::Tensor& w) {
+  check_float(x, "grouped_matmul input");
+  check_float(w, "grouped_matmul weight");
+  const auto xs = x.shape(), ws = w.shape();
+  PD_CHECK(xs.size() >= 2 && ws.size() == 3 && xs.back() == ws[0] * ws[1],
+           "grouped_matmul: input [..., groups * in] and weight [groups, in, out] needed");
+  return {x.numel() / xs.back(), ws[0], ws[1], ws[2]};
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> GroupedMatmulForward(const paddle::Tensor& x, const paddle::Tensor& w) {
+  const auto [m, groups, k, n] = grouped_sizes(x, w);
+  auto out = paddle::empty(matmul_shape(x, groups * n), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>();
+  float* po = out.data<float>();
+  bool failed = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    failed = gemm(false, false, m, n, k, px + g * k, groups * k, pw + g * k * n, n, 0.f, po + g * n, groups * n)
+             || failed;
+  }
+  check_gemm(failed, "grouped_matmul forward");
+  return {out};
+}
+
+// dX (group g's columns) = dOut_g W_g^T, dW_g = X_g^T dOut_g.
+std::vector<paddle::Tensor> GroupedMatmulBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                  const paddle::Tensor& dout) {
+  check_float(dout, "grouped_matmul gradient");
+  const auto [m, groups, k, n] = grouped_sizes(x, w);
+  PD_CHECK(dout.shape() == matmul_shape(x, groups * n), "grouped_matmul gradient: wrong shape");
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pd = dout.data<float>();
+  float *pdx = dx.data<float>(), *pdw = dw.data<float>();
+  bool failed = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    failed = gemm(false, true, m, k, n, pd + g * n, groups * n, pw + g * k * n, n, 0.f, pdx + g * k, groups * k)
+             || gemm(true, false, k, n, m, px + g * k, groups * k, pd + g * n, groups * n, 0.f, pdw + g * k * n, n)
+             || failed;
+  }
+  check_gemm(failed, "grouped_matmul backward");
+  return {dx, dw};
+}
+
+PD_BUILD_OP(ct_grouped_matmul).Inputs({"X", "W"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(GroupedMatmulForward));
+
+PD_BUILD_GRAD_OP(ct_grouped_matmul)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W")})
+    .SetKernelFn(PD_KERNEL(GroupedMatmulBackward));
+
 // ---- attention's products, batched: Out[b] = X[b] op(Y[b]), X [..., m, k], Y [..., k, n] or, transposed,
 // [..., n, k]; one oneDNN GEMM per matrix on one thread each (paddle's batched matmul is MKL's, see above).
 

@@ -12,7 +12,8 @@ oneDNN GEMM per sample and head, scale + mask + softmax + dropout of attention, 
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
 as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
-ConvBERT's depthwise and span convolutions, and its pointwise product through the Linear's GEMM operator; OFA's
+ConvBERT's depthwise and span convolutions, its pointwise product through the Linear's GEMM operator and its
+grouped FFN linears as one GEMM per group; OFA's
 super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
@@ -140,6 +141,12 @@ def matmul(x: paddle.Tensor, weight: paddle.Tensor, transpose_weight: bool = Fal
     from the first ``in`` (x's last dimension) inputs of a possibly larger weight, read in place (OFA's super
     layers); the weight's gradient is zero outside that block."""
     return kernels().ct_matmul(_dense(x), _dense(weight), bool(transpose_weight), int(out_features))
+
+
+def grouped_matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
+    """A grouped Linear's product without bias: x [..., groups * in], weight [groups, in, out] -> [..., groups *
+    out], group g's outputs from its inputs, one oneDNN GEMM per group on x's column block in place."""
+    return kernels().ct_grouped_matmul(_dense(x), _dense(weight))
 
 
 def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:

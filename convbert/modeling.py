@@ -240,6 +240,17 @@ class TrainSelfAttention(SelfAttention):
 
 
 @tk.register
+class TrainGroupedLinear(GroupedLinear):
+    """The grouped product through :func:`common.train_kernels.grouped_matmul` (one oneDNN GEMM per group, no
+    reshape or transpose copies) and the bias add."""
+
+    def forward(self, hidden_states):
+        if not tk.fast(self, hidden_states):
+            return GroupedLinear.forward(self, hidden_states)
+        return tk.bias_add(tk.grouped_matmul(hidden_states, self.weight), self.bias)
+
+
+@tk.register
 class TrainEncoderLayer(EncoderLayer):
     """The feed-forward bias and GELU as one operator, as in common/train_kernels.py's encoder layer."""
 

@@ -193,8 +193,9 @@ def test_compare_script_and_recipe_script(convbert_dir, tmp_path):
 
 def test_train_kernels_keep_the_grouped_ffn(convbert_dir, monkeypatch):
     """conv-bert-medium-small's grouped FFN linears under the CPU training kernels (run_glue's training and
-    evaluation): eval logits as without the kernels, and a training step's gradients reach them (the fused
-    bias + GELU operator takes plain linears only; the grouped ones' output goes through the GELU operator)."""
+    evaluation): eval logits as without the kernels, and a training step's gradients reach them (the grouped
+    product one GEMM per group; the fused bias + GELU operator takes plain linears only, the grouped ones' output
+    goes through the GELU operator)."""
     import paddle
 
     from common import train_kernels as tk
@@ -214,5 +215,5 @@ def test_train_kernels_keep_the_grouped_ffn(convbert_dir, monkeypatch):
     model(**batch).sum().backward()
     assert calls == [[3, 11, 192]] * len(model.convbert.encoder.layers)  # 2 groups of 96 neurons
     linear1 = model.convbert.encoder.layers[0].linear1
-    assert type(linear1) is cm.GroupedLinear and linear1.weight.grad.shape == [2, 24, 96]
+    assert type(linear1) is cm.TrainGroupedLinear and linear1.weight.grad.shape == [2, 24, 96]
     assert float(linear1.weight.grad.abs().sum()) > 0

@@ -530,6 +530,32 @@ def test_matmul_operator_reads_a_weight_block_in_place(block, transpose):
         tk.matmul(paddle.rand([2, rows]), paddle.to_tensor(w), transpose, out_features=10)
 
 
+@pytest.mark.parametrize("groups,shape", [(2, (2, 7, 24)), (3, (5, 24)), (1, (1, 1, 24))])
+def test_grouped_matmul_operator_against_paddle(groups, shape):
+    """A grouped Linear's product (ct_grouped_matmul: one GEMM per group on the input's column block) and both
+    gradients against the per-group paddle.matmul of the same weight [groups, in, out], on 3 threads."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=shape).astype("float32")
+    w = rng.normal(size=(groups, 24 // groups, 10)).astype("float32")
+    grad = paddle.to_tensor(rng.normal(size=shape[:-1] + (groups * 10,)).astype("float32"))
+
+    def reference(a, b):
+        return paddle.concat([paddle.matmul(a[..., g * (24 // groups):(g + 1) * (24 // groups)], b[g])
+                              for g in range(groups)], axis=-1)
+
+    results = []
+    with _threads(3):
+        for fn in (tk.grouped_matmul, reference):
+            ts = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w)]
+            out = fn(*ts)
+            results.append([out.numpy()] + [g.numpy() for g in paddle.grad([out], ts, [grad])])
+    assert results[0][0].shape == shape[:-1] + (groups * 10,)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+    with pytest.raises(OSError, match=r"grouped_matmul: input \[\.\.\., groups \* in\] and weight \[groups, in, out\]"):
+        tk.grouped_matmul(paddle.rand([2, 23]), paddle.to_tensor(w))
+
+
 def test_gelu_operator_against_paddle():
     """Exact GELU (ct_gelu) and its gradient against paddle's, on 3 threads."""
     rng = np.random.default_rng(8)
