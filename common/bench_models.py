@@ -57,6 +57,11 @@ MODELS = {m.name: m for m in (
     Model("conv-bert-small", "convbert",
           dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_attention_heads=4, pad_token_id=0),
           dict(embedding_size=16, hidden_size=32, intermediate_size=64, num_attention_heads=4)),
+    Model("conv-bert-medium-small", "convbert",
+          dict(embedding_size=128, hidden_size=384, intermediate_size=1536, num_attention_heads=8, num_groups=2,
+               pad_token_id=0),
+          dict(embedding_size=16, hidden_size=48, intermediate_size=192, num_attention_heads=8, num_groups=2),
+          note="its FFN linears in 2 groups"),
     Model("conv-bert-base", "convbert", dict(pad_token_id=0),
           dict(embedding_size=48, hidden_size=48, intermediate_size=96, num_attention_heads=4)),
     Model("tinybert-4l-312d", "bert", dict(hidden_size=312, num_hidden_layers=4, intermediate_size=1200),
@@ -107,6 +112,22 @@ def parse_batch_sizes(value: str) -> list[int]:
     return sizes
 
 
+def init_grouped_linears(torch_model) -> int:
+    """Initialise HF ConvBERT's grouped FFN linears (``num_groups`` > 1) as HF initialises a Linear: weights
+    normal(0, ``initializer_range``), biases 0. Their layer makes its parameters with ``torch.empty`` and the
+    model's ``_init_weights`` skips it, so a model built from a config holds whatever that memory held (NaN at
+    times; pretrained checkpoints overwrite it). Returns how many layers it initialised."""
+    import torch
+    from transformers.models.convbert.modeling_convbert import GroupedLinearLayer
+
+    layers = [m for m in torch_model.modules() if isinstance(m, GroupedLinearLayer)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.normal_(0.0, torch_model.config.initializer_range)
+            layer.bias.zero_()
+    return len(layers)
+
+
 def build_pair(model: Model, quick: bool) -> tuple[object, object, dict]:
     """(torch classifier, paddle classifier with the same weights, its config.json dict); eval mode."""
     import torch
@@ -118,6 +139,7 @@ def build_pair(model: Model, quick: bool) -> tuple[object, object, dict]:
     config = hf_config(model, quick)
     torch.manual_seed(0)
     torch_model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    init_grouped_linears(torch_model)
     architecture = type(torch_model).__name__
     # What config.json would hold: save_pretrained leaves out generic keys at their defaults.
     cfg = torch_model.config.to_diff_dict() | {"architectures": [architecture]}

@@ -679,3 +679,22 @@ def test_paddle_bf16_needs_avx512(monkeypatch):
         PredictorOptions(precision="bf16").check()
     monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: [])
     PredictorOptions(precision="bf16").check()
+
+
+def test_grouped_linears_of_a_config_built_convbert_are_initialised():
+    """HF's ConvBERT GroupedLinearLayer starts as torch.empty and _init_weights skips it: build_pair and the
+    tests' tiny checkpoints initialise it like a Linear (the benchmark's torch logits were NaN without it)."""
+    import torch
+
+    from common.bench_models import hf_config, init_grouped_linears
+
+    config = hf_config(MODELS["conv-bert-medium-small"], quick=False)
+    config.num_hidden_layers = 2
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config)
+    assert init_grouped_linears(model) == 4  # two per layer: the FFN's both linears
+    for layer in (m for m in model.modules() if type(m).__name__ == "GroupedLinearLayer"):
+        weight = layer.weight.detach().numpy()
+        assert weight.shape == (2, 192, 768) or weight.shape == (2, 768, 192)
+        assert np.isfinite(weight).all() and abs(weight.std() - config.initializer_range) < 1e-3
+        assert not layer.bias.detach().numpy().any()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from common.bench_models import init_grouped_linears  # common before torch: it loads paddle first
 import numpy as np
 import torch
 import transformers
@@ -41,6 +42,7 @@ def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0
         model = transformers.AutoModelForSequenceClassification.from_config(config)
     else:
         model = transformers.AutoModel.from_config(config)
+    init_grouped_linears(model)  # HF leaves ConvBERT's grouped FFN uninitialised
     model.eval()
     model.save_pretrained(path)
     vocab_file = write_vocab(path)
