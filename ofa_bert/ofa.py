@@ -23,7 +23,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 from paddle.nn.layer.transformer import _convert_attention_mask
-from paddleslim.nas.ofa import OFA
+from paddleslim.nas.ofa import OFA, DistillConfig
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 from paddleslim.nas.ofa.layers import SuperLinear
 from paddleslim.nas.ofa.utils import set_state_dict
@@ -188,6 +188,30 @@ def build_ofa(student) -> OFA:
     """Turn ``student`` into a supernet wrapped in ``OFA`` (width only; distillation is :func:`distill_step`'s)."""
     _to_supernet(student)
     return OFA(student, elastic_order=["width"])
+
+
+def build_paddleslim_ofa(student, teacher, lambda_rep: float) -> OFA:
+    """PaddleSlim's own distillation set-up, which :func:`distill_step` replaces (the reference the tests compare
+    with, and what ``time_distill.py --distill paddleslim`` times): the supernet in ``OFA`` with a
+    ``DistillConfig`` on the embeddings and every encoder layer of ``teacher`` (weight ``lambda_rep``)."""
+    _to_supernet(student)
+    mapping = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(len(student.bert.encoder.layers))]
+    distill = DistillConfig(lambda_distill=lambda_rep, teacher_model=teacher, mapping_layers=mapping)
+    return OFA(student, distill_config=distill, elastic_order=["width"])
+
+
+def paddleslim_distill_step(ofa_model: OFA, batch: dict, configs: list[dict], lambda_logit: float) -> list[float]:
+    """:func:`distill_step` the PaddleSlim way, on a :func:`build_paddleslim_ofa` model (soft cross-entropy logit
+    loss): per width config ``OFA.forward`` (the teacher and the student) and ``calc_distill_loss``, backward."""
+    args, kwargs = model_inputs(batch)
+    losses = []
+    for config in configs:
+        ofa_model.set_net_config(config)
+        logits, teacher_logits = ofa_model(*args, **kwargs)
+        loss = ofa_model.calc_distill_loss() + lambda_logit * soft_cross_entropy(logits, teacher_logits.detach())
+        loss.backward()
+        losses.append(float(loss))
+    return losses
 
 
 def width_config(ofa_model: OFA, width: float) -> dict:

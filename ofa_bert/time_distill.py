@@ -73,25 +73,6 @@ def table(root: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _loop(ofa, ofa_model, teacher, configs: list[dict], distill: str):
-    """One batch -> the per-width losses, gradients accumulated, for ``distill``."""
-    if distill == "ours":
-        return lambda batch: ofa.distill_step(ofa_model, teacher, batch, configs, 0.1, 1.0, False)
-
-    def paddleslim(batch):
-        args, kwargs = ofa.model_inputs(batch)
-        losses = []
-        for config in configs:
-            ofa_model.set_net_config(config)
-            logits, teacher_logits = ofa_model(*args, **kwargs)
-            loss = ofa_model.calc_distill_loss() + ofa.soft_cross_entropy(logits, teacher_logits.detach())
-            loss.backward()
-            losses.append(float(loss))
-        return losses
-
-    return paddleslim
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Time the steps (or write the table); returns the metrics written to metrics.json."""
     args = parse_args(argv)
@@ -107,8 +88,6 @@ def main(argv: list[str] | None = None) -> dict:
     if min(args.steps, args.batch_size, args.seq_len) < 1 or args.warmup < 0:
         raise UserError("--steps, --batch_size and --seq_len must be >= 1, --warmup >= 0")
     check_seq_len([args.model], args.seq_len, args.quick)
-    from paddleslim.nas.ofa import OFA, DistillConfig
-
     from ofa_bert import ofa
 
     paddle.set_device("cpu")
@@ -118,19 +97,19 @@ def main(argv: list[str] | None = None) -> dict:
     for param in teacher.parameters():
         param.stop_gradient = True
     ofa.bind_attention(student)
-    if args.distill == "ours":
-        ofa_model = ofa.build_ofa(student)
-    else:
-        layers = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(cfg["num_hidden_layers"])]
-        ofa._to_supernet(student)
-        ofa_model = OFA(student, distill_config=DistillConfig(lambda_distill=0.1, teacher_model=teacher,
-                                                              mapping_layers=layers), elastic_order=["width"])
+    ours = args.distill == "ours"
+    ofa_model = ofa.build_ofa(student) if ours else ofa.build_paddleslim_ofa(student, teacher, 0.1)
     if args.train_kernels:
         retain_freed_memory()
         use_train_kernels(teacher)
         use_train_kernels(student)
     configs = [ofa.width_config(ofa_model, w) for w in sorted(set(args.width_mult_list), reverse=True)]
-    step = _loop(ofa, ofa_model, teacher, configs, args.distill)
+
+    def step(batch):  # lambda_rep 0.1, lambda_logit 1 (the recipe's)
+        if ours:
+            return ofa.distill_step(ofa_model, teacher, batch, configs, 0.1, 1.0, False)
+        return ofa.paddleslim_distill_step(ofa_model, batch, configs, 1.0)
+
     optimizer = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=param_groups(student, 0.0))
     batch = {k: paddle.to_tensor(v) for k, v in make_batch(args.batch_size, args.seq_len, cfg["vocab_size"]).items()}
     student.train()

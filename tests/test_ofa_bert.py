@@ -72,7 +72,6 @@ DISTILL_CHECK = r"""
 import copy, json, sys
 import common, numpy as np, paddle
 import paddlenlp.transformers as ppt
-from paddleslim.nas.ofa import OFA, DistillConfig
 from common.train_glue import GlueLoss
 from common.train_kernels import use_train_kernels
 from ofa_bert import ofa
@@ -92,7 +91,6 @@ for p in teacher.parameters():
 batch = {k: paddle.to_tensor(v) for k, v in padded_batch(4, 9, seed=3).items()}
 batch["labels"] = paddle.to_tensor(np.array([0, 2, 1, 1]))
 widths = (1.0, 0.5)
-mapping = ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(2)]
 
 def student(kernels):
     model = copy.deepcopy(plain)
@@ -106,18 +104,9 @@ def grads(model):
 
 def paddleslim_reference():
     model = student(False)
-    ofa._to_supernet(model)
-    ofa_model = OFA(model, distill_config=DistillConfig(lambda_distill=0.1, teacher_model=teacher,
-                                                        mapping_layers=mapping), elastic_order=["width"])
+    ofa_model = ofa.build_paddleslim_ofa(model, teacher, 0.1)
     model.eval()
-    args, kwargs = ofa.model_inputs(batch)
-    losses = []
-    for w in widths:
-        ofa_model.set_net_config(ofa.width_config(ofa_model, w))
-        logits, teacher_logits = ofa_model(*args, **kwargs)
-        loss = ofa_model.calc_distill_loss() + 2.0 * ofa.soft_cross_entropy(logits, teacher_logits.detach())
-        loss.backward()
-        losses.append(float(loss))
+    losses = ofa.paddleslim_distill_step(ofa_model, batch, [ofa.width_config(ofa_model, w) for w in widths], 2.0)
     return losses, grads(model)
 
 def ours(kernels):
