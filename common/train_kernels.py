@@ -13,8 +13,7 @@ Model folders add their own layers with :func:`register`, built on the model-spe
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
 as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions, its pointwise product through the Linear's GEMM operator and its
-grouped FFN linears as one GEMM per group; OFA's
-super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
+grouped FFN linears as one GEMM per group; OFA's super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
@@ -321,6 +320,16 @@ def attends(layer: nn.Layer, x: paddle.Tensor) -> bool:
     return fast(layer, x) or (in_export() and x.dtype == paddle.float32)
 
 
+def attention_mask(layer: nn.MultiHeadAttention, query: paddle.Tensor, key: paddle.Tensor, attn_mask,
+                   cache) -> paddle.Tensor | None:
+    """The :func:`additive_mask` for :func:`attend` where kernel-backed attention ``layer`` (a
+    ``nn.MultiHeadAttention``) runs the operators on this call (:func:`attends`, no cache, no attention weights
+    asked for), else None: the layer's own forward runs."""
+    if not attends(layer, query) or cache is not None or layer.need_weights:
+        return None
+    return additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
+
+
 class MultiHeadAttention(nn.MultiHeadAttention):
     """Attention through :func:`attend` where :func:`attends`."""
 
@@ -329,9 +338,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         key = query if key is None else key
         value = query if value is None else value
-        mask = None
-        if attends(self, query) and cache is None and not self.need_weights:
-            mask = additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
+        mask = attention_mask(self, query, key, attn_mask, cache)
         if mask is None:
             return nn.MultiHeadAttention.forward(self, query, key, value, attn_mask, cache)
         out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), mask, self.num_heads,

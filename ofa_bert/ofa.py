@@ -69,9 +69,7 @@ class FastWidthAttention(WidthAttention):
     def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
         key = query if key is None else key
         value = query if value is None else value
-        mask = None
-        if cache is None and not self.need_weights and tk.attends(self, query):
-            mask = tk.additive_mask(attn_mask, query.shape[0], key.shape[1], query.dtype)
+        mask = tk.attention_mask(self, query, key, attn_mask, cache)
         if mask is None:
             return WidthAttention.forward(self, query, key, value, attn_mask, cache)
         q = self.q_proj(query)
