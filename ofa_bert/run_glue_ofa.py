@@ -7,15 +7,20 @@ every encoder layer's hidden states (times ``--lambda_rep``) and the soft cross-
 teacher's logits (MSE for STS-B, times ``--lambda_logit``); one optimizer step per batch.
 Every width is evaluated on dev at the end of each epoch. Writes args.json, metrics.json (a
 table per width), VisualDL logs and the trained full-width model (reordered; a plain
-``from_pretrained`` directory that ``export_model.py`` cuts sub-models from) to ``--output_dir``.
+``from_pretrained`` directory that ``export_model.py`` cuts sub-models from) to ``--output_dir``,
+and a checkpoint every ``--save_steps`` steps and after each epoch's evaluation; a run stopped
+part-way continues from its last checkpoint (same batches, dropout draws and result).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import os
+import shutil
 import time
+from typing import Callable
 
 import common  # noqa: F401  (zlib before paddle)
 import paddle
@@ -25,9 +30,14 @@ from common.glue import get_task, label_order, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
 from common.train_glue import Collator, GlueLoss, encode, param_groups, speed_up_on_cpu
+from common.train_state import batch_order, checkpoints, load_checkpoint, read_state, save_checkpoint, seed_step
 from ofa_bert.submodel import count_parameters, extract_submodel, width_dims
 
 WIDTHS = (1.0, 0.8333333333333334, 0.6666666666666666, 0.5)
+# The arguments that fix a run's result: a checkpoint is resumed only by a run that has the same.
+RUN_ARGS = ("task_name", "width_mult_list", "max_seq_length", "batch_size", "learning_rate", "num_train_epochs",
+            "max_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "lambda_rep", "lambda_logit",
+            "importance_batches", "max_train_samples", "seed")
 
 
 def true_false(text: str) -> bool:
@@ -60,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=None)
     p.add_argument("--logging_steps", type=int, default=50)
+    p.add_argument("--save_steps", type=int, default=500,
+                   help="write a checkpoint every this many steps (0: only after each epoch's evaluation)")
+    p.add_argument("--save_total_limit", type=int, default=1, help="checkpoints kept, newest first (0: all)")
+    p.add_argument("--resume_from_checkpoint", default=None,
+                   help="continue from this checkpoint-<step> directory (default: the last one in --output_dir)")
+    p.add_argument("--overwrite_output_dir", action="store_true",
+                   help="start afresh: delete --output_dir's checkpoints instead of resuming from the last")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="gpu" if paddle.is_compiled_with_cuda() else "cpu")
     p.add_argument("--train_kernels", type=true_false, default=True,
@@ -69,21 +86,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _loader(features: list[dict], batch_size: int, collate: Collator, shuffle: bool):
-    from paddle.io import DataLoader
-    from paddlenlp.datasets import MapDataset
-
-    return DataLoader(MapDataset(features), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
-
-
-def evaluate(model, loader, task) -> dict:
-    """Task metrics of ``model`` (a classifier called directly) on ``loader``."""
+def evaluate(model, batches, task) -> dict:
+    """Task metrics of ``model`` (a classifier called directly) on collated ``batches``."""
     import numpy as np
 
     model.eval()
     preds, labels = [], []
     with paddle.no_grad():
-        for batch in loader:
+        for batch in batches:
             logits = model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
                            attention_mask=batch["attention_mask"])
             preds.append(logits.numpy())
@@ -111,8 +121,31 @@ def _teacher_labels(ckpt, task) -> list[str] | None:
     return label_order(task, id2label)
 
 
+def _run_args(args: argparse.Namespace, train_samples: int) -> dict:
+    run = {name: getattr(args, name) for name in RUN_ARGS}
+    run["width_mult_list"] = sorted(set(args.width_mult_list), reverse=True)
+    return {**run, "train_samples": train_samples}
+
+
+def _resume(args: argparse.Namespace, train_samples: int) -> tuple[str | None, dict]:
+    """The checkpoint this run continues from and its state; (None, {}) for a fresh start."""
+    path = args.resume_from_checkpoint
+    if path is None and not args.overwrite_output_dir:
+        found = checkpoints(args.output_dir)
+        path = found[-1] if found else None
+    if path is None:
+        return None, {}
+    state = read_state(path)
+    diff = [f"--{k} {state['run'].get(k)!r} there, {v!r} here"
+            for k, v in _run_args(args, train_samples).items() if state["run"].get(k) != v]
+    if diff:
+        raise UserError(f"{path}: written by a run with other arguments ({'; '.join(diff)}); "
+                        "use --overwrite_output_dir or another --output_dir to start afresh")
+    return path, state
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Train, evaluate every width, save; returns the metrics written to metrics.json."""
+    """Train (or resume), evaluate every width, save; returns the metrics written to metrics.json."""
     args = parse_args(argv)
     task = get_task(args.task_name)
     ckpt = open_paddle_checkpoint(args.model_name_or_path, "bert")
@@ -127,18 +160,22 @@ def main(argv: list[str] | None = None) -> dict:
     examples = {"train": read_split(args.data_dir, task, "train")[0][: args.max_train_samples]}
     for split in task.dev_splits:
         examples[split] = read_split(args.data_dir, task, split)[0][: args.max_eval_samples]
+    resume, state = _resume(args, len(examples["train"]))
 
     from ofa_bert import ofa  # PaddleSlim is imported here, only by OFA runs
 
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.overwrite_output_dir:
+        for old in checkpoints(args.output_dir):
+            shutil.rmtree(old)
     write_json(os.path.join(args.output_dir, "args.json"), vars(args))
     paddle.set_device(args.device)
     set_seed(args.seed)
     tokenizer = ppt.BertTokenizer.from_pretrained(ckpt.path)
     collate = Collator(tokenizer.pad_token_id, task.is_regression)
     features = {s: encode(ex, tokenizer, labels, args.max_seq_length) for s, ex in examples.items()}
-    train_loader = _loader(features["train"], args.batch_size, collate, shuffle=True)
-    dev_loaders = {s: _loader(features[s], args.eval_batch_size, collate, shuffle=False) for s in task.dev_splits}
+    dev_batches = {s: [collate(features[s][i : i + args.eval_batch_size])
+                       for i in range(0, len(features[s]), args.eval_batch_size)] for s in task.dev_splits}
 
     teacher = ppt.BertForSequenceClassification.from_pretrained(ckpt.path)
     teacher.eval()
@@ -148,29 +185,32 @@ def main(argv: list[str] | None = None) -> dict:
     head_masks = ofa.bind_attention(student)
     speed_up_on_cpu(teacher, args)
     speed_up_on_cpu(student, args)
-    n_importance = min(args.importance_batches, len(train_loader))
-    heads, neurons = ofa.head_neuron_importance(
-        student, head_masks, itertools.islice(train_loader, n_importance), GlueLoss(task.is_regression)
-    )
-    ofa.reorder_by_importance(student, heads, neurons)
+    n_importance = min(args.importance_batches, math.ceil(len(features["train"]) / args.batch_size))
+    if resume is None:  # a checkpoint holds the reordered supernet
+        heads, neurons = ofa.head_neuron_importance(
+            student, head_masks, itertools.islice(_batches(features["train"], collate, args, 0), n_importance),
+            GlueLoss(task.is_regression),
+        )
+        ofa.reorder_by_importance(student, heads, neurons)
     ofa_model = ofa.build_ofa(student)
     speed_up_on_cpu(student, args)  # the super layers
-    _check_full_width(ofa_model, teacher, next(iter(train_loader)))
+    if resume is None:
+        _check_full_width(ofa_model, teacher, next(_batches(features["train"], collate, args, 0)))
 
     sizes = {w: (*dims[w], count_parameters(extract_submodel(teacher, w))) for w in widths}
     size = (config.num_attention_heads, config.intermediate_size, count_parameters(teacher))
-    teacher_row = _row(teacher, size, dev_loaders, task)
-    start = time.time()
-    rows, steps, epochs = _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes, teacher_row, args)
+    teacher_row = _row(teacher, size, dev_batches, task)
+    train = functools.partial(_batches, features["train"], collate, args)
+    rows, steps, epochs, seconds = _train(ofa_model, teacher, train, len(features["train"]), dev_batches, task, sizes,
+                                          teacher_row, args, resume, state)
 
-    state = ofa.plain_state_dict(ofa_model)
-    paddle.save(state, os.path.join(args.output_dir, "model_state.pdparams"))
+    paddle.save(ofa.plain_state_dict(ofa_model), os.path.join(args.output_dir, "model_state.pdparams"))
     config.save_pretrained(args.output_dir)
     tokenizer.save_pretrained(args.output_dir)
     metrics = {
         "task": task.name, "labels": labels, "teacher": {"path": ckpt.path, **teacher_row}, "widths": rows,
-        "train": {"steps": steps, "epochs": epochs, "samples": len(features["train"]),
-                  "seconds": round(time.time() - start, 1)},
+        "train": {"steps": steps, "epochs": epochs, "samples": len(features["train"]), "seconds": seconds,
+                  "resumed_from": resume},
         "importance": {"split": "train", "batches": n_importance,
                        "samples": min(len(features["train"]), n_importance * args.batch_size)},
     }
@@ -178,8 +218,17 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes: dict, teacher_row: dict, args) -> tuple[dict, int, int]:
-    """The OFA loop; evaluates every width after each epoch. Returns (rows by width, steps, epochs)."""
+def _batches(features: list[dict], collate: Collator, args: argparse.Namespace, epoch: int, skip: int = 0):
+    """Epoch ``epoch``'s training batches after the first ``skip``, collated one at a time."""
+    for index in batch_order(len(features), args.batch_size, args.seed, epoch)[skip:]:
+        yield collate([features[i] for i in index])
+
+
+def _train(ofa_model, teacher, train: Callable, train_samples: int, dev_batches: dict, task, sizes: dict,
+           teacher_row: dict, args, resume: str | None, state: dict) -> tuple[dict, int, int, float]:
+    """The OFA loop from ``resume`` (or the start); ``train(epoch, skip)`` yields an epoch's batches.
+    Evaluates every width after each epoch and checkpoints. Returns (rows by width, steps, epochs,
+    training seconds over all resumptions)."""
     from tqdm.auto import tqdm
     from visualdl import LogWriter
 
@@ -188,7 +237,7 @@ def _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes: dict, tea
     widths = sorted(sizes, reverse=True)
     net_configs = [ofa.width_config(ofa_model, w) for w in widths]
     student = ofa_model.model
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(train_samples / args.batch_size)
     total = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
     epochs = math.ceil(total / steps_per_epoch)
     from paddlenlp.transformers import LinearDecayWithWarmup
@@ -199,13 +248,24 @@ def _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes: dict, tea
         learning_rate=schedule, parameters=param_groups(student, args.weight_decay),
         weight_decay=args.weight_decay, grad_clip=clip,
     )
+    step, rows, seconds = 0, {}, 0.0
+    if resume is not None:
+        load_checkpoint(resume, student, optimizer)
+        step, rows, seconds = state["global_step"], state["rows"], state["seconds"]
+        print(f"resuming from {resume} (step {step} of {total})")
+    run = _run_args(args, train_samples)
+    started = time.time()
+
+    def save() -> None:
+        save_checkpoint(args.output_dir, step, student, optimizer, keep=args.save_total_limit, state={
+            "run": run, "rows": rows, "seconds": round(seconds + time.time() - started, 1)})
+
     writer = LogWriter(logdir=os.path.join(args.output_dir, "runs"))
-    bar = tqdm(total=total, desc="ofa", disable=args.disable_tqdm)
-    rows: dict[str, dict] = {}
-    step = 0
-    for epoch in range(epochs):
+    bar = tqdm(total=total, initial=step, desc="ofa", disable=args.disable_tqdm)
+    for epoch in range(step // steps_per_epoch, epochs if step < total else 0):
         student.train()
-        for batch in train_loader:
+        for batch in train(epoch, step - epoch * steps_per_epoch):
+            seed_step(args.seed, step)  # dropout: a resumed run draws what this one drew
             losses = ofa.distill_step(ofa_model, teacher, batch, net_configs, args.lambda_rep, args.lambda_logit,
                                       task.is_regression)
             optimizer.step()
@@ -219,23 +279,26 @@ def _train(ofa_model, teacher, train_loader, dev_loaders, task, sizes: dict, tea
                 bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
             if step == total:
                 break
+            if args.save_steps > 0 and step % args.save_steps == 0 and step % steps_per_epoch:
+                save()  # an epoch's last step is saved after its evaluation
         for w, config in zip(widths, net_configs):
             ofa.set_width(ofa_model, config)
             key = f"{w:.4f}"
-            rows[key] = _row(student, sizes[w], dev_loaders, task)
+            rows[key] = _row(student, sizes[w], dev_batches, task)
             for split in task.dev_splits:
                 for name, value in rows[key][split].items():
                     writer.add_scalar(f"eval/{split}_{name}/width_{key}", value, step)
         print(f"epoch {epoch + 1}/{epochs}, step {step}:\n" + format_table(task, {"teacher": teacher_row, **rows}))
+        save()
     bar.close()
     writer.close()
-    return rows, step, epochs
+    return rows, step, epochs, round(seconds + time.time() - started, 1)
 
 
-def _row(model, size: tuple[int, int, int], dev_loaders: dict, task) -> dict:
+def _row(model, size: tuple[int, int, int], dev_batches: dict, task) -> dict:
     """Table row: (heads, feed-forward neurons, parameters) and the dev metrics of ``model``."""
     row = dict(zip(("heads", "intermediate_size", "parameters"), size))
-    row.update({split: evaluate(model, loader, task) for split, loader in dev_loaders.items()})
+    row.update({split: evaluate(model, batches, task) for split, batches in dev_batches.items()})
     return row
 
 

@@ -34,7 +34,7 @@ $PY -c "import json; m = json.load(open('$OUT/metrics.json'))['dev']; print(f\"d
 
 echo "== 4. compress: OFA widths 1, 2/3, 1/2 distilled from the fine-tuned classifier; export width 1/2"
 $PY ofa_bert/run_glue_ofa.py \
-  --model_name_or_path "$OUT" --task_name sst2 --data_dir data/rt_snippets --output_dir "$OUT/ofa" \
+  --model_name_or_path "$OUT" --task_name sst2 --data_dir data/rt_snippets --output_dir "$OUT/ofa" --overwrite_output_dir \
   --width_mult_list 1.0 0.6666666666666666 0.5 --max_train_samples 2000 --num_train_epochs 1 \
   --max_seq_length 64 --batch_size 32 --learning_rate 5e-5 --importance_batches 20 --logging_steps 20 \
   --seed 42 --disable_tqdm

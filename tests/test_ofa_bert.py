@@ -5,6 +5,7 @@ process); a small wrapper around each records whether paddle.nn's transformer cl
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -204,15 +205,16 @@ def ofa_run(tmp_path_factory):
                        "--max_steps", "36", "--learning_rate", "3e-3", "--warmup_ratio", "0.1",
                        "--per_device_train_batch_size", "16", "--save_steps", "100", "--report_to", "none",
                        "--disable_tqdm", "true")
-    stdout, ofa_log = _run(root, "ofa", True, os.path.join(REPO, "ofa_bert", "run_glue_ofa.py"), "--model_name_or_path", teacher,
-                           "--task_name", "sst2", "--data_dir", data, "--output_dir", ofa_dir,
-                           "--width_mult_list", "1.0", "0.5", "--max_steps", "8", "--batch_size", "16",
-                           "--importance_batches", "3", "--learning_rate", "1e-3", "--logging_steps", "2",
-                           "--seed", "7", "--disable_tqdm")
+    # 96 samples in batches of 16: 6 steps an epoch, 8 steps in all; checkpoints at 3, 6 and 8, all kept.
+    ofa_args = [os.path.join(REPO, "ofa_bert", "run_glue_ofa.py"), "--model_name_or_path", teacher,
+                "--task_name", "sst2", "--data_dir", data, "--width_mult_list", "1.0", "0.5", "--max_steps", "8",
+                "--batch_size", "16", "--importance_batches", "3", "--learning_rate", "1e-3", "--logging_steps", "2",
+                "--seed", "7", "--save_steps", "3", "--save_total_limit", "0", "--disable_tqdm"]
+    stdout, ofa_log = _run(root, "ofa", True, *ofa_args, "--output_dir", ofa_dir)
     with open(os.path.join(torch_dir, "config.json")) as f:
         cfg = json.load(f)
     return dict(root=root, paddle_dir=paddle_dir, data=data, teacher=teacher, ofa_dir=ofa_dir, cfg=cfg,
-                stdout=stdout, glue_log=glue_log, ofa_log=ofa_log)
+                stdout=stdout, glue_log=glue_log, ofa_log=ofa_log, ofa_args=ofa_args)
 
 
 def test_wrapper_sees_paddleslims_patch(tmp_path):
@@ -256,6 +258,58 @@ def test_ofa_trains_every_width_and_reports_it(ofa_run):
         args = json.load(f)
     assert args["seed"] == 7 and args["width_mult_list"] == [1.0, 0.5] and args["train_kernels"] is True
     assert os.listdir(os.path.join(out, "runs"))  # VisualDL
+
+
+def test_ofa_run_resumes_to_the_same_result(ofa_run):
+    """A run given the uninterrupted run's mid-epoch checkpoint (step 3) ends with the same model and
+    metrics, bit for bit: same batches, dropout draws, optimizer and schedule; no importance again."""
+    import paddle
+
+    out = ofa_run["root"] / "ofa-resumed"
+    assert sorted(os.listdir(ofa_run["ofa_dir"])) == sorted(
+        ["args.json", "checkpoint-3", "checkpoint-6", "checkpoint-8", "config.json", "metrics.json",
+         "model_state.pdparams", "runs", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"])
+    shutil.copytree(os.path.join(ofa_run["ofa_dir"], "checkpoint-3"), out / "checkpoint-3")
+    stdout, log = _run(ofa_run["root"], "ofa-resumed", True, *ofa_run["ofa_args"], "--output_dir", str(out))
+    assert f"resuming from {out / 'checkpoint-3'} (step 3 of 8)" in stdout
+    assert log["importance"] == [] and "supernet at width 1.0" not in stdout
+    state = paddle.load(str(out / "model_state.pdparams"))
+    expected = paddle.load(os.path.join(ofa_run["ofa_dir"], "model_state.pdparams"))
+    assert set(state) == set(expected)
+    for name, value in expected.items():
+        assert np.array_equal(state[name].numpy(), value.numpy()), name
+    with open(out / "metrics.json") as f:
+        resumed = json.load(f)
+    with open(os.path.join(ofa_run["ofa_dir"], "metrics.json")) as f:
+        metrics = json.load(f)
+    assert resumed["widths"] == metrics["widths"] and resumed["train"]["steps"] == 8
+    assert resumed["train"]["resumed_from"] == str(out / "checkpoint-3") and metrics["train"]["resumed_from"] is None
+    assert sorted(os.listdir(out)).count("checkpoint-8") == 1 and "checkpoint-3" in os.listdir(out)
+
+
+def _with(args: list[str], **values) -> list[str]:
+    """``args`` with the values of some ``--flag value`` pairs replaced."""
+    out = list(args)
+    for flag, value in values.items():
+        out[out.index(f"--{flag}") + 1] = str(value)
+    return out
+
+
+def test_ofa_run_refuses_a_checkpoint_of_other_arguments_unless_overwriting(ofa_run):
+    out = ofa_run["root"] / "ofa-other"
+    shutil.copytree(os.path.join(ofa_run["ofa_dir"], "checkpoint-6"), out / "checkpoint-6")
+    args = [sys.executable, *_with(ofa_run["ofa_args"], batch_size=8, max_steps=4), "--output_dir", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {out / 'checkpoint-6'}: written by a run with other arguments (--batch_size 16 there, 8 here; "
+        "--max_steps 8 there, 4 here); use --overwrite_output_dir or another --output_dir to start afresh")
+    assert sorted(os.listdir(out)) == ["checkpoint-6"]  # nothing written
+
+    proc = subprocess.run(args + ["--overwrite_output_dir"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" not in proc.stdout and "supernet at width 1.0" in proc.stdout
+    assert [n for n in sorted(os.listdir(out)) if n.startswith("checkpoint")] == ["checkpoint-3", "checkpoint-4"]
 
 
 def test_importance_is_computed_on_training_batches(ofa_run):
