@@ -251,7 +251,8 @@ def _train(ofa_model, teacher, train: Callable, train_samples: int, dev_batches:
     step, rows, seconds = 0, {}, 0.0
     if resume is not None:
         load_checkpoint(resume, student, optimizer)
-        step, rows, seconds = state["global_step"], state["rows"], state["seconds"]
+        step, seconds = state["global_step"], state["seconds"]
+        rows = dict(sorted(state["rows"].items(), key=lambda item: -float(item[0])))  # widest first, as trained
         print(f"resuming from {resume} (step {step} of {total})")
     run = _run_args(args, train_samples)
     started = time.time()
@@ -262,7 +263,8 @@ def _train(ofa_model, teacher, train: Callable, train_samples: int, dev_batches:
 
     writer = LogWriter(logdir=os.path.join(args.output_dir, "runs"))
     bar = tqdm(total=total, initial=step, desc="ofa", disable=args.disable_tqdm)
-    for epoch in range(step // steps_per_epoch, epochs if step < total else 0):
+    resumed_at_end = step >= total
+    for epoch in range(step // steps_per_epoch, 0 if resumed_at_end else epochs):
         student.train()
         for batch in train(epoch, step - epoch * steps_per_epoch):
             seed_step(args.seed, step)  # dropout: a resumed run draws what this one drew
@@ -290,6 +292,8 @@ def _train(ofa_model, teacher, train: Callable, train_samples: int, dev_batches:
                     writer.add_scalar(f"eval/{split}_{name}/width_{key}", value, step)
         print(f"epoch {epoch + 1}/{epochs}, step {step}:\n" + format_table(task, {"teacher": teacher_row, **rows}))
         save()
+    if resumed_at_end:  # the checkpoint was the last one: its table is the result
+        print(f"step {step} of {total}, from {resume}:\n" + format_table(task, {"teacher": teacher_row, **rows}))
     bar.close()
     writer.close()
     return rows, step, epochs, round(seconds + time.time() - started, 1)

@@ -286,6 +286,13 @@ def test_ofa_run_resumes_to_the_same_result(ofa_run):
     assert resumed["train"]["resumed_from"] == str(out / "checkpoint-3") and metrics["train"]["resumed_from"] is None
     assert sorted(os.listdir(out)).count("checkpoint-8") == 1 and "checkpoint-3" in os.listdir(out)
 
+    # Run again: the last checkpoint is the end; no training, the same table.
+    again, _ = _run(ofa_run["root"], "ofa-again", False, *ofa_run["ofa_args"], "--output_dir", str(out))
+    assert f"step 8 of 8, from {out / 'checkpoint-8'}:" in again
+    assert again.splitlines()[-1] == stdout.splitlines()[-1]  # the widths' table ends both
+    with open(out / "metrics.json") as f:
+        assert json.load(f)["widths"] == metrics["widths"]
+
 
 def _with(args: list[str], **values) -> list[str]:
     """``args`` with the values of some ``--flag value`` pairs replaced."""
