@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
@@ -304,6 +305,9 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--peak_ghz", type=float,
                         help="clock for the peak FLOP rate (default: cpufreq's maximum, else /proc/cpuinfo's cpu MHz)")
     parser.add_argument("--output_dir", default="runs/benchmark", help="for results.json, results.md, results.png")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run: keep the models --output_dir's results.json measured "
+                             "without a failure (same settings, CPU, threads, peaks, versions and commit), measure the rest")
     parser.add_argument("--report_only", action="store_true",
                         help="measure nothing: rewrite results.md and results.png from --output_dir's results.json")
     parser.add_argument("--full_last_layer", action="store_true",
@@ -333,6 +337,24 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         train_runs=args.train_runs, threads=args.threads, quick=args.quick, full_last_layer=args.full_last_layer,
     )
     return settings, args
+
+
+def resumed(results: dict, output_dir: str) -> dict:
+    """``results`` (a fresh run's, nothing measured yet) holding the models that ``output_dir``'s
+    results.json measured without a failure, its rows and wall time; refuses a run that differs."""
+    path = os.path.join(output_dir, "results.json")
+    old = read_json(path)
+    machine = ("cpu", "threads", "peak_fp32_gflops", "peak_bf16_gflops")
+    differ = [key for key in ("settings", "versions") if old.get(key) != json.loads(json.dumps(results[key]))]
+    differ += [f"machine {key}" for key in machine if old.get("machine", {}).get(key) != results["machine"][key]]
+    if differ:
+        raise UserError(f"{path}: measured with other {', '.join(differ)}; run without --resume (or another "
+                        "--output_dir) to measure afresh")
+    kept = [name for name, summary in old["models"].items() if "error" not in summary
+            and not any("error" in r for r in old["results"] if r["model"] == name)]
+    return {**results, "models": {name: old["models"][name] for name in kept},
+            "results": [r for r in old["results"] if r["model"] in kept],
+            "wall_s": old.get("wall_s", 0.0), "resumed": old.get("resumed", 0) + 1}
 
 
 def write_results(results: dict, output_dir: str, report_only: bool = False) -> None:
@@ -376,14 +398,20 @@ def main(argv: list[str] | None = None) -> dict:
         "models": {},
         "results": [],
     }
+    if args.resume:
+        results = resumed(results, args.output_dir)
+        print(f"resuming {args.output_dir}: {', '.join(results['models']) or 'no model'} kept", flush=True)
+    earlier_s = results.get("wall_s", 0.0)
     for name in s.models:
+        if name in results["models"]:
+            continue
         try:
             results["models"][name], rows = bench_model(MODELS[name], s, machine)
         except Exception as exc:  # noqa: BLE001  (reported; the other models still run)
             print(f"{name}: FAILED to build: {type(exc).__name__}: {exc}", flush=True)
             results["models"][name], rows = failed_model(MODELS[name], s, exc)
         results["results"] += rows
-        results["wall_s"], results["estimate_s"] = time.perf_counter() - started, estimate
+        results["wall_s"], results["estimate_s"] = earlier_s + time.perf_counter() - started, estimate
         write_results(results, args.output_dir)  # after every model: an interrupted run keeps what it measured
         gc.collect()
     if any(r.get("pct_of_peak", 0) > 100 for r in results["results"]):

@@ -180,7 +180,7 @@ def markdown(results: dict) -> str:
         "",
         f"Code: commit {results['versions'].get('code') or 'unknown'}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items(), key=_version_rank) if k != "code")
-        + ".",
+        + "." + (f" Measured by {results['resumed'] + 1} runs of the same settings (--resume)." if results.get("resumed") else ""),
         "",
         f"Peak: fp32 {m['peak_fp32_gflops']:.0f} GFLOP/s, bf16 {m['peak_bf16_gflops']:.0f} GFLOP/s. Assumed: "
         + "; ".join(m["assumptions"]) + ".",

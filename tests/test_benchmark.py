@@ -647,6 +647,20 @@ def test_interrupted_benchmark_keeps_finished_models(tmp_path, monkeypatch):
         ("tinybert-4l-312d", "paddle_infer_fp32"), ("tinybert-4l-312d", "torch_fp32")}
     assert "| tinybert-4l-312d | paddle_infer_fp32 |" in (out / "results.md").read_text()
 
+    # --resume measures only the model left: the first one's rows are kept as they were.
+    monkeypatch.setattr(benchmark, "build_pair", real_build)
+    args = ["--quick", "--models", "tinybert-4l-312d,squeezebert-uncased", "--backends", "paddle_infer_fp32,torch_fp32",
+            "--output_dir", str(out)]
+    with pytest.raises(UserError, match=r"results.json: measured with other settings; run without --resume"):
+        benchmark.main.__wrapped__([*args, "--resume", "--full_last_layer"])
+    again = benchmark.main([*args, "--resume"])
+    assert list(again["models"]) == ["tinybert-4l-312d", "squeezebert-uncased"] and again["resumed"] == 1
+    assert [r for r in again["results"] if r["model"] == "tinybert-4l-312d"] == results["results"]
+    assert {(r["model"], r["backend"]) for r in again["results"] if r["model"] == "squeezebert-uncased"} == {
+        ("squeezebert-uncased", "paddle_infer_fp32"), ("squeezebert-uncased", "torch_fp32")}
+    assert again["wall_s"] > results["wall_s"]
+    assert "Measured by 2 runs of the same settings (--resume)." in (out / "results.md").read_text()
+
 
 def test_training_only_run_writes_its_table_and_plot(tmp_path):
     """No inference backend: the fine-tuning table is written and the (empty) plot does not fail."""
