@@ -83,7 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU: teacher and student run this repo's multi-threaded operators (common/train_kernels.py) "
                    "and glibc keeps freed memory; false: paddle's own. Same math; dropout draws differ")
     p.add_argument("--disable_tqdm", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume_from_checkpoint and args.overwrite_output_dir:
+        p.error("--resume_from_checkpoint and --overwrite_output_dir exclude each other")
+    return args
 
 
 def evaluate(model, batches, task) -> dict:

@@ -319,6 +319,16 @@ def test_ofa_run_refuses_a_checkpoint_of_other_arguments_unless_overwriting(ofa_
     assert [n for n in sorted(os.listdir(out)) if n.startswith("checkpoint")] == ["checkpoint-3", "checkpoint-4"]
 
 
+def test_resuming_and_overwriting_exclude_each_other(capsys):
+    from ofa_bert import run_glue_ofa
+
+    with pytest.raises(SystemExit) as exc:
+        run_glue_ofa.parse_args(["--model_name_or_path", "m", "--task_name", "sst2", "--data_dir", "d", "--output_dir",
+                                 "o", "--resume_from_checkpoint", "o/checkpoint-3", "--overwrite_output_dir"])
+    assert exc.value.code == 2
+    assert "--resume_from_checkpoint and --overwrite_output_dir exclude each other" in capsys.readouterr().err
+
+
 def test_importance_is_computed_on_training_batches(ofa_run):
     import paddlenlp.transformers as ppt
 
