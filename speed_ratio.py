@@ -8,10 +8,13 @@ base, other in even rounds and other, base in odd ones (a steady drift then favo
 speedup of a round is base time / other time; reported are the median, minimum and maximum over the
 rounds and each side's median ms; with ``--target``, whether the median reaches it. Writes
 ``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``; ``ratio_table.py`` tabulates a folder of runs.
+``--skip_done`` keeps a pair already measured there with the same arguments, CPU and commit, so a
+script of many pairs (``scripts/torch_ratios.sh``) that was stopped continues where it was.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -115,6 +118,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
                              "benchmark.py)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up, 3 rounds")
+    parser.add_argument("--skip_done", action="store_true",
+                        help="measure nothing where --output_dir already holds this pair measured with the same "
+                             "arguments on the same CPU at the same commit (a stopped script of pairs continues)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seq_len, args.batch_sizes, args.warmup, args.rounds = 16, "1,2", 1, 3
@@ -133,18 +139,34 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     return args, plan
 
 
+def measured(args: argparse.Namespace, provenance: dict) -> dict | None:
+    """The result ``--output_dir`` holds for these arguments (``--skip_done`` aside), CPU and commit; else None."""
+    path = os.path.join(args.output_dir, "speed_ratio.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        done = json.load(f)
+    same = lambda a: {k: v for k, v in a.items() if k != "skip_done"}  # noqa: E731
+    if same(done.get("args", {})) != same(vars(args)) or done.get("provenance") != provenance:
+        return None
+    return done
+
+
 @cli
 def main(argv: list[str] | None = None) -> dict:
     """Measure; returns the result (also written under ``--output_dir``)."""
     args, plan = parse_args(argv)
+    provenance = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}
+    if args.skip_done and (done := measured(args, provenance)) is not None:
+        print(f"{args.output_dir}: measured already (same arguments, CPU and commit {provenance['code']}), kept")
+        return done
     import paddle
     import torch
 
     retain_freed_memory()
     paddle.base.core.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    result = {"args": vars(args),
-              "provenance": {"cpu": cpu_info(args.threads)["cpu"], "code": code_version()}, "batches": {}}
+    result = {"args": vars(args), "provenance": provenance, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
         def key(model: str, backend: str) -> tuple[str, bool]:
             """A side on paddle_dygraph_kernels gets its own models: benchmark.inference_step switches

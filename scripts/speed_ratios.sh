@@ -9,6 +9,7 @@
 #   bash scripts/speed_ratios.sh                      # batches 1,16,32, 7 rounds
 #   OUT_DIR=runs/ratios_b16 bash scripts/speed_ratios.sh --batch_sizes 16 --rounds 11
 #   bash scripts/speed_ratios.sh --quick              # tiny configs, seconds
+#   bash scripts/speed_ratios.sh --skip_done          # continue a stopped run: pairs measured at this commit kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -13,6 +13,7 @@
 #   PADDLE_PATHS=paddle_dygraph_kernels BF16_PAIRS=0 bash scripts/torch_ratios.sh
 #   MODELS="tinybert-4l-312d mobilebert-uncased" bash scripts/torch_ratios.sh
 #   bash scripts/torch_ratios.sh --quick              # tiny configs, seconds per pair
+#   bash scripts/torch_ratios.sh --skip_done          # continue a stopped run: pairs measured at this commit kept
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -61,6 +61,22 @@ def test_speed_ratio_end_to_end(tmp_path):
                     f"{two['speedup_median']:.2f} ({two['speedup_min']:.2f}-{two['speedup_max']:.2f}) | {met} of 2 |"]
 
 
+def test_skip_done_keeps_a_pair_measured_with_the_same_arguments(tmp_path, capsys):
+    import speed_ratio
+
+    out = tmp_path / "out"
+    args = ["--quick", "--base", "tinybert-4l-312d:paddle_infer_fp32", "--other", "tinybert-4l-312d:paddle_ort_fp32",
+            "--batch_sizes", "1", "--output_dir", str(out)]
+    first = speed_ratio.main(args)
+    capsys.readouterr()
+    kept = speed_ratio.main([*args, "--skip_done"])
+    assert kept == json.loads(json.dumps(first))  # read back, not measured again
+    assert f"{out}: measured already (same arguments, CPU and commit " in capsys.readouterr().out
+    again = speed_ratio.main([*args, "--skip_done", "--target", "1.0"])  # other arguments: measured
+    assert again["args"]["target"] == 1.0 and "met" in again["batches"]["1"]
+    assert again["batches"]["1"]["base_runs_ms"] != first["batches"]["1"]["base_runs_ms"]
+
+
 def test_speed_ratio_gives_the_dygraph_kernels_side_its_own_model(tmp_path, monkeypatch):
     """One model on paddle_dygraph against paddle_dygraph_kernels: the kernel side's layers are switched,
     so it gets a model of its own and each side times what it names."""
