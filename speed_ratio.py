@@ -14,7 +14,6 @@ script of many pairs (``scripts/torch_ratios.sh``) that was stopped continues wh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -24,7 +23,7 @@ from typing import Callable, NamedTuple
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch, parse_batch_sizes
 from common.errors import UserError, cli
-from common.fsutil import write_report
+from common.fsutil import read_json, write_report
 from common.hardware import cpu_info
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
@@ -144,8 +143,7 @@ def measured(args: argparse.Namespace, provenance: dict) -> dict | None:
     path = os.path.join(args.output_dir, "speed_ratio.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        done = json.load(f)
+    done = read_json(path)
     same = lambda a: {k: v for k, v in a.items() if k != "skip_done"}  # noqa: E731
     if same(done.get("args", {})) != same(vars(args)) or done.get("provenance") != provenance:
         return None

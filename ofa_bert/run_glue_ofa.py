@@ -188,22 +188,21 @@ def main(argv: list[str] | None = None) -> dict:
     head_masks = ofa.bind_attention(student)
     speed_up_on_cpu(teacher, args)
     speed_up_on_cpu(student, args)
+    train = functools.partial(_batches, features["train"], collate, args)
     n_importance = min(args.importance_batches, math.ceil(len(features["train"]) / args.batch_size))
     if resume is None:  # a checkpoint holds the reordered supernet
         heads, neurons = ofa.head_neuron_importance(
-            student, head_masks, itertools.islice(_batches(features["train"], collate, args, 0), n_importance),
-            GlueLoss(task.is_regression),
+            student, head_masks, itertools.islice(train(0), n_importance), GlueLoss(task.is_regression)
         )
         ofa.reorder_by_importance(student, heads, neurons)
     ofa_model = ofa.build_ofa(student)
     speed_up_on_cpu(student, args)  # the super layers
     if resume is None:
-        _check_full_width(ofa_model, teacher, next(_batches(features["train"], collate, args, 0)))
+        _check_full_width(ofa_model, teacher, next(train(0)))
 
     sizes = {w: (*dims[w], count_parameters(extract_submodel(teacher, w))) for w in widths}
     size = (config.num_attention_heads, config.intermediate_size, count_parameters(teacher))
     teacher_row = _row(teacher, size, dev_batches, task)
-    train = functools.partial(_batches, features["train"], collate, args)
     rows, steps, epochs, seconds = _train(ofa_model, teacher, train, len(features["train"]), dev_batches, task, sizes,
                                           teacher_row, args, resume, state)
 
