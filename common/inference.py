@@ -43,9 +43,13 @@ BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
 # and MobileBERT's residual add and NoNorm (in place over fp32 in exports) as a bf16 operator, marked alike.
 BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
 BF16_RENAMED = {"ct_add_scale_shift_": "ct_add_scale_shift_bf16"}
-# And SqueezeBERT's grouped linear layers as a bf16 operator, marked alike, their weights cast to bf16 by a cast
-# operator that paddle's constant folding turns into a parameter.
-GROUPED_LINEAR, BF16_GROUPED_LINEAR = "ct_grouped_linear", "ct_grouped_linear_bf16"
+# And SqueezeBERT's grouped linear layers (alone, with the residual add and norm, the feed-forward block) as bf16
+# operators, marked alike, their weights cast to bf16 by cast operators that paddle's constant folding turns into
+# parameters; the residual input R renamed Y (converted alike).
+BF16_GROUPED = {"ct_grouped_linear": "ct_grouped_linear_bf16",
+                "ct_grouped_linear_add_norm": "ct_grouped_linear_add_norm_bf16",
+                "ct_grouped_ffn_add_norm": "ct_grouped_ffn_add_norm_bf16"}
+BF16_GROUPED_WEIGHTS = ("W", "W1", "W2")
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -179,8 +183,9 @@ def _config(program: str, params: str, opt: PredictorOptions, op_types: set[str]
     config.set_cpu_math_library_num_threads(opt.threads)
     if opt.onednn:
         config.enable_mkldnn()
-        # Fold weights computed from parameters (SqueezeBERT's per-group slices) into parameters before
-        # the fc fusion, which takes only parameters; paddle's list folds after it. Other exports: same outputs.
+        # Fold weights computed from parameters (SqueezeBERT's weights by group, transposed, and per-group slices)
+        # into parameters before the fc fusion, which takes only parameters; paddle's list folds after it. Other
+        # exports: same outputs.
         config.pass_builder().insert_pass(0, "constant_folding_pass")
         config.set_mkldnn_op({t for t in op_types - ONEDNN_EXCLUDED if not t.startswith(CUSTOM_PREFIX)})
         config.set_mkldnn_cache_capacity(16)  # primitives cached per input shape
@@ -213,15 +218,15 @@ def _op_list(pdmodel: str) -> list[str]:
 
 def bf16_operators(options: PredictorOptions) -> bool:
     """Whether a predictor under ``options`` runs token-major attention as :data:`BF16_ATTENTION`, residual
-    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM`, grouped linear layers as
-    :data:`BF16_GROUPED_LINEAR` and :data:`BF16_RENAMED`'s operators in bf16 (:func:`_write_bf16_program`)."""
+    adds with their layer norms as :data:`BF16_ADD_LAYER_NORM`, grouped linear layers by :data:`BF16_GROUPED`
+    and :data:`BF16_RENAMED`'s operators in bf16 (:func:`_write_bf16_program`)."""
     return options.device == "cpu" and options.precision == "bf16" and "avx512_bf16" in cpu_flags()
 
 
 def _write_bf16_program(pdmodel: str, out: str) -> None:
     """Write the program ``pdmodel`` to ``out`` with its token-major :data:`ATTENTION` operators as
     :data:`BF16_ATTENTION` (inputs renamed by :data:`BF16_ATTENTION_INPUTS`), its residual adds with their
-    layer norms as :data:`BF16_ADD_LAYER_NORM`, its grouped linear layers as :data:`BF16_GROUPED_LINEAR` and
+    layer norms as :data:`BF16_ADD_LAYER_NORM`, its grouped linear layers by :data:`BF16_GROUPED` and
     :data:`BF16_RENAMED`'s operators renamed, all marked bfloat16."""
     desc = _program(pdmodel)
     for op in _ops(desc):
@@ -242,30 +247,56 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
 
 
 def _bf16_grouped_linear(block) -> None:
-    """Each :data:`GROUPED_LINEAR` as :data:`BF16_GROUPED_LINEAR` marked bfloat16, reading its weight cast to bf16
-    (one cast per weight, put at the block's start: paddle's constant folding makes it a parameter)."""
+    """Each of :data:`BF16_GROUPED`'s operators as its bf16 version marked bfloat16, reading its weights transposed
+    and cast to bf16 (once per weight, before its first reader: the weight is computed from a parameter, and paddle's
+    constant folding makes the result a parameter) and its residual R as Y."""
+    cast = {}  # weight -> its bf16 copy
+    i = 0
+    while i < block.op_size():
+        op = block.op(i)
+        if op.type() in BF16_GROUPED:
+            weights = [(slot, op.input(slot)[0]) for slot in BF16_GROUPED_WEIGHTS if slot in op.input_names()]
+            for slot, weight in weights:
+                if weight not in cast:
+                    cast[weight] = _insert_bf16_weight(block, i, weight)
+                    i += 2
+                op.set_input(slot, [cast[weight]])
+            if "R" in op.input_names():
+                op.set_input("Y", op.input("R"))
+                op.remove_input("R")
+            op.set_type(BF16_GROUPED[op.type()])
+            op._set_str_attr("mkldnn_data_type", "bfloat16")
+        i += 1
+
+
+def _insert_bf16_weight(block, index: int, name: str) -> str:
+    """Operators inserted from ``index`` on that make fp32 weight ``name`` [groups, in, out] a new bf16 variable
+    [groups, out, in] (the bf16 operators' layout: oneDNN's bf16 GEMM ran it faster); returns that variable's name."""
     from paddle.base import core
 
-    cast = {}  # weight -> its bf16 copy
-    for i in range(block.op_size()):
-        op = block.op(i)
-        if op.type() == GROUPED_LINEAR:
-            (weight,) = op.input("W")
-            cast.setdefault(weight, f"{weight}@bf16")
-            op.set_type(BF16_GROUPED_LINEAR)
-            op.set_input("W", [cast[weight]])
-            op._set_str_attr("mkldnn_data_type", "bfloat16")
-    for weight, bf16 in cast.items():
-        var = block.var(bf16.encode())
+    def variable(suffix: str, dtype, shape: list[int]) -> str:
+        var = block.var(f"{name}@{suffix}".encode())
         var.set_type(core.VarDesc.VarType.LOD_TENSOR)
-        var.set_dtype(core.VarDesc.VarType.BF16)
-        var.set_shape(block.find_var(weight.encode()).shape())
-        op = block._insert_op(0)
-        op.set_type("cast")
-        op.set_input("X", [weight])
-        op.set_output("Out", [bf16])
-        op._set_int32_attr("in_dtype", int(core.VarDesc.VarType.FP32))
-        op._set_int32_attr("out_dtype", int(core.VarDesc.VarType.BF16))
+        var.set_dtype(dtype)
+        var.set_shape(shape)
+        return f"{name}@{suffix}"
+
+    groups, rows, cols = block.find_var(name.encode()).shape()
+    fp32, bf16 = core.VarDesc.VarType.FP32, core.VarDesc.VarType.BF16
+    transposed = variable("t", fp32, [groups, cols, rows])
+    op = block._insert_op(index)
+    op.set_type("transpose2")
+    op.set_input("X", [name])
+    op.set_output("Out", [transposed])
+    op.set_output("XShape", [variable("t_xshape", fp32, [0, groups, rows, cols])])
+    op._set_int32s_attr("axis", [0, 2, 1])
+    op = block._insert_op(index + 1)
+    op.set_type("cast")
+    op.set_input("X", [transposed])
+    op.set_output("Out", [out := variable("bf16", bf16, [groups, cols, rows])])
+    op._set_int32_attr("in_dtype", int(fp32))
+    op._set_int32_attr("out_dtype", int(bf16))
+    return out
 
 
 def _fuse_add_layer_norm(block) -> None:

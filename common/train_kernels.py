@@ -18,7 +18,9 @@ Parameters and state dict are unchanged; outputs and gradients equal paddle's wi
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
 Exported inference models use some of them too: attention without dropout (one operator per layer,
-:func:`attend`), SqueezeBERT's grouped query, key and value projections (:func:`grouped_linear`),
+:func:`attend`), SqueezeBERT's grouped query, key and value projections (:func:`grouped_linear`), its
+post-attention layer and feed-forward block each with their residual add and norm (:func:`grouped_linear_add_norm`,
+:func:`grouped_ffn_add_norm`),
 ConvBERT's span convolution and MobileBERT's residual add + NoNorm in place (:func:`add_scale_shift_`; see
 :func:`export_ops`).
 The operators compile on first use (g++) into ``$COMPACT_BERT_KERNELS`` or
@@ -207,10 +209,36 @@ def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
     return out[0] if gelu else out
 
 
-def grouped_linear(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int) -> paddle.Tensor:
-    """A grouped 1x1 convolution of token-major [..., channels] (weight [out, in / groups(, 1)]) plus bias, one
-    oneDNN GEMM per group (and row block) on one thread each; no gradient (exported models)."""
-    return kernels().ct_grouped_linear(_dense(x), weight, bias, int(groups))
+def by_group_transposed(conv) -> paddle.Tensor:
+    """The [out, in / groups(, 1)] weight of grouped 1x1 convolution ``conv`` as [groups, in / groups, out / groups]
+    (each group's weight transposed), the layout of the token-major grouped operators (in an export, a
+    parameter-only expression that paddle.inference folds into a parameter)."""
+    groups, out = conv._groups, conv.weight.shape[0]
+    return conv.weight.reshape([groups, out // groups, -1]).transpose([0, 2, 1])
+
+
+def grouped_linear(x: paddle.Tensor, conv) -> paddle.Tensor:
+    """Grouped 1x1 convolution ``conv`` (a layer with ``weight`` [out, in / groups(, 1)], ``bias``, ``_groups``) of
+    token-major [..., channels], one oneDNN GEMM per group (and row block) on one thread each; no gradient
+    (exported models)."""
+    return kernels().ct_grouped_linear(_dense(x), by_group_transposed(conv), conv.bias, int(conv._groups))
+
+
+def grouped_linear_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, norm) -> paddle.Tensor:
+    """Layer norm ``norm`` over the last dimension of ``conv(x) + residual``, token-major [..., channels] (``conv``
+    a grouped 1x1 convolution layer, ``norm`` one with ``weight``, ``bias``, ``_epsilon``), one operator; no
+    gradient (exported models)."""
+    return kernels().ct_grouped_linear_add_norm(_dense(x), by_group_transposed(conv), conv.bias, _dense(residual),
+                                                norm.weight, norm.bias, int(conv._groups), float(norm._epsilon))
+
+
+def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
+    """Layer norm ``norm`` over the last dimension of ``outer(gelu(inner(x))) + x``, token-major [..., channels]
+    (``inner``, ``outer`` grouped 1x1 convolution layers of the same groups, GELU exact), one operator; no
+    gradient (exported models)."""
+    return kernels().ct_grouped_ffn_add_norm(_dense(x), by_group_transposed(inner), inner.bias,
+                                             by_group_transposed(outer), outer.bias, norm.weight, norm.bias,
+                                             int(inner._groups), float(norm._epsilon))
 
 
 def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:

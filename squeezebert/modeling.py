@@ -151,18 +151,20 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 # takes BERT's head layout, and layer norm needs no transposes. Same parameters, same results. A grouped
 # convolution takes one of two forms:
 # - per group (the export for this repo's CPU predictor, ``tk.in_export``), on [batch, length, channels] with no
-#   reshape (each ``reshape2`` copied its input). The attention's query, key and value: one operator each
-#   (``ct_grouped_linear``: one GEMM per group, each on one thread, where oneDNN's fcs split every small GEMM
-#   over the threads), then this repo's attention over all heads (``ct_attention``); a bf16 predictor runs
-#   them as ``ct_grouped_linear_bf16`` (oneDNN's bf16 GEMM) and ``ct_attention_bf16``. The other
-#   convolutions: a matmul per group on its slice of the channels (``split``, then ``concat``), the
-#   feed-forward's two convolutions split between them. Each weight is a slice of a parameter, transposed,
-#   which paddle.inference folds into a parameter before its fc fusion (common/inference.py), so every
-#   group's matmul and bias become one oneDNN ``fc`` with cached weights (the feed-forward as the operator,
-#   GELU fused or not, ran 1.03-1.10x slower at 16 and 32 sequences: results/README.md). A/B on the Zen 4 host (by hand, interleaved, 9 and 11
-#   rounds, two runs, batch 1 / 16 / 32), the operators for query, key and value with the attention over all
-#   heads, against an fc per group and the attention per group: fp32 1.09 / 1.00 / 0.99-1.01x as fast, bf16
-#   1.18-1.26 / 0.99 / 0.98x.
+#   reshape (each ``reshape2`` copied its input), as this repo's operators, each weight by group and transposed
+#   (``tk.by_group_transposed``: [groups, in / groups, out / groups], which paddle.inference folds into a
+#   parameter; oneDNN's sgemm ran X W about 10 % faster than X W^T on a Zen 5 core). The attention's query, key
+#   and value: one operator each (``ct_grouped_linear``: one GEMM per group, each on one thread, where oneDNN's
+#   fcs split every small GEMM over the threads), then the attention over all heads (``ct_attention``); the
+#   post-attention convolution with its residual add and norm (``ct_grouped_linear_add_norm``) and the
+#   feed-forward block where its two convolutions share groups (``ct_grouped_ffn_add_norm``: per block of rows,
+#   every group's two GEMMs with GELU between, then the residual add and norm, in the thread's cache), one
+#   operator each. A bf16 predictor runs their bf16 versions (common/inference.py). A feed-forward of other
+#   groups: a matmul per group on its slice of the channels (``split``, then ``concat``), which paddle.inference
+#   runs as one oneDNN ``fc`` per group (the weights folded before its fc fusion). Interleaved by hand on the
+#   Zen 5 host (2 threads, seq 128, the predictors of this export and the fc-per-group one in alternating
+#   processes): see the README ("SqueezeBERT"). On the Zen 4 host (session 15) the same fusion with X W^T
+#   GEMMs and glibc's erff was 1.00-1.04x slower than the fcs; not remeasured there.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
 #   channels / groups] of [batch * length, channels] (M = every token of the batch), with transposes
 #   in and out.
@@ -237,13 +239,13 @@ def _attention_per_group(x: paddle.Tensor, queries: paddle.Tensor, att: _pm.Sque
     length, channels]: query, key and value each as one grouped linear operator (``ct_grouped_linear``), then
     this repo's attention over all heads (``ct_attention``, BERT's token-major head layout). bf16 predictors run
     both in bf16."""
-    q, k, v = (tk.grouped_linear(t, c.weight, c.bias, c._groups)
-               for t, c in zip((queries, x, x), (att.query, att.key, att.value)))
+    q, k, v = (tk.grouped_linear(t, c) for t, c in zip((queries, x, x), (att.query, att.key, att.value)))
     return tk.attention(q, k, v, mask, att.num_attention_heads)
 
 
 def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:
-    """outer(act(inner(x))) on token-major ``x``, left split between the two where their groups match."""
+    """outer(act(inner(x))) on token-major ``x``, left split between the two where their groups match (per group:
+    where the activation is not GELU, else one operator, :func:`_layer_token_major`)."""
     if inner._groups != outer._groups or inner._groups == 1:
         return _pointwise(act(_pointwise(x, inner)), outer)
     if _per_group():
@@ -262,10 +264,14 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
     """``SqueezeBertLayer``'s eval-mode forward on token-major ``x``: [batch, length, channels] per group,
     [batch * length, channels] batched. ``first_token``: the output at each sequence's first token only
     ([batch, 1, channels] per group, [batch, channels] batched), attending to every token."""
-    att = layer.attention
+    att, post = layer.attention, layer.post_attention
+    inner, outer, act = layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act
     if _per_group():
         queries = x[:, :1] if first_token else x
         context = _attention_per_group(x, queries, att, mask)
+        hidden = tk.grouped_linear_add_norm(context, post.conv1d, queries, post.layernorm)
+        if inner._groups == outer._groups and tk.activation(act) == "gelu":
+            return tk.grouped_ffn_add_norm(hidden, inner, outer, layer.output.layernorm)
     else:
         heads, size = att.num_attention_heads, att.attention_head_size
         queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
@@ -273,9 +279,8 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
         key, value = _qkv(x, (att.key, att.value), batch, heads)
         scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
         context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
-    post = layer.post_attention
-    hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)
-    out = _feed_forward(hidden, layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act)
+        hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)
+    out = _feed_forward(hidden, inner, outer, act)
     return _layer_norm(out + hidden, layer.output.layernorm)
 
 

@@ -200,8 +200,8 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
                for key, prefix in prefixes.items()}
     encoder = model.squeezebert.encoder
     assert type(encoder).__name__ == "SqueezeBertEncoder" and "forward" not in encoder.__dict__
-    # per group: [:, :1] into the query's grouped linear operator and the residual
-    assert readers[True, True] == (["ct_grouped_linear", "elementwise_add"], ["matmul_v2"])  # and the pooler's [:, 0]
+    # per group: [:, :1] into the query's grouped linear operator and, as the residual, the post-attention's
+    assert readers[True, True] == (["ct_grouped_linear", "ct_grouped_linear_add_norm"], ["matmul_v2"])  # and the pooler's [:, 0]
     # batched: [:, 0] of the token-major rows into the query's groups (a reshape) and the residual; the
     # pooler's into its matmul
     assert readers[False, True] == ([], ["elementwise_add", "matmul_v2", "reshape2"])

@@ -353,10 +353,11 @@ def test_bf16_add_scale_shift_operator(width):
 
 
 def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
-    """SqueezeBERT's export runs the attention's query, key and value as ct_grouped_linear (paddle.inference in fp32
-    too); a bf16 predictor runs them as ct_grouped_linear_bf16 on bf16 weights, whose casts paddle folds into
-    parameters (no cast left beyond the mask's), bf16 in from the layer norms and out into the attention; its
-    logits within bf16 rounding of fp32's."""
+    """SqueezeBERT's export runs each layer as three ct_grouped_linear (query, key, value), ct_attention,
+    ct_grouped_linear_add_norm (post-attention) and ct_grouped_ffn_add_norm (feed-forward), their weights folded
+    into parameters (paddle.inference in fp32 too: no transpose, split, concat, add or norm left in the encoder). A
+    bf16 predictor runs the bf16 versions on bf16 weights (folded alike: no cast left beyond the mask's), bf16 from
+    one into the next; its logits within bf16 rounding of fp32's."""
     from common.bench_models import make_batch
     from common.inference import (Predictor, PredictorOptions, _ops, _program, export_static, op_counts,
                                   optimized_op_counts)
@@ -364,23 +365,33 @@ def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
     _, model, config = build_pair(MODELS["squeezebert-uncased"], quick=True)
     prefix = export_static(model, str(tmp_path / "static"))
     layers = config["num_hidden_layers"]
-    assert op_counts(prefix)["ct_grouped_linear"] == 3 * layers
+    per_layer = {"ct_grouped_linear": 3, "ct_attention": 1, "ct_grouped_linear_add_norm": 1, "ct_grouped_ffn_add_norm": 1}
+    exported = op_counts(prefix)
+    assert {op: exported[op] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
     fp32 = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fp32"))
-    assert fp32["ct_grouped_linear"] == 3 * layers and fp32["ct_attention"] == layers
+    assert {op: fp32[op] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
+    assert fp32["layer_norm"] == 1 and fp32["fc"] == 2  # the embeddings'; the pooler and classifier
+    assert not {"transpose2", "reshape2", "split", "concat"} & set(fp32)
     if onednn_bf16_missing() or not BF16_CPU:
-        pytest.skip("ct_grouped_linear_bf16 runs where paddle.inference has bf16 and the CPU AVX512-BF16")
+        pytest.skip("the bf16 operators run where paddle.inference has bf16 and the CPU AVX512-BF16")
     bf16 = optimized_op_counts(prefix, PredictorOptions(threads=2, precision="bf16"), str(tmp_path / "bf16"))
-    assert bf16["ct_grouped_linear_bf16"] == 3 * layers and "ct_grouped_linear" not in bf16
+    assert {op: bf16[f"{op}_bf16"] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
+    assert not set(per_layer) & set(bf16) and "transpose2" not in bf16
     assert bf16["cast"] == fp32["cast"] == 1  # the attention mask's
     desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
     ops = list(_ops(desc))
-    writer = {name: op for op in ops for name in op.output_arg_names()}
+    writer = {name: op.type() for op in ops for name in op.output_arg_names()}
+    readers = {name: sorted(op.type() for op in ops if name in op.input_arg_names()) for name in writer}
     grouped = [op for op in ops if op.type() == "ct_grouped_linear_bf16"]
-    # the last layer's query reads the [CLS] slice (fp32); the others the bf16 layer norms
-    assert sorted(writer[op.input("X")[0]].type() for op in grouped) == ["ct_add_layer_norm_bf16"] * (3 * layers - 1) + [
-        "slice"]
-    assert {r.type() for op in grouped for r in ops if op.output("Out")[0] in r.input_arg_names()} == {
-        "ct_attention_bf16"}
+    # the first layer's read the embeddings' norm, the last layer's query the [CLS] slice (fp32), the others the
+    # previous layer's feed-forward
+    assert sorted(writer[op.input("X")[0]] for op in grouped) == sorted(
+        ["ct_add_layer_norm_bf16"] * 3 + ["ct_grouped_ffn_add_norm_bf16"] * (3 * layers - 4) + ["slice"])
+    assert {r for op in grouped for r in readers[op.output("Out")[0]]} == {"ct_attention_bf16"}
+    for op in ops:
+        if op.type() == "ct_grouped_linear_add_norm_bf16":
+            assert writer[op.input("X")[0]] == "ct_attention_bf16"
+            assert readers[op.output("Out")[0]] == ["ct_grouped_ffn_add_norm_bf16"]
     batch = make_batch(3, 16, config["vocab_size"])
     want = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
     got = Predictor(prefix, PredictorOptions(threads=2, precision="bf16"))(batch)[0]
@@ -638,52 +649,179 @@ def test_pointwise_conv_against_paddles_conv1d(groups, gelu, batch):
 @pytest.mark.parametrize("groups,shape,threads", [(1, (2, 7, 16), 3), (4, (2, 7, 16), 3), (4, (1, 1, 16), 3),
                                                   (8, (1, 3, 16), 3), (4, (2, 300, 16), 4)])
 def test_grouped_linear_against_paddles_conv1d(groups, shape, threads):
-    """The token-major grouped linear of SqueezeBERT's exports (weight in the convolution's layout) against
-    nn.Conv1D on the channels-first input, same weights: on 3 threads one group splits its rows (14 -> 5, 5, 4);
-    a one-token first-token slice; 4 groups on 4 threads keep their 600 rows, in GEMMs of 256, 256 and 88."""
+    """The token-major grouped linear of SqueezeBERT's exports (the convolution's weight by group, transposed)
+    against nn.Conv1D on the channels-first input, same weights: on 3 threads one group splits its rows (14 -> 5,
+    5, 4); a one-token first-token slice; 4 groups on 4 threads keep their 600 rows, in GEMMs of 256, 256 and 88."""
     paddle.seed(5)
     conv = paddle.nn.Conv1D(16, 24, 1, groups=groups)
     x = paddle.to_tensor(np.random.default_rng(5).normal(size=shape).astype("float32"))
     want = conv(x.transpose([0, 2, 1])).transpose([0, 2, 1]).numpy()
     with _threads(threads):
-        got = tk.grouped_linear(x, conv.weight, conv.bias, groups).numpy()
+        got = tk.grouped_linear(x, conv).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+def test_by_group_transposed():
+    """[out, in / groups, 1] -> [groups, in / groups, out / groups]: element (g, i, o) is weight[g * out_g + o, i]."""
+    conv = paddle.nn.Conv1D(6, 8, 1, groups=2)
+    w = conv.weight.numpy()[:, :, 0]
+    got = tk.by_group_transposed(conv).numpy()
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_array_equal(got[1, 2], w[4:8, 2])
+    np.testing.assert_array_equal(got, np.stack([w[:4].T, w[4:].T]))
+
+
 def test_grouped_linear_checks_its_inputs():
-    x, w, b = paddle.rand([2, 3, 16]), paddle.rand([24, 4, 1]), paddle.rand([24])
-    with pytest.raises(OSError, match="grouped_linear: channels 16 and 24 not divisible by groups 5"):
-        tk.grouped_linear(x, paddle.rand([24, 3, 1]), b, 5)
-    with pytest.raises(OSError, match=r"grouped_linear: weight must be \[out, in / groups\(, 1\)\]"):
-        tk.grouped_linear(x, w, b, 2)
-    with pytest.raises(OSError, match="grouped_linear: bias size != out channels"):
-        tk.grouped_linear(x, w, paddle.rand([12]), 4)
+    x, w, b = paddle.rand([2, 3, 16]), paddle.rand([4, 4, 6]), paddle.rand([24])
+    op = tk.kernels().ct_grouped_linear
+    with pytest.raises(OSError, match="grouped_linear: channels 16 not divisible by groups 5"):
+        op(x, w, b, 5)
+    with pytest.raises(OSError, match=r"grouped_linear: weight must be \[groups, in / groups, out / groups\] = "
+                                      r"\[2, 8, out / groups\]"):
+        op(x, w, b, 2)
+    with pytest.raises(OSError, match="grouped_linear: bias size != out channels 24"):
+        op(x, w, paddle.rand([12]), 4)
     with pytest.raises(OSError, match="grouped_linear weight must be float32"):
-        tk.grouped_linear(x, w.astype("bfloat16"), b, 4)
+        op(x, w.astype("bfloat16"), b, 4)
 
 
-@pytest.mark.skipif(not BF16_CPU, reason="ct_grouped_linear_bf16 runs on CPUs with AVX512-BF16")
+class _Conv:
+    """A grouped 1x1 convolution's parameters, as the operators' Python wrappers read them."""
+
+    def __init__(self, rng, channels_in: int, channels_out: int, groups: int, scale: float = 0.3):
+        self.weight = paddle.to_tensor(rng.normal(0, scale, (channels_out, channels_in // groups, 1)).astype("float32"))
+        self.bias = paddle.to_tensor(rng.normal(size=channels_out).astype("float32"))
+        self._groups = groups
+
+
+class _Norm:
+    def __init__(self, rng, n: int):
+        self.weight = paddle.to_tensor(rng.normal(size=n).astype("float32"))
+        self.bias = paddle.to_tensor(rng.normal(size=n).astype("float32"))
+        self._epsilon = 1e-12
+
+
+def _conv_ref(x: np.ndarray, conv: _Conv) -> np.ndarray:
+    """Token-major grouped 1x1 convolution in float64."""
+    groups, w = conv._groups, conv.weight.numpy().astype(np.float64)[:, :, 0]
+    xs = np.split(x.astype(np.float64), groups, axis=-1)
+    ws = np.split(w, groups, axis=0)
+    return np.concatenate([xg @ wg.T for xg, wg in zip(xs, ws)], axis=-1) + conv.bias.numpy()
+
+
+def _norm_ref(x: np.ndarray, norm: _Norm) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + norm._epsilon) * norm.weight.numpy() + norm.bias.numpy()
+
+
+def _gelu_ref(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+# rows 2 x 7 on 3 threads: blocks of 5, 5, 4; 300 rows: blocks of 64 (the last 44); one first-token row
+@pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 150, 2), (2, 1, 2)])
+def test_grouped_linear_add_norm_and_ffn_add_norm(groups, rows, threads):
+    """SqueezeBERT's post-attention layer (linear, residual add, norm) and feed-forward block (linear, GELU, linear,
+    residual add, norm), each one operator in the fp32 export, against float64 references (GELU with scipy's erf)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, rows, 16)).astype("float32")
+    residual = rng.normal(size=(2, rows, 16)).astype("float32")
+    post, inner, outer = _Conv(rng, 16, 16, groups), _Conv(rng, 16, 64, groups), _Conv(rng, 64, 16, groups, 0.1)
+    norm = _Norm(rng, 16)
+    with _threads(threads):
+        hidden = tk.grouped_linear_add_norm(paddle.to_tensor(x), post, paddle.to_tensor(residual), norm).numpy()
+        out = tk.grouped_ffn_add_norm(paddle.to_tensor(hidden), inner, outer, norm).numpy()
+    want_hidden = _norm_ref(_conv_ref(x, post) + residual, norm)
+    np.testing.assert_allclose(hidden, want_hidden, atol=2e-5, rtol=0)
+    want = _norm_ref(_conv_ref(_gelu_ref(_conv_ref(hidden, inner)), outer) + hidden, norm)
+    np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
+
+
+def test_fused_grouped_operators_check_their_inputs():
+    rng = np.random.default_rng(9)
+    x = paddle.rand([2, 3, 16])
+    conv, norm = _Conv(rng, 16, 16, 4), _Norm(rng, 16)
+    with pytest.raises(OSError, match="grouped_linear_add_norm: residual shape != the linear layer's output shape"):
+        tk.grouped_linear_add_norm(x, conv, paddle.rand([2, 3, 8]), norm)
+    with pytest.raises(OSError, match=r"grouped_linear_add_norm: norm weight/bias size != 16 channels"):
+        tk.grouped_linear_add_norm(x, conv, x, _Norm(rng, 8))
+    inner = _Conv(rng, 16, 32, 4)
+    with pytest.raises(OSError, match=r"grouped_ffn_add_norm: outer weight must be \[4, 8, 4\], its bias \[16\]"):
+        tk.grouped_ffn_add_norm(x, inner, _Conv(rng, 32, 8, 4), norm)
+    with pytest.raises(OSError, match="grouped_ffn_add_norm inner linear: channels 16 not divisible by groups 3"):
+        tk.kernels().ct_grouped_ffn_add_norm(x, paddle.rand([3, 5, 8]), paddle.rand([24]), paddle.rand([3, 8, 5]),
+                                             paddle.rand([16]), norm.weight, norm.bias, 3, 1e-12)
+
+
+def _bf16_by_group(conv: _Conv) -> paddle.Tensor:
+    """The bf16 operators' weight layout: [groups, out / groups, in / groups], in bf16."""
+    out = conv.weight.shape[0]
+    return conv.weight.reshape([conv._groups, out // conv._groups, -1]).astype("bfloat16")
+
+
+def _bf16_rounded(conv: _Conv) -> _Conv:
+    """``conv`` with its weight rounded to bf16 (the fp32 reference of the bf16 operators)."""
+    rounded = _Conv.__new__(_Conv)
+    rounded.weight, rounded.bias, rounded._groups = conv.weight.astype("bfloat16").astype("float32"), conv.bias, conv._groups
+    return rounded
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="the bf16 operators run on CPUs with AVX512-BF16")
 @pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 300, 4)])
 def test_bf16_grouped_linear_operator(groups, rows, threads):
-    """ct_grouped_linear_bf16 (the bf16 predictor's form, weight in bf16): a bf16 X gives a bf16 Out, an fp32 X
-    (a first-token slice) an fp32 Out; both the fp32 operator's result on the bf16-rounded values within bf16
-    rounding of the output (one group on 3 threads splits its rows; 4 groups on 4 threads keep their 600 rows, in
-    GEMMs of 256, 256 and 88); a float32 weight refused."""
+    """ct_grouped_linear_bf16 (the bf16 predictor's form, weight in bf16 [groups, out / groups, in / groups]): a bf16
+    X gives a bf16 Out, an fp32 X (a first-token slice) an fp32 Out; both the fp32 operator's result on the
+    bf16-rounded values within bf16 rounding of the output (one group on 3 threads splits its rows; 4 groups on 4
+    threads keep their 600 rows, in GEMMs of 256, 256 and 88); a float32 weight refused."""
     rng = np.random.default_rng(6)
     x = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
-    w = paddle.to_tensor(rng.normal(size=(48, 32 // groups, 1)).astype("float32")).astype("bfloat16")
-    b = paddle.to_tensor(rng.normal(size=48).astype("float32"))
-    want = tk.grouped_linear(x.astype("float32"), w.astype("float32"), b, groups).numpy()
+    conv = _Conv(rng, 32, 48, groups, 1.0)
+    w = _bf16_by_group(conv)
+    want = tk.grouped_linear(x.astype("float32"), _bf16_rounded(conv)).numpy()
     op = tk.kernels().ct_grouped_linear_bf16
     with _threads(threads):
-        got16, got32 = op(x, w, b, groups), op(x.astype("float32"), w, b, groups)
+        got16, got32 = op(x, w, conv.bias, groups), op(x.astype("float32"), w, conv.bias, groups)
     assert got16.dtype == paddle.bfloat16 and got32.dtype == paddle.float32
     np.testing.assert_allclose(got32.numpy(), want, rtol=1e-5, atol=1e-4)  # fp32 sums of the same products
     np.testing.assert_allclose(got16.astype("float32").numpy(), want, rtol=2**-8, atol=1e-6)
-    with pytest.raises(OSError, match="ct_grouped_linear_bf16: weight must be bfloat16"):
-        op(x, w.astype("float32"), b, groups)
-    with pytest.raises(OSError, match="ct_grouped_linear_bf16: bias size != out channels"):
-        op(x, w, b[:24], groups)
+    with pytest.raises(OSError, match="ct_grouped_linear_bf16: weight must be a bfloat16 CPU tensor"):
+        op(x, w.astype("float32"), conv.bias, groups)
+    with pytest.raises(OSError, match="ct_grouped_linear_bf16: bias size != out channels 48"):
+        op(x, w, conv.bias[:24], groups)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="the bf16 operators run on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 150, 2), (2, 1, 2)])
+def test_bf16_fused_grouped_operators(groups, rows, threads):
+    """ct_grouped_linear_add_norm_bf16 and ct_grouped_ffn_add_norm_bf16 against the fp32 operators on bf16-rounded
+    inputs and weights: Out of X's type (a bf16 residual with an fp32 X, too); within bf16 rounding of the GELU
+    outputs (which the outer product reads in bf16) and of Out."""
+    rng = np.random.default_rng(10)
+    x = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
+    residual = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
+    post, inner, outer = _Conv(rng, 32, 32, groups), _Conv(rng, 32, 64, groups), _Conv(rng, 64, 32, groups, 0.1)
+    norm = _Norm(rng, 32)
+    kernels = tk.kernels()
+    x32, r32 = x.astype("float32"), residual.astype("float32")
+    with _threads(threads):
+        hidden16 = kernels.ct_grouped_linear_add_norm_bf16(x, _bf16_by_group(post), post.bias, residual, norm.weight,
+                                                           norm.bias, groups, 1e-12)
+        hidden32 = kernels.ct_grouped_linear_add_norm_bf16(x32, _bf16_by_group(post), post.bias, residual,
+                                                           norm.weight, norm.bias, groups, 1e-12)
+        out16 = kernels.ct_grouped_ffn_add_norm_bf16(hidden16, _bf16_by_group(inner), inner.bias, _bf16_by_group(outer),
+                                                     outer.bias, norm.weight, norm.bias, groups, 1e-12)
+    assert hidden16.dtype == out16.dtype == paddle.bfloat16 and hidden32.dtype == paddle.float32
+    want_hidden = tk.grouped_linear_add_norm(x32, _bf16_rounded(post), r32, norm).numpy()
+    np.testing.assert_allclose(hidden32.numpy(), want_hidden, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(hidden16.astype("float32").numpy(), want_hidden, atol=2**-7 * 4, rtol=0)
+    want = tk.grouped_ffn_add_norm(hidden16.astype("float32"), _bf16_rounded(inner), _bf16_rounded(outer), norm).numpy()
+    np.testing.assert_allclose(out16.astype("float32").numpy(), want, atol=0.05, rtol=0)
+    assert np.abs(out16.astype("float32").numpy() - want).mean() < 0.005
+    with pytest.raises(OSError, match=r"ct_grouped_ffn_add_norm_bf16: outer weight must be \["):
+        kernels.ct_grouped_ffn_add_norm_bf16(hidden16, _bf16_by_group(inner), inner.bias, _bf16_by_group(inner),
+                                             inner.bias, norm.weight, norm.bias, groups, 1e-12)
 
 
 def _channel_norm(rng):
