@@ -720,16 +720,17 @@ def _gelu_ref(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
-# rows 2 x 7 on 3 threads: blocks of 5, 5, 4; 300 rows: blocks of 64 (the last 44); one first-token row
+# rows 2 x 7 on 3 threads: blocks of 5, 5, 4; 300 rows: blocks of 64 (the last 44); one first-token row;
+# 24 channels: vector tails
 @pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 150, 2), (2, 1, 2)])
 def test_grouped_linear_add_norm_and_ffn_add_norm(groups, rows, threads):
     """SqueezeBERT's post-attention layer (linear, residual add, norm) and feed-forward block (linear, GELU, linear,
     residual add, norm), each one operator in the fp32 export, against float64 references (GELU with scipy's erf)."""
     rng = np.random.default_rng(8)
-    x = rng.normal(size=(2, rows, 16)).astype("float32")
-    residual = rng.normal(size=(2, rows, 16)).astype("float32")
-    post, inner, outer = _Conv(rng, 16, 16, groups), _Conv(rng, 16, 64, groups), _Conv(rng, 64, 16, groups, 0.1)
-    norm = _Norm(rng, 16)
+    x = rng.normal(size=(2, rows, 24)).astype("float32")
+    residual = rng.normal(size=(2, rows, 24)).astype("float32")
+    post, inner, outer = _Conv(rng, 24, 24, groups), _Conv(rng, 24, 96, groups), _Conv(rng, 96, 24, groups, 0.1)
+    norm = _Norm(rng, 24)
     with _threads(threads):
         hidden = tk.grouped_linear_add_norm(paddle.to_tensor(x), post, paddle.to_tensor(residual), norm).numpy()
         out = tk.grouped_ffn_add_norm(paddle.to_tensor(hidden), inner, outer, norm).numpy()
@@ -797,12 +798,12 @@ def test_bf16_grouped_linear_operator(groups, rows, threads):
 def test_bf16_fused_grouped_operators(groups, rows, threads):
     """ct_grouped_linear_add_norm_bf16 and ct_grouped_ffn_add_norm_bf16 against the fp32 operators on bf16-rounded
     inputs and weights: Out of X's type (a bf16 residual with an fp32 X, too); within bf16 rounding of the GELU
-    outputs (which the outer product reads in bf16) and of Out."""
+    outputs (which the outer product reads in bf16) and of Out. 40 channels: vector tails, odd group widths."""
     rng = np.random.default_rng(10)
-    x = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
-    residual = paddle.to_tensor(rng.normal(size=(2, rows, 32)).astype("float32")).astype("bfloat16")
-    post, inner, outer = _Conv(rng, 32, 32, groups), _Conv(rng, 32, 64, groups), _Conv(rng, 64, 32, groups, 0.1)
-    norm = _Norm(rng, 32)
+    x = paddle.to_tensor(rng.normal(size=(2, rows, 40)).astype("float32")).astype("bfloat16")
+    residual = paddle.to_tensor(rng.normal(size=(2, rows, 40)).astype("float32")).astype("bfloat16")
+    post, inner, outer = _Conv(rng, 40, 40, groups), _Conv(rng, 40, 80, groups), _Conv(rng, 80, 40, groups, 0.1)
+    norm = _Norm(rng, 40)
     kernels = tk.kernels()
     x32, r32 = x.astype("float32"), residual.astype("float32")
     with _threads(threads):
