@@ -44,8 +44,8 @@ BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
 BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
 BF16_RENAMED = {"ct_add_scale_shift_": "ct_add_scale_shift_bf16"}
 # And SqueezeBERT's grouped linear layers (alone, with the residual add and norm, the feed-forward block) as bf16
-# operators, marked alike, their weights cast to bf16 by cast operators that paddle's constant folding turns into
-# parameters; the residual input R renamed Y (converted alike).
+# operators, marked alike, their weights transposed back and cast to bf16 by operators that paddle's constant
+# folding turns into parameters; the residual input R renamed Y (converted alike).
 BF16_GROUPED = {"ct_grouped_linear": "ct_grouped_linear_bf16",
                 "ct_grouped_linear_add_norm": "ct_grouped_linear_add_norm_bf16",
                 "ct_grouped_ffn_add_norm": "ct_grouped_ffn_add_norm_bf16"}
@@ -241,12 +241,12 @@ def _write_bf16_program(pdmodel: str, out: str) -> None:
             op._set_str_attr("mkldnn_data_type", "bfloat16")
     for b in range(desc.num_blocks()):
         _fuse_add_layer_norm(desc.block(b))
-        _bf16_grouped_linear(desc.block(b))
+        _bf16_grouped_operators(desc.block(b))
     with open(out, "wb") as f:
         f.write(desc.serialize_to_string())
 
 
-def _bf16_grouped_linear(block) -> None:
+def _bf16_grouped_operators(block) -> None:
     """Each of :data:`BF16_GROUPED`'s operators as its bf16 version marked bfloat16, reading its weights transposed
     and cast to bf16 (once per weight, before its first reader: the weight is computed from a parameter, and paddle's
     constant folding makes the result a parameter) and its residual R as Y."""

@@ -2455,12 +2455,18 @@ std::vector<paddle::Tensor> GroupedLinearBf16Forward(const paddle::Tensor& x, co
 #endif
 }
 
+// The bf16 grouped operators' output shape: X's with out = groups x out / groups channels (their weight layout).
+std::vector<std::vector<int64_t>> GroupedLinearBf16Shape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                                                         const std::vector<int64_t>&) {
+  return {with_last(x, w[0] * w[1])};
+}
+
 PD_BUILD_OP(ct_grouped_linear_bf16)
     .Inputs({"X", "W", "B"})
     .Outputs({"Out"})
     .Attrs({"groups: int64_t"})
     .SetKernelFn(PD_KERNEL(GroupedLinearBf16Forward))
-    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearShape))
+    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearBf16Shape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfThreeDtype));
 
 std::vector<paddle::Tensor> GroupedLinearAddNormBf16Forward(const paddle::Tensor& x, const paddle::Tensor& w,
@@ -2504,12 +2510,20 @@ std::vector<paddle::Tensor> GroupedLinearAddNormBf16Forward(const paddle::Tensor
 #endif
 }
 
+std::vector<std::vector<int64_t>> GroupedLinearAddNormBf16Shape(const std::vector<int64_t>& x,
+                                                                const std::vector<int64_t>& w,
+                                                                const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                                                const std::vector<int64_t>&,
+                                                                const std::vector<int64_t>&) {
+  return {with_last(x, w[0] * w[1])};
+}
+
 PD_BUILD_OP(ct_grouped_linear_add_norm_bf16)
     .Inputs({"X", "W", "B", "Y", "Gamma", "Beta"})
     .Outputs({"Out"})
     .Attrs({"groups: int64_t", "epsilon: float"})
     .SetKernelFn(PD_KERNEL(GroupedLinearAddNormBf16Forward))
-    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearAddNormShape))
+    .SetInferShapeFn(PD_INFER_SHAPE(GroupedLinearAddNormBf16Shape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSixDtype));
 
 std::vector<paddle::Tensor> GroupedFfnAddNormBf16Forward(const paddle::Tensor& x, const paddle::Tensor& w1,

@@ -825,6 +825,27 @@ def test_bf16_fused_grouped_operators(groups, rows, threads):
                                              inner.bias, norm.weight, norm.bias, groups, 1e-12)
 
 
+def test_grouped_operators_infer_their_output_shapes():
+    """In a static program (an export), each grouped operator's output shape: X's with the linear layer's out
+    channels, from either weight layout (fp32 [groups, in, out] per group, bf16 [groups, out, in])."""
+    kernels = tk.kernels()
+    main = paddle.static.Program()
+    with paddle.static.program_guard(main, paddle.static.Program()):
+        paddle.enable_static()
+        try:
+            x = paddle.static.data("x", [-1, 5, 32], "float32")
+            r = paddle.static.data("r", [-1, 5, 48], "float32")
+            b, g, beta = (paddle.static.data(n, [48], "float32") for n in ("b", "g", "beta"))
+            w32 = paddle.static.data("w32", [4, 8, 12], "float32")
+            w16 = paddle.static.data("w16", [4, 12, 8], "bfloat16")
+            outs = [kernels.ct_grouped_linear(x, w32, b, 4), kernels.ct_grouped_linear_bf16(x, w16, b, 4),
+                    kernels.ct_grouped_linear_add_norm(x, w32, b, r, g, beta, 4, 1e-12),
+                    kernels.ct_grouped_linear_add_norm_bf16(x, w16, b, r, g, beta, 4, 1e-12)]
+        finally:
+            paddle.disable_static()
+    assert [tuple(o.shape) for o in outs] == [(-1, 5, 48)] * 4
+
+
 def _channel_norm(rng):
     from paddlenlp.transformers.squeezebert.modeling import SqueezeBertLayerNorm
 
