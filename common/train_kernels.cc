@@ -25,6 +25,9 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 inline float gelu(float v) { return 0.5f * v * (1.f + erff(v * kInvSqrt2)); }
 
 #ifdef __AVX512F__
+// The first min(n, 16) lanes of a vector.
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
+
 // e^y for y <= 0 (clamped at -87.3): Cody-Waite reduction by ln 2, degree-7 Taylor polynomial of e^r, |r| <= ln 2 / 2.
 inline __m512 exp_nonpositive(__m512 y) {
   y = _mm512_max_ps(y, _mm512_set1_ps(-87.3f));
@@ -59,7 +62,7 @@ inline __m512 gelu16(__m512 v) {
 inline void bias_gelu_row(float* x, const float* bias, int64_t n) {
 #ifdef __AVX512F__
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes(n - i);
     _mm512_mask_storeu_ps(x + i, m, gelu16(_mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, bias + i))));
   }
 #else
@@ -1923,7 +1926,6 @@ PD_BUILD_OP(ct_attention)
 #ifdef __AVX512BF16__
 namespace {
 
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
 
 // f(T{}) with T the element type of float32 or bfloat16 tensor t (uint16_t for bfloat16): the operators that take
 // either run one template, viewing their tensors with elements<T>.
@@ -2198,6 +2200,26 @@ void check_bf16_pair(const paddle::Tensor& x, const paddle::Tensor& y, const cha
            op, ": X and Y must be CPU tensors of one shape and type (float32 or bfloat16)");
 }
 
+// out (n values of type O) = LayerNorm of the n fp32 values v with scale and bias; total: the lanewise sums of v
+// (zero past n), from the pass that wrote v.
+template <class O>
+void norm_row_to(const float* v, __m512 total, const float* scale, const float* bias, float epsilon, int64_t n,
+                 O* out) {
+  const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(total) / n);
+  __m512 squares = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, v + i), mean);
+    squares = _mm512_fmadd_ps(d, d, squares);
+  }
+  const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(squares) / n + epsilon));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, v + i), mean), rstd);
+    store_lanes(out + i, m, _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + i), _mm512_maskz_loadu_ps(m, bias + i)));
+  }
+}
+
 template <class T>
 void add_layer_norm(const T* x, const T* y, const float* scale, const float* bias, float epsilon, int64_t rows,
                     int64_t n, T* out) {
@@ -2214,20 +2236,7 @@ void add_layer_norm(const T* x, const T* y, const float* scale, const float* bia
         _mm512_mask_storeu_ps(&sum[i], m, v);
         total = _mm512_add_ps(total, v);
       }
-      const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(total) / n);
-      __m512 squares = _mm512_setzero_ps();
-      for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = first_lanes(n - i);
-        const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, &sum[i]), mean);
-        squares = _mm512_fmadd_ps(d, d, squares);
-      }
-      const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(squares) / n + epsilon));
-      for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = first_lanes(n - i);
-        const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, &sum[i]), mean), rstd);
-        store_lanes(out + r * n + i, m,
-                    _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, scale + i), _mm512_maskz_loadu_ps(m, bias + i)));
-      }
+      norm_row_to(sum.data(), total, scale, bias, epsilon, n, out + r * n);
     }
   }
 }
@@ -2333,8 +2342,7 @@ PD_BUILD_OP(ct_add_scale_shift_bf16)
 // ---- SqueezeBERT's grouped linear layers for the bf16 predictor: common/inference.py puts these in place of
 // ct_grouped_linear, ct_grouped_linear_add_norm and ct_grouped_ffn_add_norm, marked bfloat16 like ct_attention_bf16
 // (X, and the residual Y, are inputs paddle's cpu_bfloat16_pass converts), with the weights cast to bfloat16 (folded
-// into parameters); the same [groups, in / groups, out / groups] weights. X and Y float32 or bfloat16, Out of X's
-// type; bf16 products summed in fp32 (oneDNN's gemm_bf16bf16f32, each on one thread), bias, GELU, residual and norm
+// into parameters). X and Y float32 or bfloat16, Out of X's type; bf16 products summed in fp32 (oneDNN's gemm_bf16bf16f32, each on one thread), bias, GELU, residual and norm
 // in fp32, the feed-forward's inner activations rounded to bf16 for the outer product. Their weights are
 // [groups, out / groups, in / groups] (the fp32 operators' transposed back: oneDNN's bf16 GEMM ran X W^T faster).
 
@@ -2382,8 +2390,8 @@ void check_bf16_weight(const paddle::Tensor& w, const paddle::Tensor& b, const c
   check_float(b, what);
 }
 
-// Rows [0, count) of out (width n, type O) = LayerNorm(y + bias + r) with y fp32 (overwritten), r of type R (the
-// residual; nullptr: none), both of row stride n.
+// Rows [0, count) of out (width n, type O) = LayerNorm(y + bias + r) with y fp32 (overwritten) and r, the residual,
+// of type R, both of row stride n.
 template <class R, class O>
 void bias_add_norm_to(float* y, const float* bias, const R* r, const float* gamma, const float* beta, float epsilon,
                       int64_t count, int64_t n, O* out) {
@@ -2392,25 +2400,12 @@ void bias_add_norm_to(float* y, const float* bias, const R* r, const float* gamm
     __m512 total = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
       const __mmask16 m = first_lanes(n - i);
-      __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, bias + i));
-      if (r != nullptr) sum = _mm512_add_ps(sum, fp32_lanes(r + row * n + i, m));
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, bias + i)),
+                                       fp32_lanes(r + row * n + i, m));
       _mm512_mask_storeu_ps(v + i, m, sum);
       total = _mm512_add_ps(total, sum);  // zero past n
     }
-    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(total) / n);
-    __m512 squares = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = first_lanes(n - i);
-      const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, v + i), mean);
-      squares = _mm512_fmadd_ps(d, d, squares);
-    }
-    const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(squares) / n + epsilon));
-    for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = first_lanes(n - i);
-      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, v + i), mean), rstd);
-      store_lanes(out + row * n + i, m,
-                  _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, gamma + i), _mm512_maskz_loadu_ps(m, beta + i)));
-    }
+    norm_row_to(v, total, gamma, beta, epsilon, n, out + row * n);
   }
 }
 
