@@ -1,13 +1,16 @@
-"""Where an exported model's time goes: onnxruntime's per-operator profile of one benchmark model.
+"""Where an exported model's time goes: the per-operator profile of one benchmark model on one backend.
 
-The model of ``benchmark.py`` (full-size config, random weights; ``--quick``: tiny) is exported with
-paddle's own operators, converted by paddle2onnx and run by onnxruntime (the ``paddle_ort_fp32``
-backend) on a full-length two-segment batch. After one untimed run, onnxruntime's profiler records
-``--runs`` runs. Per operator type (after onnxruntime's fusions): ms per run, share, calls per run.
-The matmul-type operators (MatMul, FusedMatMul, Gemm, FusedGemm) also get the encoder's FLOP rate
-over their time (``common/flops.py``'s count, which holds only matmuls; for a
-classifier, exported with its last layer at [CLS] only, that export's count). ``--output_dir`` receives
-args.json, op_profile.json and op_profile.md.
+The model of ``benchmark.py`` (full-size config, random weights; ``--quick``: tiny) runs on a full-length
+two-segment batch as ``--backend`` runs it: ``paddle_ort_fp32`` (default) exports it with paddle's own operators,
+converts it with paddle2onnx and profiles onnxruntime (its profiler; operators after its fusions);
+``paddle_infer_fp32`` / ``paddle_infer_bf16`` profile ``paddle.inference`` on the export with this repo's operators
+(paddle's profiler; operators after paddle's IR passes and, in bf16, this repo's program rewrite). After one untimed
+run, ``--runs`` runs are recorded. Per operator type: ms per run, share, calls per run. The matmul-type operators
+(onnxruntime: MatMul, FusedMatMul, Gemm, FusedGemm; paddle: fc, the matmuls, and this repo's operators that hold
+GEMMs with their epilogues: attention, SqueezeBERT's grouped linears, ConvBERT's span convolution) also get the
+encoder's FLOP rate over their time (``common/flops.py``'s count, which holds only matmuls; for a classifier,
+exported with its last layer at [CLS] only, that export's count). ``--output_dir`` receives args.json,
+op_profile.json and op_profile.md.
 """
 from __future__ import annotations
 
@@ -27,7 +30,11 @@ from common.hardware import cpu_info
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 from common.provenance import code_version
 
-MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+BACKENDS = ("paddle_ort_fp32", "paddle_infer_fp32", "paddle_infer_bf16")
+MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm",  # onnxruntime
+              "fc", "matmul", "matmul_v2", "fused_matmul", "ct_attention", "ct_attention_bf16", "ct_span_conv",
+              "ct_grouped_linear", "ct_grouped_linear_bf16", "ct_grouped_linear_add_norm",
+              "ct_grouped_linear_add_norm_bf16", "ct_grouped_ffn_add_norm", "ct_grouped_ffn_add_norm_bf16")
 
 
 def op_times(events: list[dict]) -> dict[str, dict]:
@@ -57,6 +64,41 @@ def profile_onnx(path: str, batch: dict, threads: int, runs: int) -> dict[str, d
         return op_times(json.load(f))
 
 
+def paddle_op_times(steps: list, runs: int) -> dict[str, dict]:
+    """Per operator type of paddle profiler steps (host nodes, one per run): ms and calls per run of the
+    outermost operator events (an operator's inner events are its own time), most time first."""
+    ms, calls = defaultdict(float), defaultdict(int)
+    pending = [child for step in steps for child in step.children_node]
+    while pending:
+        node = pending.pop()
+        if node.type.name == "Operator":
+            ms[node.name] += (node.end_ns - node.start_ns) / 1e6
+            calls[node.name] += 1
+        else:
+            pending.extend(node.children_node)
+    return {op: {"ms_per_run": ms[op] / runs, "calls_per_run": calls[op] / runs}
+            for op in sorted(ms, key=ms.get, reverse=True)}
+
+
+def profile_paddle(prefix: str, batch: dict, threads: int, runs: int, precision: str) -> dict[str, dict]:
+    """:func:`paddle_op_times` of ``runs`` ``paddle.inference`` runs of the exported model ``prefix`` on ``batch``,
+    after an untimed one (oneDNN primitives and weight reorders)."""
+    import paddle.profiler as profiler
+    from common.inference import Predictor, PredictorOptions
+
+    predictor = Predictor(prefix, PredictorOptions(threads=threads, precision=precision))
+    predictor(batch)
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    prof.start()
+    for _ in range(runs):
+        predictor(batch)
+        prof.step()
+    prof.stop()
+    steps = [node for root in prof.profiler_result.get_data().values() for node in root.children_node
+             if node.type.name == "ProfileStep"]
+    return paddle_op_times(steps, runs)
+
+
 def summarize(ops: dict[str, dict], flops: int) -> dict:
     """Totals, shares and the matmul-type operators' FLOP rate of ``flops`` per run."""
     total = sum(v["ms_per_run"] for v in ops.values())
@@ -68,14 +110,18 @@ def summarize(ops: dict[str, dict], flops: int) -> dict:
             "ops": ops}
 
 
+RUNTIMES = {"paddle_ort_fp32": "onnxruntime", "paddle_infer_fp32": "paddle.inference fp32",
+            "paddle_infer_bf16": "paddle.inference bf16"}
+
+
 def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
-    lines = [f"# onnxruntime operator profile: {model}, batch {args.batch_size} x {args.seq_len}, "
+    versions = ", ".join(f"{name} {v}" for name, v in summary["provenance"].items() if name not in ("cpu", "code"))
+    lines = [f"# {RUNTIMES[args.backend]} operator profile: {model}, batch {args.batch_size} x {args.seq_len}, "
              f"{args.threads} threads, {args.runs} runs", "",
-             f"Kernel time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
+             f"Operator time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
              f"{summary['matmul_ms_per_run']:.1f} ms ({summary['matmul_percent']:.1f} %), "
              f"{summary['encoder_gflop_per_run']:.1f} GFLOP at {summary['matmul_gflop_per_s'] or 0:.1f} GFLOP/s.", "",
-             "{cpu}; code {code}, onnxruntime {onnxruntime}, paddle2onnx {paddle2onnx}.".format(
-                 **summary["provenance"]), "",
+             f"{summary['provenance']['cpu']}; code {summary['provenance']['code']}, {versions}.", "",
              "| operator | ms per run | % | calls per run |", "|---|---:|---:|---:|"]
     lines += [f"| {op} | {v['ms_per_run']:.2f} | {v['percent']:.1f} | {v['calls_per_run']:g} |"
               for op, v in summary["ops"].items()]
@@ -85,6 +131,8 @@ def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--backend", default="paddle_ort_fp32",
+                        help=f"the runtime profiled, one of: {', '.join(BACKENDS)} (default paddle_ort_fp32)")
     parser.add_argument("--batch_size", type=int, default=16, help="default 16")
     parser.add_argument("--seq_len", type=int, default=128, help="default 128")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default all cores")
@@ -95,8 +143,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.batch_size, args.seq_len, args.runs = 2, 16, 2
     check_names([args.model], MODELS, "model")
+    check_names([args.backend], BACKENDS, "backend")
     if min(args.batch_size, args.threads, args.runs) < 1 or args.seq_len < 2:
         raise UserError("--batch_size, --threads and --runs must be >= 1, --seq_len >= 2")
+    if args.backend != "paddle_ort_fp32":  # the predictor's own checks (bf16: the CPU flags), before building
+        from common.inference import PredictorOptions
+
+        PredictorOptions(threads=args.threads, precision=args.backend.rsplit("_", 1)[1]).check()
     return args
 
 
@@ -108,18 +161,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     check_seq_len([args.model], args.seq_len, args.quick)
-    print(f"{args.model}: building, exporting and converting to ONNX", flush=True)
+    onnx = args.backend == "paddle_ort_fp32"
+    print(f"{args.model}: building, exporting{' and converting to ONNX' if onnx else ''}", flush=True)
     _, paddle_model, cfg = build_pair(MODELS[args.model], args.quick)
     batch = make_batch(args.batch_size, args.seq_len, cfg["vocab_size"])
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = convert_to_onnx(export_static(paddle_model, tmp, custom_ops=False), os.path.join(tmp, ONNX_FILE))
+        prefix = export_static(paddle_model, tmp, custom_ops=not onnx)
         print(f"profiling 1 + {args.runs} runs at batch {args.batch_size} x {args.seq_len}", flush=True)
-        ops = profile_onnx(onnx, batch, args.threads, args.runs)
+        if onnx:
+            ops = profile_onnx(convert_to_onnx(prefix, os.path.join(tmp, ONNX_FILE)), batch, args.threads, args.runs)
+        else:
+            ops = profile_paddle(prefix, batch, args.threads, args.runs, args.backend.rsplit("_", 1)[1])
     at_cls = first_token_layer(paddle_model) is not None  # the export's last layer at [CLS] only: its FLOPs
     summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len, at_cls))
     summary["last_layer_at_cls"] = at_cls
-    summary["provenance"] = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version(),
-                             "onnxruntime": version("onnxruntime"), "paddle2onnx": version("paddle2onnx")}
+    versions = {"onnxruntime": version("onnxruntime"), "paddle2onnx": version("paddle2onnx")} if onnx else \
+        {"paddle": version("paddlepaddle")}
+    summary["provenance"] = {"cpu": cpu_info(args.threads)["cpu"], "code": code_version(), **versions}
     text = markdown(args.model, args, summary)
     write_report(args.output_dir, "op_profile", vars(args), summary, text)
     print(text, end="")

@@ -1,11 +1,13 @@
-"""op_profile.py: onnxruntime's per-operator profile of a benchmark model."""
+"""op_profile.py: the per-operator profile of a benchmark model (onnxruntime, paddle.inference)."""
 import json
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
 from common.bench_models import MODELS, hf_config
 from common.flops import forward_flops
+from common.hardware import onednn_bf16_missing
 from conftest import REPO, run_script, user_error
 
 
@@ -56,10 +58,70 @@ def test_op_profile_end_to_end(tmp_path):
     assert sum(line.startswith("| ") for line in table) == len(ops) + 1
 
 
+def _node(kind, name="", start=0, end=0, children=()):
+    return SimpleNamespace(type=SimpleNamespace(name=kind), name=name, start_ns=start, end_ns=end,
+                           children_node=list(children))
+
+
+def test_paddle_op_times_counts_outermost_operators():
+    from op_profile import paddle_op_times
+
+    inner = _node("OperatorInner", "fc compute", 0, 4_000_000)
+    steps = [_node("ProfileStep", children=[_node("Operator", "fc", 0, 5_000_000, [inner]),
+                                            _node("Operator", "layer_norm", 5_000_000, 5_500_000),
+                                            _node("UserDefined", "feed", children=[
+                                                _node("Operator", "fc", 6_000_000, 7_000_000)])]),
+             _node("ProfileStep", children=[_node("Operator", "fc", 0, 3_000_000),
+                                            _node("Operator", "layer_norm", 3_000_000, 4_500_000)])]
+    assert paddle_op_times(steps, 2) == {"fc": {"ms_per_run": 4.5, "calls_per_run": 1.5},
+                                         "layer_norm": {"ms_per_run": 1.0, "calls_per_run": 1.0}}
+    assert list(paddle_op_times(steps, 2)) == ["fc", "layer_norm"]
+
+
+@pytest.mark.parametrize("backend", ["paddle_infer_fp32", "paddle_infer_bf16"])
+def test_op_profile_paddle_inference_end_to_end(backend, tmp_path):
+    import op_profile
+
+    if backend.endswith("bf16") and onednn_bf16_missing():
+        pytest.skip(f"no oneDNN bf16 on this CPU: lacks {', '.join(onednn_bf16_missing())}")
+    out = tmp_path / "out"
+    summary = op_profile.main(["--model", "bert-base-uncased", "--backend", backend, "--quick",
+                               "--output_dir", str(out)])
+    ops = summary["ops"]
+    assert sum(v["percent"] for v in ops.values()) == pytest.approx(100)
+    # 2 layers; the last at [CLS] without key or value projections (common/first_token.py): q, k, v, out and the
+    # FFN's two in the first layer, [CLS]'s query, the output projection and the FFN's two in the last, pooler and
+    # classifier
+    assert ops["fc"]["calls_per_run"] == 6 + 4 + 2
+    assert ops["ct_attention_bf16" if backend.endswith("bf16") else "ct_attention"]["calls_per_run"] == 1
+    matmul_ms = sum(v["ms_per_run"] for op, v in ops.items() if op in op_profile.MATMUL_OPS)
+    assert summary["matmul_ms_per_run"] == pytest.approx(matmul_ms) and matmul_ms > 0
+    table = (out / "op_profile.md").read_text().splitlines()
+    precision = backend.rsplit("_", 1)[1]
+    assert table[0].startswith(f"# paddle.inference {precision} operator profile: bert-base-uncased, batch 2 x 16")
+    assert table[4].endswith(f"; code {summary['provenance']['code']}, paddle 2.6.2.")
+    assert json.loads((out / "args.json").read_text())["backend"] == backend
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "gpt2"], "unknown model: gpt2"),
     (["--model", "bert-base-uncased", "--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
+    (["--model", "bert-base-uncased", "--backend", "torch_fp32"], "unknown backend: torch_fp32 (known: "
+     "paddle_ort_fp32, paddle_infer_fp32, paddle_infer_bf16)"),
 ])
 def test_op_profile_bad_input_exits_2(argv, message, tmp_path):
     proc = run_script("op_profile.py", *argv, "--output_dir", str(tmp_path / "out"))
     assert user_error(proc, not_written=tmp_path / "out").startswith(message)
+
+
+def test_op_profile_refuses_bf16_without_the_cpu_for_it(monkeypatch, tmp_path, capsys):
+    import common.inference
+    import op_profile
+
+    monkeypatch.setattr(common.inference, "onednn_bf16_missing", lambda: ["avx512bw"])
+    with pytest.raises(SystemExit) as exit_info:
+        op_profile.main(["--model", "bert-base-uncased", "--backend", "paddle_infer_bf16", "--quick",
+                         "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err == ("error: bf16 on CPU: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU "
+                                       "lacks avx512bw\n")
