@@ -4,8 +4,9 @@ The model of ``benchmark.py`` (full-size config, random weights; ``--quick``: ti
 two-segment batch as ``--backend`` runs it: ``paddle_ort_fp32`` (default) exports it with paddle's own operators,
 converts it with paddle2onnx and profiles onnxruntime (its profiler; operators after its fusions);
 ``paddle_infer_fp32`` / ``paddle_infer_bf16`` profile ``paddle.inference`` on the export with this repo's operators
-(paddle's profiler; operators after paddle's IR passes and, in bf16, this repo's program rewrite). After one untimed
-run, ``--runs`` runs are recorded. Per operator type: ms per run, share, calls per run. The matmul-type operators
+(paddle's profiler; operators after paddle's IR passes and, in bf16, this repo's program rewrite). After
+``--warmup`` untimed runs (both runtimes settle over a few runs of a new batch shape), ``--runs`` runs are recorded
+(freed memory kept for reuse, as in ``benchmark.py``). Per operator type: ms per run, share, calls per run. The matmul-type operators
 (onnxruntime: MatMul, FusedMatMul, Gemm, FusedGemm; paddle: fc, the matmuls, and this repo's operators that hold
 GEMMs with their epilogues: attention, SqueezeBERT's grouped linears, ConvBERT's span convolution) also get the
 encoder's FLOP rate over their time (``common/flops.py``'s count, which holds only matmuls; for a classifier,
@@ -27,6 +28,7 @@ from common.errors import UserError, cli
 from common.flops import forward_flops
 from common.fsutil import write_report
 from common.hardware import cpu_info
+from common.malloc import retain_freed_memory
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
 from common.provenance import code_version
 
@@ -37,31 +39,32 @@ MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm",  # onnxruntime
               "ct_grouped_linear_add_norm_bf16", "ct_grouped_ffn_add_norm", "ct_grouped_ffn_add_norm_bf16")
 
 
-def op_times(events: list[dict]) -> dict[str, dict]:
-    """Per operator type of an onnxruntime profile (its JSON events), the first run left out: ms and
+def op_times(events: list[dict], warmup: int = 1) -> dict[str, dict]:
+    """Per operator type of an onnxruntime profile (its JSON events), the first ``warmup`` runs left out: ms and
     calls per run, most time first."""
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
-    if len(starts) < 2:
-        raise ValueError(f"the profile holds {len(starts)} run(s); the first is left out, so at least 2 are needed")
+    if len(starts) <= warmup:
+        raise ValueError(f"the profile holds {len(starts)} run(s); the first {warmup} are left out, so at least "
+                         f"{warmup + 1} are needed")
     ms, calls = defaultdict(float), defaultdict(int)
     for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[1]:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[warmup]:
             op = e["args"]["op_name"]
             ms[op] += e["dur"] / 1000
             calls[op] += 1
-    runs = len(starts) - 1
+    runs = len(starts) - warmup
     return {op: {"ms_per_run": ms[op] / runs, "calls_per_run": calls[op] / runs}
             for op in sorted(ms, key=ms.get, reverse=True)}
 
 
-def profile_onnx(path: str, batch: dict, threads: int, runs: int) -> dict[str, dict]:
-    """:func:`op_times` of ``runs`` onnxruntime runs of the ONNX model ``path`` on ``batch``, after an
-    untimed one (allocations, weight pre-packing)."""
+def profile_onnx(path: str, batch: dict, threads: int, warmup: int, runs: int) -> dict[str, dict]:
+    """:func:`op_times` of ``runs`` onnxruntime runs of the ONNX model ``path`` on ``batch``, after ``warmup``
+    untimed ones (allocations, weight pre-packing)."""
     predictor = OnnxPredictor(path, threads, profile_prefix=os.path.join(os.path.dirname(path), "ort_profile"))
-    for _ in range(runs + 1):
+    for _ in range(warmup + runs):
         predictor(batch)
     with open(predictor.end_profiling(), encoding="utf-8") as f:
-        return op_times(json.load(f))
+        return op_times(json.load(f), warmup)
 
 
 def paddle_op_times(steps: list, runs: int) -> dict[str, dict]:
@@ -80,14 +83,15 @@ def paddle_op_times(steps: list, runs: int) -> dict[str, dict]:
             for op in sorted(ms, key=ms.get, reverse=True)}
 
 
-def profile_paddle(prefix: str, batch: dict, threads: int, runs: int, precision: str) -> dict[str, dict]:
+def profile_paddle(prefix: str, batch: dict, threads: int, warmup: int, runs: int, precision: str) -> dict[str, dict]:
     """:func:`paddle_op_times` of ``runs`` ``paddle.inference`` runs of the exported model ``prefix`` on ``batch``,
-    after an untimed one (oneDNN primitives and weight reorders)."""
+    after ``warmup`` untimed ones (oneDNN primitives, weight reorders)."""
     import paddle.profiler as profiler
     from common.inference import Predictor, PredictorOptions
 
     predictor = Predictor(prefix, PredictorOptions(threads=threads, precision=precision))
-    predictor(batch)
+    for _ in range(warmup):
+        predictor(batch)
     prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
     prof.start()
     for _ in range(runs):
@@ -117,7 +121,7 @@ RUNTIMES = {"paddle_ort_fp32": "onnxruntime", "paddle_infer_fp32": "paddle.infer
 def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
     versions = ", ".join(f"{name} {v}" for name, v in summary["provenance"].items() if name not in ("cpu", "code"))
     lines = [f"# {RUNTIMES[args.backend]} operator profile: {model}, batch {args.batch_size} x {args.seq_len}, "
-             f"{args.threads} threads, {args.runs} runs", "",
+             f"{args.threads} threads, {args.runs} runs after {args.warmup}", "",
              f"Operator time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
              f"{summary['matmul_ms_per_run']:.1f} ms ({summary['matmul_percent']:.1f} %), "
              f"{summary['encoder_gflop_per_run']:.1f} GFLOP at {summary['matmul_gflop_per_s'] or 0:.1f} GFLOP/s.", "",
@@ -136,16 +140,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16, help="default 16")
     parser.add_argument("--seq_len", type=int, default=128, help="default 128")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default all cores")
-    parser.add_argument("--runs", type=int, default=3, help="profiled runs after one untimed run (default 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="profiled runs (default 5)")
     parser.add_argument("--output_dir", default="runs/op_profile", help="for args.json, op_profile.json and .md")
-    parser.add_argument("--quick", action="store_true", help="smoke run: the tiny 2-layer config, batch 2 x 16, 2 runs")
+    parser.add_argument("--quick", action="store_true", help="smoke run: the tiny 2-layer config, batch 2 x 16, 1 + 2 runs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch_size, args.seq_len, args.runs = 2, 16, 2
+        args.batch_size, args.seq_len, args.warmup, args.runs = 2, 16, 1, 2
     check_names([args.model], MODELS, "model")
     check_names([args.backend], BACKENDS, "backend")
-    if min(args.batch_size, args.threads, args.runs) < 1 or args.seq_len < 2:
-        raise UserError("--batch_size, --threads and --runs must be >= 1, --seq_len >= 2")
+    if min(args.batch_size, args.threads, args.warmup, args.runs) < 1 or args.seq_len < 2:
+        raise UserError("--batch_size, --threads, --warmup and --runs must be >= 1, --seq_len >= 2")
     if args.backend != "paddle_ort_fp32":  # the predictor's own checks (bf16: the CPU flags), before building
         from common.inference import PredictorOptions
 
@@ -161,17 +166,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     check_seq_len([args.model], args.seq_len, args.quick)
+    retain_freed_memory()  # as benchmark.py: no page faults on outputs allocated anew each run (common/malloc.py)
     onnx = args.backend == "paddle_ort_fp32"
     print(f"{args.model}: building, exporting{' and converting to ONNX' if onnx else ''}", flush=True)
     _, paddle_model, cfg = build_pair(MODELS[args.model], args.quick)
     batch = make_batch(args.batch_size, args.seq_len, cfg["vocab_size"])
     with tempfile.TemporaryDirectory() as tmp:
         prefix = export_static(paddle_model, tmp, custom_ops=not onnx)
-        print(f"profiling 1 + {args.runs} runs at batch {args.batch_size} x {args.seq_len}", flush=True)
+        print(f"profiling {args.warmup} + {args.runs} runs at batch {args.batch_size} x {args.seq_len}", flush=True)
         if onnx:
-            ops = profile_onnx(convert_to_onnx(prefix, os.path.join(tmp, ONNX_FILE)), batch, args.threads, args.runs)
+            ops = profile_onnx(convert_to_onnx(prefix, os.path.join(tmp, ONNX_FILE)), batch, args.threads, args.warmup,
+                               args.runs)
         else:
-            ops = profile_paddle(prefix, batch, args.threads, args.runs, args.backend.rsplit("_", 1)[1])
+            ops = profile_paddle(prefix, batch, args.threads, args.warmup, args.runs, args.backend.rsplit("_", 1)[1])
     at_cls = first_token_layer(paddle_model) is not None  # the export's last layer at [CLS] only: its FLOPs
     summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len, at_cls))
     summary["last_layer_at_cls"] = at_cls

@@ -1,5 +1,6 @@
 """op_profile.py: the per-operator profile of a benchmark model (onnxruntime, paddle.inference)."""
 import json
+import os
 import subprocess
 from types import SimpleNamespace
 
@@ -31,6 +32,10 @@ def test_op_times_leaves_out_the_first_run():
     assert list(op_times(events)) == ["MatMul", "Add"]
     with pytest.raises(ValueError, match="holds 1 run"):
         op_times(events[:2])
+    assert op_times(events, warmup=2) == {"MatMul": {"ms_per_run": 5.0, "calls_per_run": 1.0},
+                                          "Add": {"ms_per_run": 0.8, "calls_per_run": 2.0}}
+    with pytest.raises(ValueError, match="the first 3 are left out, so at least 4 are needed"):
+        op_times(events, warmup=3)
 
 
 def test_op_profile_end_to_end(tmp_path):
@@ -39,7 +44,8 @@ def test_op_profile_end_to_end(tmp_path):
     out = tmp_path / "out"
     summary = op_profile.main(["--model", "squeezebert-uncased", "--quick", "--output_dir", str(out)])
     assert json.loads((out / "op_profile.json").read_text()) == json.loads(json.dumps(summary))
-    assert json.loads((out / "args.json").read_text())["batch_size"] == 2
+    assert {k: v for k, v in json.loads((out / "args.json").read_text()).items()
+            if k in ("batch_size", "warmup", "runs")} == {"batch_size": 2, "warmup": 1, "runs": 2}
     ops = summary["ops"]
     assert sum(v["percent"] for v in ops.values()) == pytest.approx(100)
     assert ops["LayerNormalization"]["calls_per_run"] == 2 * 2 + 1  # embeddings + 2 per layer, 2 layers
@@ -53,7 +59,8 @@ def test_op_profile_end_to_end(tmp_path):
     head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     assert summary["provenance"]["code"].split("+")[0] == head.strip()
     table = (out / "op_profile.md").read_text().splitlines()
-    assert table[0].startswith("# onnxruntime operator profile: squeezebert-uncased, batch 2 x 16")
+    threads = len(os.sched_getaffinity(0))
+    assert table[0] == f"# onnxruntime operator profile: squeezebert-uncased, batch 2 x 16, {threads} threads, 2 runs after 1"
     assert f"; code {summary['provenance']['code']}, onnxruntime 1.26.0, paddle2onnx 1.3.1." in table[4]
     assert sum(line.startswith("| ") for line in table) == len(ops) + 1
 
@@ -106,6 +113,7 @@ def test_op_profile_paddle_inference_end_to_end(backend, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--model", "gpt2"], "unknown model: gpt2"),
     (["--model", "bert-base-uncased", "--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
+    (["--model", "bert-base-uncased", "--warmup", "0"], "--batch_size, --threads, --warmup and --runs must be >= 1"),
     (["--model", "bert-base-uncased", "--backend", "torch_fp32"], "unknown backend: torch_fp32 (known: "
      "paddle_ort_fp32, paddle_infer_fp32, paddle_infer_bf16)"),
 ])
