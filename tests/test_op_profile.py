@@ -133,3 +133,68 @@ def test_op_profile_refuses_bf16_without_the_cpu_for_it(monkeypatch, tmp_path, c
     assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
     assert capsys.readouterr().err == ("error: bf16 on CPU: paddle's oneDNN bfloat16 kernels need AVX-512; this CPU "
                                        "lacks avx512bw\n")
+
+
+def _profile(folder, name, args, total, ops, code="abc1234"):
+    from common.fsutil import write_json
+
+    run = folder / name
+    run.mkdir(parents=True)
+    write_json(str(run / "args.json"), {"seq_len": 128, "warmup": 3, "runs": 5, "threads": 2, **args})
+    matmul = sum(v for op, v in ops.items() if op == "fc")
+    write_json(str(run / "op_profile.json"), {
+        "total_ms_per_run": total, "matmul_percent": 100 * matmul / total, "matmul_gflop_per_s": 20.0 / matmul * 1e3,
+        "ops": {op: {"ms_per_run": ms} for op, ms in sorted(ops.items())},
+        "provenance": {"cpu": "Test CPU", "code": code}})
+
+
+def test_profile_table_of_a_folder(tmp_path):
+    import profile_table
+
+    ops = {"fc": 40.0, "layer_norm": 1.0, "ct_attention": 2.5, "elementwise_add": 1.5, "cast": 0.01}
+    _profile(tmp_path, "b_fp32_b1", {"model": "bert", "backend": "paddle_infer_fp32", "batch_size": 1}, 45.01, ops)
+    _profile(tmp_path, "a_bf16_b16", {"model": "bert", "backend": "paddle_infer_bf16", "batch_size": 16, "runs": 20},
+             100.0, {"fc": 80.0, "ct_attention_bf16": 20.0}, code="def5678")
+    (tmp_path / "not_a_profile").mkdir()
+    text = profile_table.main([str(tmp_path)])
+    assert text == (tmp_path / "profiles.md").read_text()
+    assert text.splitlines() == [
+        "# Operator profiles", "",
+        "CPU: Test CPU. Code: abc1234, def5678. Seq, untimed runs, profiled runs, threads: 128 / 3 / 5 / 2; "
+        "128 / 3 / 20 / 2.", "",
+        "ms: the operators' time per run (profiled runs' mean); matmul-type: the operators holding the model's GEMMs "
+        "(op_profile.py), their share of that time and the FLOP rate of the exported model's matmuls over it.", "",
+        "| model | backend | batch | ms | matmul-type | GFLOP/s | most time (ms per run) |",
+        "|---|---|---:|---:|---:|---:|---|",
+        "| bert | paddle_infer_bf16 | 16 | 100.0 | 80.0 % | 250 | fc 80.00, ct_attention_bf16 20.00 |",
+        "| bert | paddle_infer_fp32 | 1 | 45.0 | 88.9 % | 500 | fc 40.00, ct_attention 2.50, elementwise_add 1.50, "
+        "layer_norm 1.00 |"]
+
+
+def test_profile_table_bad_input_exits_2(tmp_path):
+    proc = run_script("profile_table.py", str(tmp_path / "missing"))
+    assert user_error(proc) == f"{tmp_path / 'missing'}: not a directory"
+    (tmp_path / "empty").mkdir()
+    proc = run_script("profile_table.py", str(tmp_path / "empty"))
+    assert user_error(proc, not_written=tmp_path / "empty" / "profiles.md").startswith(
+        f"{tmp_path / 'empty'}: no op_profile.json in its subfolders")
+    (tmp_path / "bad" / "run").mkdir(parents=True)
+    (tmp_path / "bad" / "run" / "op_profile.json").write_text('{"ops": {}}')
+    proc = run_script("profile_table.py", str(tmp_path / "bad"))
+    assert user_error(proc, not_written=tmp_path / "bad" / "profiles.md") == (
+        f"{tmp_path / 'bad' / 'run' / 'op_profile.json'}: not an op_profile.py result (needs ops, total_ms_per_run "
+        "and provenance)")
+
+
+def test_op_profiles_script_quick(tmp_path):
+    out = tmp_path / "profiles"
+    env = dict(os.environ, MODELS="bert-base-uncased tinybert-4l-312d", BATCHES="2", BACKENDS="paddle_infer_fp32",
+               OUT_DIR=str(out))
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "op_profiles.sh"), "--quick"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in (out / "profiles.md").read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[:3] for row in rows[1:]] == [["| bert-base-uncased", "paddle_infer_fp32", "2"],
+                                                          ["| tinybert-4l-312d", "paddle_infer_fp32", "2"]]
+    assert sorted(os.listdir(out)) == ["bert-base-uncased_paddle_infer_fp32_b2", "profiles.md",
+                                       "tinybert-4l-312d_paddle_infer_fp32_b2"]
