@@ -1773,12 +1773,12 @@ namespace {
 // in Q's layout. Channels-first: Q size x rows (ldq), K and V size x nk (ldk), Out likewise (Out^T = V^T P^T).
 bool attend_head(bool channels_first, const float* q, int64_t ldq, const float* k, const float* v, int64_t ldk,
                  int64_t rows, int64_t nk, int64_t size, const AttentionMask& mask, int64_t b, int64_t i0, float scale,
-                 float* s, float* out) {
+                 float* s, float* out, int64_t ldo) {
   bool failed = channels_first ? gemm(true, false, rows, nk, size, q, ldq, k, ldk, 0.f, s, nk)
                                : gemm(false, true, rows, nk, size, q, ldq, k, ldk, 0.f, s, nk);
   for (int64_t r = 0; r < rows; ++r) masked_softmax(s + r * nk, mask.row(b, i0 + r), scale, nk, s + r * nk);
-  failed = (channels_first ? gemm(false, true, size, rows, nk, v, ldk, s, nk, 0.f, out, ldq)
-                           : gemm(false, false, rows, size, nk, s, nk, v, ldk, 0.f, out, ldq)) || failed;
+  failed = (channels_first ? gemm(false, true, size, rows, nk, v, ldk, s, nk, 0.f, out, ldo)
+                           : gemm(false, false, rows, size, nk, s, nk, v, ldk, 0.f, out, ldo)) || failed;
   return failed;
 }
 
@@ -1835,7 +1835,8 @@ std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const padd
           const int64_t qo = channels_first ? (b * width + h * size) * nq + i0 : (b * nq + i0) * width + h * size;
           const int64_t ko = channels_first ? (b * width + h * size) * nk : b * nk * width + h * size;
           failed = attend_head(channels_first, pq + qo, channels_first ? nq : width, pk + ko, pv + ko,
-                               channels_first ? nk : width, rows, nk, size, additive, b, i0, scale, s, po + qo) || failed;
+                               channels_first ? nk : width, rows, nk, size, additive, b, i0, scale, s, po + qo,
+                               channels_first ? nq : width) || failed;
         }
       }
     }
@@ -1884,7 +1885,7 @@ std::vector<paddle::Tensor> GroupedQkvAttentionForward(const paddle::Tensor& x, 
         for (int64_t h = 0; h < group_heads; ++h) {  // channels-first heads
           const int64_t o = h * size * len;
           failed = attend_head(true, qkv + o, len, qkv + plane + o, qkv + 2 * plane + o, len, len, len, size, additive,
-                               n, 0, scale, scores, po + (n * s.out + g * s.out_g) * len + o) || failed;
+                               n, 0, scale, scores, po + (n * s.out + g * s.out_g) * len + o, len) || failed;
         }
       }
     }
@@ -1917,6 +1918,79 @@ PD_BUILD_OP(ct_attention)
     .SetKernelFn(PD_KERNEL(AttentionForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
+
+// ---- SqueezeBERT's query, key and value with attention in the token-major export, one operator ------------------
+// X [batch, length, channels]; W [groups, channels / groups, 3 * channels / groups]: per group the query, key and
+// value weights side by side (X W); B [groups, 3 * channels / groups]; M as above. One task per sample and group:
+// the group's three projections as one GEMM into the thread's buffer, then attention over the group's heads from
+// it, Out [batch, length, channels] in BERT's head layout.
+
+namespace {
+
+struct SelfAttentionShape {
+  int64_t batch, len, channels, groups, in_g, width_g, group_heads, size;
+};
+
+// The sizes of grouped self-attention on X [batch, length, channels] with ``groups`` groups of in_g input channels,
+// each projecting to out3 = 3 x width_g (query, key, value), bias B [groups, out3], ``heads`` heads (checked).
+SelfAttentionShape self_attention_shape(const paddle::Tensor& x, int64_t groups, int64_t in_g, int64_t out3,
+                                        const paddle::Tensor& b, int64_t heads, const char* what) {
+  const auto xs = x.shape();
+  PD_CHECK(xs.size() == 3, what, " takes X [batch, length, channels]");
+  PD_CHECK(groups * in_g == xs[2] && out3 == 3 * in_g && b.numel() == 3 * xs[2] && heads > 0 && heads % groups == 0 &&
+               in_g % (heads / groups) == 0,
+           what, ": weight of ", groups, " groups of ", in_g, " x ", out3, " and ", heads, " heads do not fit ", xs[2],
+           " channels in groups of whole heads (query, key and value side by side)");
+  return {xs[0], xs[1], xs[2], groups, in_g, in_g, heads / groups, in_g / (heads / groups)};
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> GroupedSelfAttentionForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                        const paddle::Tensor& b, const paddle::Tensor& m,
+                                                        int64_t heads, float scale) {
+  const char* what = "grouped_self_attention";
+  check_float(x, what);
+  check_float(w, what);
+  check_float(b, what);
+  const auto ws = w.shape();
+  PD_CHECK(ws.size() == 3, what, ": weight must be [groups, channels / groups, 3 * channels / groups]");
+  const SelfAttentionShape s = self_attention_shape(x, ws[0], ws[1], ws[2], b, heads, what);
+  const int64_t ld = 3 * s.width_g;
+  const AttentionMask additive(m, s.batch, s.len, s.len);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
+  float* po = out.data<float>();
+  bool failed = false;
+#pragma omp parallel reduction(|| : failed)
+  {
+    std::vector<float> qkv(s.len * ld), scores(s.len * s.len);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s.batch; ++n) {
+      for (int64_t g = 0; g < s.groups; ++g) {
+        failed = linear_rows(px + n * s.len * s.channels + g * s.in_g, s.channels, pw + g * s.in_g * ld, pb + g * ld,
+                             s.len, s.in_g, ld, qkv.data(), ld) || failed;
+        for (int64_t h = 0; h < s.group_heads; ++h) {
+          const float* q = qkv.data() + h * s.size;
+          failed = attend_head(false, q, ld, q + s.width_g, q + 2 * s.width_g, ld, s.len, s.len, s.size, additive, n, 0,
+                               scale, scores.data(), po + n * s.len * s.channels + g * s.width_g + h * s.size,
+                               s.channels) || failed;
+        }
+      }
+    }
+  }
+  check_gemm(failed, what);
+  return {out};
+}
+
+PD_BUILD_OP(ct_grouped_self_attention)
+    .Inputs({"X", "W", "B", "M"})
+    .Outputs({"Out"})
+    .Attrs({"heads: int64_t", "scale: float"})
+    .SetKernelFn(PD_KERNEL(GroupedSelfAttentionForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
+
 
 // ---- the same attention with bfloat16 products (bf16 inference: paddle.inference's bf16 predictor runs this op
 // in place of ct_attention; common/inference.py renames it in the program). Token-major only. Q, K, V, the
@@ -2107,40 +2181,58 @@ inline void attention_out(int64_t rows, int64_t size, int64_t k2, const uint32_t
   for (int64_t r = 0; r < rows; ++r) to_bf16(buffer + r * size, size, out + r * width);
 }
 
+// One thread's buffers for attend_head_bf16 (nq queries, nk keys, heads of ``size``): Q and K as rows of bf16 pairs,
+// K^T and V as pair rows (padded to 16 words), the probabilities of a block of query rows as bf16 pairs, their fp32
+// scores, and for a bf16 Out the block's fp32 output.
+constexpr int64_t kQueryBlock = 24;
+struct HeadBuffers {
+  int64_t size2, nk2, nk_pad, size_pad;
+  std::vector<uint32_t> qb, kb, kt, vp, probs;
+  std::vector<float> scores, scales, norms, rows_out;
+  HeadBuffers(int64_t nq, int64_t nk, int64_t size, float scale)
+      : size2((size + 1) / 2), nk2((nk + 1) / 2), nk_pad((nk + 15) / 16 * 16), size_pad((size + 15) / 16 * 16),
+        qb(nq * size2), kb(nk * size2), kt(size2 * nk_pad), vp(nk2 * size_pad), probs(kQueryBlock * nk2),
+        scores(kQueryBlock * nk), scales(kQueryBlock, scale), norms(kQueryBlock), rows_out(kQueryBlock * size) {}
+};
+
+// Out (type O, row stride ldo) = softmax(Q K^T * scale + M[b]) V for one head of ``size`` channels: Q [nq, size]
+// (row stride ldq), K and V [nk, size] (ldk), of type T (float32 or bf16), products in bf16 (VDPBF16PS).
+template <class T, class O>
+void attend_head_bf16(const T* q, int64_t ldq, const T* k, const T* v, int64_t ldk, int64_t nq, int64_t nk,
+                      int64_t size, const AttentionMask& additive, int64_t b, HeadBuffers& t, O* out, int64_t ldo) {
+  const int64_t size2 = t.size2, nk2 = t.nk2;
+  for (int64_t i = 0; i < nq; ++i) pair_row(q + i * ldq, size, &t.qb[i * size2]);
+  for (int64_t j = 0; j < nk; ++j) pair_row(k + j * ldk, size, &t.kb[j * size2]);
+  for (int64_t j = 0; j < nk; ++j)
+    for (int64_t p = 0; p < size2; ++p) t.kt[p * t.nk_pad + j] = t.kb[j * size2 + p];
+  pair_rows(v, nk, size, ldk, t.vp.data(), t.size_pad);
+  for (int64_t i = 0; i < nq; i += kQueryBlock) {
+    const int64_t rows = std::min(kQueryBlock, nq - i);
+    // scores = Q K^T * scale + M, probabilities exp(scores - max) and their row sums' inverses,
+    // Out = probabilities V / sums
+    bf16_gemm(rows, nk, size2, &t.qb[i * size2], size2, t.kt.data(), t.nk_pad, t.scores.data(), nk,
+              {t.scales.data(), additive.row(b, i), additive.stride()});
+    for (int64_t r = 0; r < rows; ++r) {
+      t.norms[r] = exp_to_bf16(&t.scores[r * nk], nk, reinterpret_cast<uint16_t*>(&t.probs[r * nk2]));
+    }
+    attention_out(rows, size, nk2, t.probs.data(), t.vp.data(), t.size_pad, t.norms.data(), out + i * ldo, ldo,
+                  t.rows_out.data());
+  }
+}
+
 // Out (fp32 or bf16, the inputs' type T) of ct_attention_bf16 for Q, K, V of type T.
 template <class T>
 void attention_bf16(const T* pq, const T* pk, const T* pv, const AttentionMask& additive, int64_t heads, float scale,
                     AttentionSizes sizes, T* po) {
   const auto [batch, nq, nk, width, size] = sizes;
-  // Per thread: Q and K as rows of bf16 pairs, K^T and V as pair rows (padded to 16 words), probabilities of a
-  // block of query rows as bf16 pairs, their fp32 scores, and for a bf16 Out the block's fp32 output.
-  const int64_t size2 = (size + 1) / 2, nk2 = (nk + 1) / 2, nk_pad = (nk + 15) / 16 * 16,
-                size_pad = (size + 15) / 16 * 16, block = 24;
 #pragma omp parallel
   {
-    std::vector<uint32_t> qb(nq * size2), kb(nk * size2), kt(size2 * nk_pad), vp(nk2 * size_pad), probs(block * nk2);
-    std::vector<float> scores(block * nk), scales(block, scale), norms(block), rows_out(sizeof(T) == 2 ? block * size : 0);
+    HeadBuffers buffers(nq, nk, size, scale);
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t oq = b * nq * width + h * size, ok = b * nk * width + h * size;
-        for (int64_t i = 0; i < nq; ++i) pair_row(pq + oq + i * width, size, &qb[i * size2]);
-        for (int64_t j = 0; j < nk; ++j) pair_row(pk + ok + j * width, size, &kb[j * size2]);
-        for (int64_t j = 0; j < nk; ++j)
-          for (int64_t p = 0; p < size2; ++p) kt[p * nk_pad + j] = kb[j * size2 + p];
-        pair_rows(pv + ok, nk, size, width, vp.data(), size_pad);
-        for (int64_t i = 0; i < nq; i += block) {
-          const int64_t rows = std::min(block, nq - i);
-          // scores = Q K^T * scale + M, probabilities exp(scores - max) and their row sums' inverses,
-          // Out = probabilities V / sums
-          bf16_gemm(rows, nk, size2, &qb[i * size2], size2, kt.data(), nk_pad, scores.data(), nk,
-                    {scales.data(), additive.row(b, i), additive.stride()});
-          for (int64_t r = 0; r < rows; ++r) {
-            norms[r] = exp_to_bf16(&scores[r * nk], nk, reinterpret_cast<uint16_t*>(&probs[r * nk2]));
-          }
-          attention_out(rows, size, nk2, probs.data(), vp.data(), size_pad, norms.data(), po + oq + i * width, width,
-                        rows_out.data());
-        }
+        attend_head_bf16(pq + oq, width, pk + ok, pv + ok, width, nq, nk, size, additive, b, buffers, po + oq, width);
       }
     }
   }
@@ -2578,3 +2670,64 @@ PD_BUILD_OP(ct_grouped_ffn_add_norm_bf16)
     .SetKernelFn(PD_KERNEL(GroupedFfnAddNormBf16Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfSevenShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
+
+std::vector<paddle::Tensor> GroupedSelfAttentionBf16Forward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                            const paddle::Tensor& b, const paddle::Tensor& m,
+                                                            int64_t heads, float scale) {
+#ifndef __AVX512BF16__
+  PD_THROW("ct_grouped_self_attention_bf16 needs a CPU with AVX512-BF16 (the operators were built for one without)");
+#else
+  const char* what = "ct_grouped_self_attention_bf16";
+  check_bf16_weight(w, b, what);
+  std::vector<uint16_t> converted;
+  const uint16_t* px = bf16_input(x, converted, what);
+  const auto ws = w.shape();
+  PD_CHECK(ws.size() == 3, what, ": weight must be [groups, 3 * channels / groups, channels / groups]");
+  const SelfAttentionShape s = self_attention_shape(x, ws[0], ws[2], ws[1], b, heads, what);
+  const int64_t ld = 3 * s.width_g;
+  const AttentionMask additive(m, s.batch, s.len, s.len);
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  const uint16_t* pw = elements<uint16_t>(w);
+  const float* pb = b.data<float>();
+  bool failed = false;
+  by_element_type(x, [&](auto zero) {
+    using T = decltype(zero);
+    T* po = elements<T>(out);
+#pragma omp parallel reduction(|| : failed)
+    {
+      std::vector<float> qkv(s.len * ld);
+      HeadBuffers buffers(s.len, s.len, s.size, scale);
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t n = 0; n < s.batch; ++n) {
+        for (int64_t g = 0; g < s.groups; ++g) {
+          failed = gemm_bf16(s.len, ld, s.in_g, px + n * s.len * s.channels + g * s.in_g, s.channels, pw + g * ld * s.in_g,
+                             s.in_g, qkv.data(), ld) || failed;
+          const float* bias = pb + g * ld;
+          for (int64_t r = 0; r < s.len; ++r) {
+            float* row = qkv.data() + r * ld;
+#pragma omp simd
+            for (int64_t i = 0; i < ld; ++i) row[i] += bias[i];
+          }
+          for (int64_t h = 0; h < s.group_heads; ++h) {
+            const float* q = qkv.data() + h * s.size;
+            attend_head_bf16(q, ld, q + s.width_g, q + 2 * s.width_g, ld, s.len, s.len, s.size, additive, n, buffers,
+                             po + n * s.len * s.channels + g * s.width_g + h * s.size, s.channels);
+          }
+        }
+      }
+    }
+  });
+  PD_CHECK(!failed, what, ": dnnl_gemm_bf16bf16f32 failed");
+  return {out};
+#endif
+}
+
+// X as ct_grouped_self_attention's, W [groups, 3 * channels / groups, channels / groups] bf16 (its weight transposed
+// back), marked bfloat16 in bf16 predictors by common/inference.py like the other grouped operators.
+PD_BUILD_OP(ct_grouped_self_attention_bf16)
+    .Inputs({"X", "W", "B", "M"})
+    .Outputs({"Out"})
+    .Attrs({"heads: int64_t", "scale: float"})
+    .SetKernelFn(PD_KERNEL(GroupedSelfAttentionBf16Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));

@@ -18,7 +18,8 @@ Parameters and state dict are unchanged; outputs and gradients equal paddle's wi
 rounding (dropout aside), and a static graph built in eval mode (an export) keeps paddle's operators
 except where a layer says otherwise (attention, :func:`attends`).
 Exported inference models use some of them too: attention without dropout (one operator per layer,
-:func:`attend`), SqueezeBERT's grouped query, key and value projections (:func:`grouped_linear`), its
+:func:`attend`), SqueezeBERT's grouped query, key and value projections with the attention
+(:func:`grouped_self_attention`; alone, :func:`grouped_linear`), its
 post-attention layer and feed-forward block each with their residual add and norm (:func:`grouped_linear_add_norm`,
 :func:`grouped_ffn_add_norm`),
 ConvBERT's span convolution and MobileBERT's residual add + NoNorm in place (:func:`add_scale_shift_`; see
@@ -222,6 +223,18 @@ def grouped_linear(x: paddle.Tensor, conv) -> paddle.Tensor:
     token-major [..., channels], one oneDNN GEMM per group (and row block) on one thread each; no gradient
     (exported models)."""
     return kernels().ct_grouped_linear(_dense(x), by_group_transposed(conv), conv.bias, int(conv._groups))
+
+
+def grouped_self_attention(x: paddle.Tensor, convs: tuple, mask: paddle.Tensor, heads: int) -> paddle.Tensor:
+    """Self-attention of token-major ``x`` [batch, length, channels] whose query, key and value ``convs`` are grouped
+    1x1 convolutions of one group count, groups holding whole heads: one operator, per sample and group one GEMM for
+    the three projections (their weights side by side, a parameter-only expression paddle.inference folds) and
+    attention over the group's heads; no gradient (exported models). Returns [batch, length, channels]."""
+    groups = int(convs[0]._groups)
+    weight = paddle.concat([by_group_transposed(c) for c in convs], axis=2)
+    bias = paddle.concat([c.bias.reshape([groups, -1]) for c in convs], axis=1)
+    size = x.shape[-1] // heads
+    return kernels().ct_grouped_self_attention(_dense(x), weight, bias, _dense(mask), int(heads), size**-0.5)
 
 
 def grouped_linear_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, norm) -> paddle.Tensor:

@@ -236,11 +236,17 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
 def _attention_per_group(x: paddle.Tensor, queries: paddle.Tensor, att: _pm.SqueezeBertSelfAttention,
                          mask: paddle.Tensor) -> paddle.Tensor:
     """Per-group form: the attention context of ``queries`` (``x`` or its first token) over ``x`` [batch,
-    length, channels]: query, key and value each as one grouped linear operator (``ct_grouped_linear``), then
-    this repo's attention over all heads (``ct_attention``, BERT's token-major head layout). bf16 predictors run
-    both in bf16."""
-    q, k, v = (tk.grouped_linear(t, c) for t, c in zip((queries, x, x), (att.query, att.key, att.value)))
-    return tk.attention(q, k, v, mask, att.num_attention_heads)
+    length, channels] (BERT's token-major head layout). Where the queries are ``x`` and query, key and value share
+    groups holding whole heads, one operator (``ct_grouped_self_attention``: per sample and group the three
+    projections as one GEMM, then attention over the group's heads); else query, key and value each as one grouped
+    linear operator (``ct_grouped_linear``), then this repo's attention over all heads (``ct_attention``). bf16
+    predictors run them in bf16."""
+    convs = (att.query, att.key, att.value)
+    heads = att.num_attention_heads
+    if queries is x and len({c._groups for c in convs}) == 1 and heads % convs[0]._groups == 0:
+        return tk.grouped_self_attention(x, convs, mask, heads)
+    q, k, v = (tk.grouped_linear(t, c) for t, c in zip((queries, x, x), convs))
+    return tk.attention(q, k, v, mask, heads)
 
 
 def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:

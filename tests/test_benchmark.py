@@ -415,16 +415,20 @@ def test_squeezebert_token_major_export_matches_hf(groups, tmp_path):
     for onednn in (True, False):
         got = Predictor(prefix, PredictorOptions(threads=2, onednn=onednn))(batch)[0]
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-    # paddle.inference runs the attention's query, key and value as this repo's grouped linear operator, the
-    # attention over all heads, the post-attention layer and the feed-forward block (where its two convolutions
-    # have the same groups) as this repo's operators, weights folded first; a feed-forward of other groups as one
-    # oneDNN fc per group; the pooler's and the classifier's fcs; no reshape (paddle's copies)
+    # paddle.inference runs the attention's query, key and value with the attention as one operator of this repo
+    # where they share groups (the last layer, at [CLS] only, and other groups: the query, key and value as this
+    # repo's grouped linear operator, the attention over all heads), the post-attention layer and the feed-forward
+    # block (where its two convolutions have the same groups) as this repo's operators, weights folded first; a
+    # feed-forward of other groups as one oneDNN fc per group; the pooler's and the classifier's fcs; no reshape
+    # (paddle's copies)
     ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "optimized"))
     config = transformers.AutoConfig.from_pretrained(torch_dir)
     layers = config.num_hidden_layers
     fused = groups["intermediate_groups"] == groups["output_groups"]
     assert ops["fc"] == (0 if fused else layers * (groups["intermediate_groups"] + groups["output_groups"])) + 2
-    assert ops["ct_grouped_linear"] == 3 * layers and ops["ct_attention"] == layers
+    shared = groups["q_groups"] == groups["k_groups"] == groups["v_groups"]
+    assert ops["ct_grouped_self_attention"] == (layers - 1 if shared else 0)
+    assert ops["ct_grouped_linear"] == 3 * (1 if shared else layers) and ops["ct_attention"] == (1 if shared else layers)
     assert ops["ct_grouped_linear_add_norm"] == layers and ops["ct_grouped_ffn_add_norm"] == (layers if fused else 0)
     assert ops["fused_matmul"] + ops["matmul"] + ops["matmul_v2"] + ops["reshape2"] + ops["transpose2"] == 0
     # the portable export (onnxruntime, GPUs) keeps a grouped convolution as one batched matmul, and

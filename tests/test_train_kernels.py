@@ -353,11 +353,12 @@ def test_bf16_add_scale_shift_operator(width):
 
 
 def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
-    """SqueezeBERT's export runs each layer as three ct_grouped_linear (query, key, value), ct_attention,
-    ct_grouped_linear_add_norm (post-attention) and ct_grouped_ffn_add_norm (feed-forward), their weights folded
-    into parameters (paddle.inference in fp32 too: no transpose, split, concat, add or norm left in the encoder). A
-    bf16 predictor runs the bf16 versions on bf16 weights (folded alike: no cast left beyond the mask's), bf16 from
-    one into the next; its logits within bf16 rounding of fp32's."""
+    """SqueezeBERT's export runs each layer's query, key, value and attention as ct_grouped_self_attention (the last
+    layer, at [CLS] only, as three ct_grouped_linear and ct_attention), ct_grouped_linear_add_norm (post-attention)
+    and ct_grouped_ffn_add_norm (feed-forward), their weights folded into parameters (paddle.inference in fp32 too:
+    no transpose, split, concat, add or norm left in the encoder). A bf16 predictor runs the bf16 versions on bf16
+    weights (folded alike: no cast left beyond the mask's), bf16 from one into the next; its logits within bf16
+    rounding of fp32's."""
     from common.bench_models import make_batch
     from common.inference import (Predictor, PredictorOptions, _ops, _program, export_static, op_counts,
                                   optimized_op_counts)
@@ -365,32 +366,36 @@ def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
     _, model, config = build_pair(MODELS["squeezebert-uncased"], quick=True)
     prefix = export_static(model, str(tmp_path / "static"))
     layers = config["num_hidden_layers"]
-    per_layer = {"ct_grouped_linear": 3, "ct_attention": 1, "ct_grouped_linear_add_norm": 1, "ct_grouped_ffn_add_norm": 1}
+    counts = {"ct_grouped_self_attention": layers - 1, "ct_grouped_linear": 3, "ct_attention": 1,
+              "ct_grouped_linear_add_norm": layers, "ct_grouped_ffn_add_norm": layers}
     exported = op_counts(prefix)
-    assert {op: exported[op] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
+    assert {op: exported[op] for op in counts} == counts
     fp32 = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fp32"))
-    assert {op: fp32[op] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
+    assert {op: fp32[op] for op in counts} == counts
     assert fp32["layer_norm"] == 1 and fp32["fc"] == 2  # the embeddings'; the pooler and classifier
     assert not {"transpose2", "reshape2", "split", "concat"} & set(fp32)
     if onednn_bf16_missing() or not BF16_CPU:
         pytest.skip("the bf16 operators run where paddle.inference has bf16 and the CPU AVX512-BF16")
     bf16 = optimized_op_counts(prefix, PredictorOptions(threads=2, precision="bf16"), str(tmp_path / "bf16"))
-    assert {op: bf16[f"{op}_bf16"] for op in per_layer} == {op: n * layers for op, n in per_layer.items()}
-    assert not set(per_layer) & set(bf16) and "transpose2" not in bf16
+    assert {op: bf16[f"{op}_bf16"] for op in counts} == counts
+    assert not set(counts) & set(bf16) and "transpose2" not in bf16
     assert bf16["cast"] == fp32["cast"] == 1  # the attention mask's
     desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
     ops = list(_ops(desc))
     writer = {name: op.type() for op in ops for name in op.output_arg_names()}
     readers = {name: sorted(op.type() for op in ops if name in op.input_arg_names()) for name in writer}
+    fused = [op for op in ops if op.type() == "ct_grouped_self_attention_bf16"]
+    # the first layer's reads the embeddings' norm, the others the previous layer's feed-forward
+    assert [writer[op.input("X")[0]] for op in fused] == (
+        ["ct_add_layer_norm_bf16"] + ["ct_grouped_ffn_add_norm_bf16"] * (layers - 2))
     grouped = [op for op in ops if op.type() == "ct_grouped_linear_bf16"]
-    # the first layer's read the embeddings' norm, the last layer's query the [CLS] slice (fp32), the others the
-    # previous layer's feed-forward
-    assert sorted(writer[op.input("X")[0]] for op in grouped) == sorted(
-        ["ct_add_layer_norm_bf16"] * 3 + ["ct_grouped_ffn_add_norm_bf16"] * (3 * layers - 4) + ["slice"])
+    # the last layer's: the query reads the [CLS] slice (fp32), key and value the previous feed-forward
+    assert sorted(writer[op.input("X")[0]] for op in grouped) == ["ct_grouped_ffn_add_norm_bf16"] * 2 + ["slice"]
     assert {r for op in grouped for r in readers[op.output("Out")[0]]} == {"ct_attention_bf16"}
+    post = [writer[op.input("X")[0]] for op in ops if op.type() == "ct_grouped_linear_add_norm_bf16"]
+    assert post == ["ct_grouped_self_attention_bf16"] * (layers - 1) + ["ct_attention_bf16"]
     for op in ops:
         if op.type() == "ct_grouped_linear_add_norm_bf16":
-            assert writer[op.input("X")[0]] == "ct_attention_bf16"
             assert readers[op.output("Out")[0]] == ["ct_grouped_ffn_add_norm_bf16"]
     batch = make_batch(3, 16, config["vocab_size"])
     want = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
@@ -825,9 +830,86 @@ def test_bf16_fused_grouped_operators(groups, rows, threads):
                                              inner.bias, norm.weight, norm.bias, groups, 1e-12)
 
 
+def _padding_mask(lengths: list[int], keys: int) -> paddle.Tensor:
+    """The additive [batch, 1, 1, keys] mask of sequences of ``lengths`` (-1e4 past each)."""
+    mask = np.zeros((len(lengths), 1, 1, keys), "float32")
+    for i, n in enumerate(lengths):
+        mask[i, ..., n:] = -1e4
+    return paddle.to_tensor(mask)
+
+
+@pytest.mark.parametrize("groups,heads,threads", [(4, 4, 2), (2, 6, 3), (1, 2, 1)])
+def test_grouped_self_attention_equals_projections_then_attention(groups, heads, threads):
+    """ct_grouped_self_attention (one GEMM per sample and group for query, key and value side by side, then
+    attention over the group's heads) gives what three ct_grouped_linear and ct_attention give, bit for bit (the same
+    products in the same order), and float64's within 1e-5; padded sequences, tasks not dividing the threads."""
+    rng = np.random.default_rng(11)
+    x = paddle.to_tensor(rng.normal(size=(3, 7, 24)).astype("float32"))
+    convs = tuple(_Conv(rng, 24, 24, groups) for _ in range(3))
+    mask = _padding_mask([7, 5, 2], 7)
+    with _threads(threads):
+        got = tk.grouped_self_attention(x, convs, mask, heads).numpy()
+        q, k, v = (tk.grouped_linear(x, c) for c in convs)
+        want = tk.attention(q, k, v, mask, heads).numpy()
+    np.testing.assert_array_equal(got, want)
+    size = 24 // heads
+    q, k, v = (_conv_ref(x.numpy(), c).reshape(3, 7, heads, size).transpose(0, 2, 1, 3) for c in convs)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(size) + mask.numpy().astype(np.float64)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    ref = (probs / probs.sum(-1, keepdims=True) @ v).transpose(0, 2, 1, 3).reshape(3, 7, 24)
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_grouped_self_attention_checks_its_inputs():
+    op = tk.kernels().ct_grouped_self_attention
+    x, b, mask = paddle.rand([2, 5, 24]), paddle.rand([72]), paddle.zeros([2, 1, 1, 5])
+    with pytest.raises(OSError, match=r"grouped_self_attention: weight of 4 groups of 6 x 18 and 6 heads do not fit "
+                                      r"24 channels in groups of whole heads"):
+        op(x, paddle.rand([4, 6, 18]), b, mask, 6, 1.0)  # 6 heads in 4 groups
+    with pytest.raises(OSError, match="do not fit 24 channels"):
+        op(x, paddle.rand([4, 6, 12]), b, mask, 4, 1.0)  # not three projections
+    with pytest.raises(OSError, match=r"attention mask must be \[batch, 1, 1 or query, key\]"):
+        op(x, paddle.rand([4, 6, 18]), b, paddle.zeros([2, 1, 1, 4]), 4, 1.0)
+    with pytest.raises(OSError, match="grouped_self_attention must be float32"):
+        op(x, paddle.rand([4, 6, 18]).astype("bfloat16"), b, mask, 4, 1.0)
+
+
+@pytest.mark.skipif(not BF16_CPU, reason="the bf16 operators run on CPUs with AVX512-BF16")
+@pytest.mark.parametrize("groups,heads,threads", [(4, 4, 2), (2, 6, 3)])
+def test_bf16_grouped_self_attention(groups, heads, threads):
+    """ct_grouped_self_attention_bf16 (weight bf16 [groups, 3 * out / groups, in / groups]): a bf16 X gives a bf16
+    Out, an fp32 X an fp32 Out, each exactly what ct_grouped_linear_bf16 for query, key and value and
+    ct_attention_bf16 give (the same rounding: the projections in fp32, rounded to bf16 once); within bf16 rounding
+    of the fp32 operator's."""
+    rng = np.random.default_rng(12)
+    x32 = paddle.to_tensor(rng.normal(size=(3, 9, 24)).astype("float32"))
+    x16 = x32.astype("bfloat16")
+    convs = tuple(_Conv(rng, 24, 24, groups) for _ in range(3))
+    mask = _padding_mask([9, 4, 1], 9)
+    kernels = tk.kernels()
+    weight = paddle.concat([_bf16_by_group(c) for c in convs], axis=1)
+    bias = paddle.concat([c.bias.reshape([groups, -1]) for c in convs], axis=1)
+    scale = (24 // heads) ** -0.5
+    with _threads(threads):
+        got16 = kernels.ct_grouped_self_attention_bf16(x16, weight, bias, mask, heads, scale)
+        got32 = kernels.ct_grouped_self_attention_bf16(x32, weight, bias, mask, heads, scale)
+        qkv = [kernels.ct_grouped_linear_bf16(x32, _bf16_by_group(c), c.bias, groups) for c in convs]
+        want32 = kernels.ct_attention_bf16(*qkv, mask, heads, scale, False)
+        qkv = [kernels.ct_grouped_linear_bf16(x16, _bf16_by_group(c), c.bias, groups) for c in convs]
+        want16 = kernels.ct_attention_bf16(*qkv, mask, heads, scale, False)
+    assert got16.dtype == paddle.bfloat16 and got32.dtype == paddle.float32
+    np.testing.assert_array_equal(got32.numpy(), want32.numpy())
+    np.testing.assert_array_equal(got16.astype("float32").numpy(), want16.astype("float32").numpy())
+    fp32 = tk.grouped_self_attention(x32, tuple(_bf16_rounded(c) for c in convs), mask, heads).numpy()
+    np.testing.assert_allclose(got32.numpy(), fp32, atol=0.03, rtol=0)
+    with pytest.raises(OSError, match="ct_grouped_self_attention_bf16: weight must be a bfloat16 CPU tensor"):
+        kernels.ct_grouped_self_attention_bf16(x16, weight.astype("float32"), bias, mask, heads, scale)
+
+
 def test_grouped_operators_infer_their_output_shapes():
     """In a static program (an export), each grouped operator's output shape: X's with the linear layer's out
-    channels, from either weight layout (fp32 [groups, in, out] per group, bf16 [groups, out, in])."""
+    channels, from either weight layout (fp32 [groups, in, out] per group, bf16 [groups, out, in]); the grouped
+    self-attention's, X's."""
     kernels = tk.kernels()
     main = paddle.static.Program()
     with paddle.static.program_guard(main, paddle.static.Program()):
@@ -841,9 +923,15 @@ def test_grouped_operators_infer_their_output_shapes():
             outs = [kernels.ct_grouped_linear(x, w32, b, 4), kernels.ct_grouped_linear_bf16(x, w16, b, 4),
                     kernels.ct_grouped_linear_add_norm(x, w32, b, r, g, beta, 4, 1e-12),
                     kernels.ct_grouped_linear_add_norm_bf16(x, w16, b, r, g, beta, 4, 1e-12)]
+            m, b96 = paddle.static.data("m", [-1, 1, 1, 5], "float32"), paddle.static.data("b96", [96], "float32")
+            attention = [kernels.ct_grouped_self_attention(x, paddle.static.data("wa", [4, 8, 24], "float32"), b96, m,
+                                                           4, 1.0),
+                         kernels.ct_grouped_self_attention_bf16(x, paddle.static.data("wb", [4, 24, 8], "bfloat16"),
+                                                                b96, m, 4, 1.0)]
         finally:
             paddle.disable_static()
     assert [tuple(o.shape) for o in outs] == [(-1, 5, 48)] * 4
+    assert [tuple(o.shape) for o in attention] == [(-1, 5, 32)] * 2
 
 
 def _channel_norm(rng):
