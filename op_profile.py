@@ -36,7 +36,8 @@ BACKENDS = ("paddle_ort_fp32", "paddle_infer_fp32", "paddle_infer_bf16")
 MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm",  # onnxruntime
               "fc", "matmul", "matmul_v2", "fused_matmul", "ct_attention", "ct_attention_bf16", "ct_span_conv",
               "ct_grouped_linear", "ct_grouped_linear_bf16", "ct_grouped_linear_add_norm",
-              "ct_grouped_linear_add_norm_bf16", "ct_grouped_ffn_add_norm", "ct_grouped_ffn_add_norm_bf16")
+              "ct_grouped_linear_add_norm_bf16", "ct_grouped_ffn_add_norm", "ct_grouped_ffn_add_norm_bf16",
+              "ct_grouped_self_attention", "ct_grouped_self_attention_bf16")
 
 
 def op_times(events: list[dict], warmup: int = 1) -> dict[str, dict]:

@@ -38,6 +38,19 @@ def test_op_times_leaves_out_the_first_run():
         op_times(events, warmup=3)
 
 
+def test_matmul_ops_name_every_gemm_operator():
+    """The matmul-type operators: onnxruntime's, paddle's and every operator of this repo that runs GEMMs (the
+    attention, span convolution and grouped operators' registrations in common/train_kernels.cc)."""
+    import re
+
+    from op_profile import MATMUL_OPS
+
+    with open(f"{REPO}/common/train_kernels.cc", encoding="utf-8") as f:
+        registered = set(re.findall(r"PD_BUILD_OP\((ct_\w+)\)", f.read()))
+    gemm_ops = {op for op in registered if re.match(r"ct_(\w*attention|span_conv|grouped_(linear|ffn|self))", op)}
+    assert gemm_ops - {"ct_grouped_qkv_attention"} == {op for op in MATMUL_OPS if op.startswith("ct_")}
+
+
 def test_op_profile_end_to_end(tmp_path):
     import op_profile
 
