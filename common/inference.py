@@ -44,8 +44,8 @@ BF16_ATTENTION_INPUTS = {"Q": "X", "K": "Y", "V": "Input"}
 BF16_ADD_LAYER_NORM = "ct_add_layer_norm_bf16"
 BF16_RENAMED = {"ct_add_scale_shift_": "ct_add_scale_shift_bf16"}
 # And SqueezeBERT's grouped linear layers (alone, with the residual add and norm, the feed-forward block, query, key
-# and value with the attention) as bf16 operators, marked alike, their weights transposed back and cast to bf16 by operators that paddle's constant
-# folding turns into parameters; the residual input R renamed Y (converted alike).
+# and value with the attention) as bf16 operators, marked alike, their weights transposed back and cast to bf16 by
+# operators that paddle's constant folding turns into parameters; the residual input R renamed Y (converted alike).
 BF16_GROUPED = {"ct_grouped_linear": "ct_grouped_linear_bf16",
                 "ct_grouped_linear_add_norm": "ct_grouped_linear_add_norm_bf16",
                 "ct_grouped_ffn_add_norm": "ct_grouped_ffn_add_norm_bf16",

@@ -1770,7 +1770,8 @@ namespace {
 
 // softmax(Q K^T * scale + mask) V for ``rows`` queries (from query i0 of sample b) of one head of ``size`` channels
 // over nk keys; scores in s (rows x nk). Token-major: Q rows x size (row stride ldq), K and V nk x size (ldk), Out
-// in Q's layout. Channels-first: Q size x rows (ldq), K and V size x nk (ldk), Out likewise (Out^T = V^T P^T).
+// rows x size (ldo). Channels-first: Q size x rows (ldq), K and V size x nk (ldk), Out size x rows (ldo; Out^T =
+// V^T P^T).
 bool attend_head(bool channels_first, const float* q, int64_t ldq, const float* k, const float* v, int64_t ldk,
                  int64_t rows, int64_t nk, int64_t size, const AttentionMask& mask, int64_t b, int64_t i0, float scale,
                  float* s, float* out, int64_t ldo) {
@@ -1990,7 +1991,6 @@ PD_BUILD_OP(ct_grouped_self_attention)
     .SetKernelFn(PD_KERNEL(GroupedSelfAttentionForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfFourShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfFourDtype));
-
 
 // ---- the same attention with bfloat16 products (bf16 inference: paddle.inference's bf16 predictor runs this op
 // in place of ct_attention; common/inference.py renames it in the program). Token-major only. Q, K, V, the
