@@ -9,28 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from common.errors import UserError, cli
-from common.fsutil import read_json, write_text
+from common.errors import cli
+from common.fsutil import read_json, read_runs, write_text
 
 TOP = 4  # operator types named per profile
 
 
 def collect(folder: str) -> list[tuple[dict, dict]]:
     """(args, result) of every ``op_profile.py`` run in ``folder``'s subfolders, by subfolder name."""
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder}: not a directory")
-    runs = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name, "op_profile.json")
-        if not os.path.isfile(path):
-            continue
-        result = read_json(path)
-        if not (isinstance(result, dict) and {"ops", "total_ms_per_run", "provenance"} <= result.keys()):
-            raise UserError(f"{path}: not an op_profile.py result (needs ops, total_ms_per_run and provenance)")
-        runs.append((read_json(os.path.join(folder, name, "args.json")), result))
-    if not runs:
-        raise UserError(f"{folder}: no op_profile.json in its subfolders (run op_profile.py --output_dir {folder}/NAME)")
-    return runs
+    runs = read_runs(folder, "op_profile.json", ("ops", "total_ms_per_run", "provenance"), "op_profile.py")
+    return [(read_json(os.path.join(run, "args.json")), result) for run, result in runs]
 
 
 def table(runs: list[tuple[dict, dict]]) -> str:

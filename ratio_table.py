@@ -12,23 +12,13 @@ import argparse
 import os
 
 from common.errors import UserError, cli
-from common.fsutil import read_json, write_text
+from common.fsutil import read_runs, write_text
 
 
 def collect(folder: str) -> list[dict]:
     """The ``speed_ratio.json`` results of ``folder``'s subfolders, by subfolder name."""
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder}: not a directory")
-    paths = [os.path.join(folder, d, "speed_ratio.json") for d in sorted(os.listdir(folder))]
-    results = []
-    for path in filter(os.path.isfile, paths):
-        result = read_json(path)
-        if not (isinstance(result, dict) and {"args", "provenance", "batches"} <= result.keys()):
-            raise UserError(f"{path}: not a speed_ratio.py result (needs args, provenance and batches)")
-        results.append(result)
-    if not results:
-        raise UserError(f"{folder}: no speed_ratio.json in its subfolders (run speed_ratio.py --output_dir {folder}/NAME)")
-    return results
+    return [result for _, result in read_runs(folder, "speed_ratio.json", ("args", "provenance", "batches"),
+                                              "speed_ratio.py")]
 
 
 def sides(args: dict) -> tuple[list[str], list[str]]:

@@ -45,6 +45,27 @@ def read_json(path: str) -> Any:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_runs(folder: str, name: str, keys: tuple[str, ...], tool: str) -> list[tuple[str, dict]]:
+    """(subfolder path, parsed ``name``) for each of ``folder``'s subfolders, by name, that holds ``name``: a
+    measuring ``tool``'s result, a JSON object with ``keys``. A missing folder, a result without them, or no result
+    at all is a :class:`UserError`."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: not a directory")
+    runs = []
+    for sub in sorted(os.listdir(folder)):
+        path = os.path.join(folder, sub, name)
+        if not os.path.isfile(path):
+            continue
+        result = read_json(path)
+        if not (isinstance(result, dict) and set(keys) <= result.keys()):
+            article = "an" if tool[0] in "aeiou" else "a"
+            raise UserError(f"{path}: not {article} {tool} result (needs {', '.join(keys[:-1])} and {keys[-1]})")
+        runs.append((os.path.dirname(path), result))
+    if not runs:
+        raise UserError(f"{folder}: no {name} in its subfolders (run {tool} --output_dir {folder}/NAME)")
+    return runs
+
+
 def write_text(path: str, text: str) -> None:
     """Write ``text`` through a temporary file and a rename."""
     tmp = path + ".tmp"
