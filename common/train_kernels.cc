@@ -1121,15 +1121,20 @@ LinearShape linear_shape(const paddle::Tensor& x, const paddle::Tensor& w, const
   return {x.numel() / in, in, out, groups, in / groups, ws[2]};
 }
 
+// Rows [0, count) of Y (ldy): the first n values of each plus bias.
+void add_bias_rows(float* y, int64_t ldy, const float* bias, int64_t count, int64_t n) {
+  for (int64_t r = 0; r < count; ++r) {
+    float* row = y + r * ldy;
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) row[c] += bias[c];
+  }
+}
+
 // Rows [0, count) of one group: Y (ldy) = X (ldx) W + bias, W [in_g, out_g]. True on failure.
 bool linear_rows(const float* x, int64_t ldx, const float* w, const float* bias, int64_t count, int64_t in_g,
                  int64_t out_g, float* y, int64_t ldy) {
   const bool failed = gemm(false, false, count, out_g, in_g, x, ldx, w, out_g, 0.f, y, ldy);
-  for (int64_t r = 0; r < count; ++r) {
-    float* row = y + r * ldy;
-#pragma omp simd
-    for (int64_t c = 0; c < out_g; ++c) row[c] += bias[c];
-  }
+  add_bias_rows(y, ldy, bias, count, out_g);
   return failed;
 }
 
@@ -2702,12 +2707,7 @@ std::vector<paddle::Tensor> GroupedSelfAttentionBf16Forward(const paddle::Tensor
         for (int64_t g = 0; g < s.groups; ++g) {
           failed = gemm_bf16(s.len, ld, s.in_g, px + n * s.len * s.channels + g * s.in_g, s.channels, pw + g * ld * s.in_g,
                              s.in_g, qkv.data(), ld) || failed;
-          const float* bias = pb + g * ld;
-          for (int64_t r = 0; r < s.len; ++r) {
-            float* row = qkv.data() + r * ld;
-#pragma omp simd
-            for (int64_t i = 0; i < ld; ++i) row[i] += bias[i];
-          }
+          add_bias_rows(qkv.data(), ld, pb + g * ld, s.len, ld);
           for (int64_t h = 0; h < s.group_heads; ++h) {
             const float* q = qkv.data() + h * s.size;
             attend_head_bf16(q, ld, q + s.width_g, q + 2 * s.width_g, ld, s.len, s.len, s.size, additive, n, buffers,
