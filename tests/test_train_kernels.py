@@ -405,8 +405,8 @@ def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
 
 def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
     """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 and each residual add with
-    its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere, and in
-    fp32); the exported program itself is unchanged. (The whole last layer: a [CLS]-only one attends with
+    its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere), and keeps
+    paddle's fcs (fp32 fuses the blocks); the exported program itself is unchanged. (The whole last layer: a [CLS]-only one attends with
     matmuls, tests/test_first_token.py.)"""
     from common.inference import PredictorOptions, _ops, _program, export_static, op_counts, optimized_op_counts
 
@@ -423,7 +423,8 @@ def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
     assert bf16["ct_attention_bf16"] == renamed and bf16["ct_attention"] == layers - renamed
     norms = 2 * layers + 1  # the embeddings' and two per layer
     assert bf16["ct_add_layer_norm_bf16"] == (norms if BF16_CPU else 0)
-    assert bf16["layer_norm"] == (0 if BF16_CPU else norms) and fp32["layer_norm"] == norms
+    assert bf16["layer_norm"] == (0 if BF16_CPU else norms) and "ct_grouped_ffn_add_norm" not in bf16
+    assert fp32["layer_norm"] == 1 and fp32["ct_grouped_ffn_add_norm"] == layers  # tests/test_fused_blocks.py
     assert op_counts(prefix)["ct_attention"] == layers and op_counts(prefix)["layer_norm"] == norms
     if BF16_CPU:  # bf16 straight from the projections' fcs, and straight into the output fc
         desc = _program(str(tmp_path / "bf16" / "_optimized.pdmodel"))  # kept alive: the ops point into it
@@ -725,9 +726,9 @@ def _gelu_ref(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
-# rows 2 x 7 on 3 threads: blocks of 5, 5, 4; 600 rows on 2 threads: blocks of 256, 256, 88; one first-token
-# row; 24 channels: vector tails
-@pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 300, 2), (2, 1, 2)])
+# rows 2 x 7 on 3 threads: blocks of 5, 5, 4; 600 rows on 2 threads: blocks of 256, 256, 88; one group, 2200 rows:
+# 1024, 1024, 152; one first-token row; 24 channels: vector tails
+@pytest.mark.parametrize("groups,rows,threads", [(1, 7, 3), (4, 7, 3), (4, 300, 2), (1, 1100, 2), (2, 1, 2)])
 def test_grouped_linear_add_norm_and_ffn_add_norm(groups, rows, threads):
     """SqueezeBERT's post-attention layer (linear, residual add, norm) and feed-forward block (linear, GELU, linear,
     residual add, norm), each one operator in the fp32 export, against float64 references (GELU with scipy's erf)."""

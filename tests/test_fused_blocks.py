@@ -1,0 +1,97 @@
+"""fp32 paddle.inference runs post-norm blocks as this repo's fused operators (common.inference.fuse_blocks)."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+from paddle import nn
+
+from common.bench_models import MODELS, build_pair
+from common.inference import (FFN_ADD_NORM, LINEAR_ADD_NORM, Predictor, PredictorOptions, export_static,
+                              fuse_blocks, optimized_op_counts, run_dygraph)
+from tiny_checkpoints import padded_batch
+
+
+@pytest.mark.parametrize("model,first_token", [("tinybert-4l-312d", False), ("tinybert-4l-312d", True),
+                                               ("conv-bert-small", False)])
+def test_fp32_predictor_fuses_the_post_norm_blocks(model, first_token, tmp_path):
+    """Every layer's post-attention block and feed-forward block, the [CLS]-only last layer's too, run as one
+    operator each (3 fcs and 2 layer norms fewer per layer), with the outputs of paddle's operators and of
+    dygraph on a padded batch with both token types; ``fuse_blocks=False`` keeps paddle's."""
+    _, net, config = build_pair(MODELS[model], quick=True)
+    prefix = export_static(net, str(tmp_path / "static"), first_token=first_token)
+    layers = config["num_hidden_layers"]
+    fused = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fused"))
+    plain = optimized_op_counts(prefix, PredictorOptions(threads=2, fuse_blocks=False), str(tmp_path / "plain"))
+    assert fused[LINEAR_ADD_NORM] == fused[FFN_ADD_NORM] == layers
+    assert LINEAR_ADD_NORM not in plain and FFN_ADD_NORM not in plain
+    assert plain["fc"] - fused["fc"] == 3 * layers and plain["layer_norm"] - fused["layer_norm"] == 2 * layers
+    batch = padded_batch(3, 13, seed=4, vocab=config["vocab_size"])
+    want = run_dygraph(net, batch)[0]
+    got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+    unfused = Predictor(prefix, PredictorOptions(threads=2, fuse_blocks=False))(batch)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, unfused, atol=1e-5, rtol=0)
+
+
+def test_portable_exports_keep_paddles_operators(tmp_path):
+    """An export without this repo's operators runs paddle's alone (on a GPU, or a runtime without this repo)."""
+    _, net, _ = build_pair(MODELS["tinybert-4l-312d"], quick=True)
+    prefix = export_static(net, str(tmp_path / "static"), custom_ops=False)
+    ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "optimized"))
+    assert not [op for op in ops if op.startswith("ct_")]
+
+
+class _Block(nn.Layer):
+    """A post-norm block of one linear layer (``ffn``: two, GELU between), its variations named by the flags."""
+
+    def __init__(self, ffn=False, approximate=False, dropout="upscale_in_train", reread=False, broadcast=False):
+        super().__init__()
+        self.inner, self.outer, self.norm = nn.Linear(8, 16 if ffn else 8), nn.Linear(16, 8), nn.LayerNorm(8)
+        self.ffn, self.approximate, self.reread, self.broadcast = ffn, approximate, reread, broadcast
+        self.dropout = nn.Dropout(0.1, mode=dropout)
+
+    def forward(self, x):
+        y = self.inner(x)
+        if self.ffn:
+            y = self.outer(F.gelu(y, approximate=self.approximate))
+        y = self.dropout(y)
+        total = y + (self.norm.bias if self.broadcast else x)
+        out = self.norm(total)
+        return out + total if self.reread else out
+
+
+def _fused_ops(**kwargs) -> tuple[int, list[str]]:
+    """(what :func:`fuse_blocks` replaced, the operator types after) in the eval-mode static program of
+    ``_Block(**kwargs)`` on x [batch, 4, 8]."""
+    paddle.enable_static()
+    try:
+        main = paddle.static.Program()
+        with paddle.static.program_guard(main, paddle.static.Program()):
+            block = _Block(**kwargs)
+            block.eval()
+            block(paddle.static.data("x", [-1, 4, 8], "float32"))
+    finally:
+        paddle.disable_static()
+    desc = main.desc.block(0)
+    fused = fuse_blocks(desc)
+    return fused, [desc.op(i).type() for i in range(desc.op_size())]
+
+
+@pytest.mark.parametrize("kwargs,want", [
+    (dict(), (1, ["reshape2", LINEAR_ADD_NORM])),
+    (dict(ffn=True), (1, ["reshape2", "reshape2", FFN_ADD_NORM])),
+    # tanh-approximated GELU: the outer linear layer with the add and norm only
+    (dict(ffn=True, approximate=True), (1, ["matmul_v2", "elementwise_add", "gelu", "reshape2", LINEAR_ADD_NORM])),
+])
+def test_fuse_blocks_replaces_the_blocks(kwargs, want):
+    assert _fused_ops(**kwargs) == want
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(dropout="downscale_in_infer"),  # scales by 1 - p at inference: not the identity
+    dict(reread=True),  # the sum is read again after the norm
+    dict(broadcast=True),  # added to a vector, not a residual of the output's shape
+])
+def test_fuse_blocks_leaves_other_programs(kwargs):
+    fused, ops = _fused_ops(**kwargs)
+    assert fused == 0 and "layer_norm" in ops and "matmul_v2" in ops
