@@ -237,21 +237,30 @@ def grouped_self_attention(x: paddle.Tensor, convs: tuple, mask: paddle.Tensor, 
     return kernels().ct_grouped_self_attention(_dense(x), weight, bias, _dense(mask), int(heads), size**-0.5)
 
 
-def grouped_linear_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, norm) -> paddle.Tensor:
-    """Layer norm ``norm`` over the last dimension of ``conv(x) + residual``, token-major [..., channels] (``conv``
-    a grouped 1x1 convolution layer, ``norm`` one with ``weight``, ``bias``, ``_epsilon``), one operator; no
-    gradient (exported models)."""
-    return kernels().ct_grouped_linear_add_norm(_dense(x), by_group_transposed(conv), conv.bias, _dense(residual),
-                                                norm.weight, norm.bias, int(conv._groups), float(norm._epsilon))
+def _by_group(layer) -> tuple[paddle.Tensor, int]:
+    """(weight [groups, in / groups, out / groups], groups) of a grouped 1x1 convolution layer
+    (:func:`by_group_transposed`) or of a ``nn.Linear`` (one group)."""
+    if isinstance(layer, nn.Linear):
+        return layer.weight.unsqueeze(0), 1
+    return by_group_transposed(layer), int(layer._groups)
+
+
+def grouped_linear_add_norm(x: paddle.Tensor, layer, residual: paddle.Tensor, norm) -> paddle.Tensor:
+    """Layer norm ``norm`` over the last dimension of ``layer(x) + residual``, token-major [..., channels] (``layer``
+    a grouped 1x1 convolution layer or a ``nn.Linear``, ``norm`` one with ``weight``, ``bias``, ``_epsilon``), one
+    operator; no gradient (exported models, evaluation)."""
+    weight, groups = _by_group(layer)
+    return kernels().ct_grouped_linear_add_norm(_dense(x), weight, layer.bias, _dense(residual), norm.weight,
+                                                norm.bias, groups, float(norm._epsilon))
 
 
 def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
     """Layer norm ``norm`` over the last dimension of ``outer(gelu(inner(x))) + x``, token-major [..., channels]
-    (``inner``, ``outer`` grouped 1x1 convolution layers of the same groups, GELU exact), one operator; no
-    gradient (exported models)."""
-    return kernels().ct_grouped_ffn_add_norm(_dense(x), by_group_transposed(inner), inner.bias,
-                                             by_group_transposed(outer), outer.bias, norm.weight, norm.bias,
-                                             int(inner._groups), float(norm._epsilon))
+    (``inner``, ``outer`` grouped 1x1 convolution layers of the same groups, or ``nn.Linear`` layers; GELU exact),
+    one operator; no gradient (exported models, evaluation)."""
+    (w1, groups), (w2, _) = _by_group(inner), _by_group(outer)
+    return kernels().ct_grouped_ffn_add_norm(_dense(x), w1, inner.bias, w2, outer.bias, norm.weight, norm.bias,
+                                             groups, float(norm._epsilon))
 
 
 def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:
@@ -387,10 +396,22 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         return self.out_proj(out)
 
 
+def _plain_linear(layer: nn.Layer) -> bool:
+    """A plain ``nn.Linear`` or this module's :class:`Linear`, with bias (not ConvBERT's grouped linears or OFA's
+    super layers, which compute otherwise)."""
+    return type(layer) in (nn.Linear, Linear) and layer.bias is not None
+
+
+def _plain_norm(layer: nn.Layer) -> bool:
+    return layer.weight is not None and layer.bias is not None and len(layer._normalized_shape) == 1
+
+
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     """Post-norm encoder layer with GELU on this module's operators where :func:`fast`: the FFN's bias and GELU as
     one where its first linear is a plain ``nn.Linear`` or this module's :class:`Linear`, else (ConvBERT's grouped
-    linears, OFA's super layers) the layer's own product and :func:`gelu`."""
+    linears, OFA's super layers) the layer's own product and :func:`gelu`. In evaluation without gradient, with
+    plain linears and norms: attention then output projection, residual add and norm as two operators, and the FFN
+    with its residual add and norm as one (:func:`grouped_linear_add_norm`, :func:`grouped_ffn_add_norm`)."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
@@ -401,8 +422,19 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
             return nn.TransformerEncoderLayer.forward(self, src, src_mask, cache, **extra)
         self.self_attn.need_weights = False
         src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
-        src = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
-        if type(self.linear1) in (nn.Linear, Linear) and self.linear1.bias is not None:
+        attn, evaluating = self.self_attn, not self.training and not paddle.is_grad_enabled()
+        mask = None
+        if (evaluating and type(attn) is MultiHeadAttention and _plain_norm(self.norm1)
+                and all(_plain_linear(p) for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj))):
+            mask = attention_mask(attn, src, src, src_mask, None)
+        if mask is not None:
+            context = attention(attn.q_proj(src), attn.k_proj(src), attn.v_proj(src), mask, attn.num_heads)
+            src = grouped_linear_add_norm(context, attn.out_proj, src, self.norm1)
+        else:
+            src = self.norm1(src + self.dropout1(attn(src, src, src, src_mask)))
+        if evaluating and _plain_linear(self.linear1) and _plain_linear(self.linear2) and _plain_norm(self.norm2):
+            return grouped_ffn_add_norm(src, self.linear1, self.linear2, self.norm2)
+        if _plain_linear(self.linear1):
             hidden = kernels().ct_bias_gelu(matmul(src, self.linear1.weight), self.linear1.bias)
         else:
             hidden = gelu(self.linear1(src))

@@ -317,8 +317,8 @@ def test_dygraph_kernels_backend_runs_the_operators_with_paddles_logits(monkeypa
     _, model, cfg = build_pair(MODELS["bert-base-uncased"], quick=True)
     batch = make_batch(2, 16, cfg["vocab_size"])
     calls = []
-    real = tk.attend
-    monkeypatch.setattr(tk, "attend", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = tk.attention
+    monkeypatch.setattr(tk, "attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     plain = benchmark.inference_step("paddle_dygraph", None, model, {}, batch)()
     assert calls == []
     fast = benchmark.inference_step("paddle_dygraph_kernels", None, model, {}, batch)()

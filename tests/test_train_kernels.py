@@ -406,8 +406,8 @@ def test_squeezebert_predictors_run_the_grouped_linear_operators(tmp_path):
 def test_bf16_predictor_runs_the_bf16_operators(tmp_path):
     """paddle.inference in bf16 runs each layer's attention as ct_attention_bf16 and each residual add with
     its layer norm as ct_add_layer_norm_bf16 where the CPU has AVX512-BF16 (paddle's ops elsewhere), and keeps
-    paddle's fcs (fp32 fuses the blocks); the exported program itself is unchanged. (The whole last layer: a [CLS]-only one attends with
-    matmuls, tests/test_first_token.py.)"""
+    paddle's fcs (fp32 fuses the blocks); the exported program itself is unchanged. (The whole last layer: a
+    [CLS]-only one attends with matmuls, tests/test_first_token.py.)"""
     from common.inference import PredictorOptions, _ops, _program, export_static, op_counts, optimized_op_counts
 
     _, model, config = build_pair(MODELS["tinybert-4l-312d"], quick=True)
@@ -1007,7 +1007,6 @@ def _fused_calls(monkeypatch, name, functions, train=True):
 
 
 @pytest.mark.parametrize("name, functions", [
-    ("bert-base-uncased", ["attend", "layer_norm", "bias_add", "matmul"]),
     ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
     ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
 ])
@@ -1023,6 +1022,18 @@ def test_bert_linears_run_the_matmul_operator_and_the_fused_ffn(monkeypatch):
     _, cfg, calls = _fused_calls(monkeypatch, "bert-base-uncased", ["matmul", "bias_add"])
     layers = cfg["num_hidden_layers"]
     assert calls == {"matmul": 6 * layers + 2, "bias_add": 5 * layers + 2}
+
+
+def test_bert_evaluation_runs_the_fused_blocks(monkeypatch):
+    """Eval mode without gradients: per layer the query, key and value products, one attention operator, the output
+    projection with the residual add and norm as one and the FFN with its residual add and norm as one (train mode:
+    the test above)."""
+    functions = ["attend", "attention", "layer_norm", "bias_add", "matmul", "grouped_linear_add_norm",
+                 "grouped_ffn_add_norm"]
+    _, cfg, calls = _fused_calls(monkeypatch, "bert-base-uncased", functions, train=False)
+    layers = cfg["num_hidden_layers"]
+    assert calls == {"attention": layers, "grouped_linear_add_norm": layers, "grouped_ffn_add_norm": layers,
+                     "matmul": 3 * layers + 2, "bias_add": 3 * layers + 2, "layer_norm": 1}  # and the embeddings'
 
 
 def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
