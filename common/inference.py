@@ -348,6 +348,10 @@ class _Chain:
     def _only_reader(self, name: str) -> bool:
         return self.readers[name] == 1
 
+    def _unread(self, op, *slots: str) -> bool:
+        """Whether no operator reads ``op``'s outputs in ``slots`` (those it has)."""
+        return not any(self.readers[n] for slot in slots if slot in op.output_names() for n in op.output(slot))
+
     def linear(self, x: str | None = None) -> tuple[str, str, str, str] | None:
         """A linear layer (matmul_v2 by a 2-D parameter, elementwise_add of a 1-D one) reading ``x`` (any where
         None): (input, weight, bias, output)."""
@@ -373,7 +377,8 @@ class _Chain:
         if self.i < self.block.op_size():
             op = self.block.op(self.i)
             if (op.type() == "dropout" and op.input("X") == [name] and op.attr("is_test")
-                    and op.attr("dropout_implementation") == "upscale_in_train" and self._only_reader(name)):
+                    and op.attr("dropout_implementation") == "upscale_in_train" and self._only_reader(name)
+                    and self._unread(op, "Mask")):
                 self.i += 1
                 return op.output("Out")[0]
         return name
@@ -384,9 +389,9 @@ class _Chain:
         ok = op is not None and op.input("X") == [x] and not op.attr("approximate") and self._only_reader(x)
         return op.output("Out")[0] if ok else None
 
-    def add_norm(self, x: str, residual: str | None = None):
+    def add_norm(self, x: str, residual: str | None = None) -> str | None:
         """A residual add of ``x`` (read only there) and another input of its shape (``residual`` where given),
-        then a layer norm over the last axis with scale and bias: (residual, norm operator)."""
+        then a layer norm over the last axis with scale and bias (its mean and variance unread): the residual."""
         add = self._next("elementwise_add")
         if add is None or not self._only_reader(x) or add.attr("axis") != -1:
             return None
@@ -399,9 +404,10 @@ class _Chain:
         norm = self._next("layer_norm")
         (total,) = add.output("Out")
         if (norm is None or norm.input("X") != [total] or not self._only_reader(total) or not norm.input("Scale")
-                or not norm.input("Bias") or norm.attr("begin_norm_axis") != len(self._var(total).shape()) - 1):
+                or not norm.input("Bias") or norm.attr("begin_norm_axis") != len(self._var(total).shape()) - 1
+                or not self._unread(norm, "Mean", "Variance")):
             return None
-        return other, norm
+        return other
 
 
 def _one_group(block, index: int, weight: str, done: dict) -> int:
@@ -457,19 +463,23 @@ def fuse_blocks(block) -> int:
     return fused
 
 
-def _match_linear_add_norm(block, i: int, readers: collections.Counter):
+def _match_linear_add_norm(block, i: int, readers: collections.Counter) -> tuple[dict[str, str], int] | None:
+    """Where the operators from ``i`` on are "linear, [dropout,] residual add, layer norm": the fused operator's
+    inputs but the norm's, and the index after the norm."""
     chain = _Chain(block, i, readers)
     linear = chain.linear()
     if linear is None:
         return None
     x, w, b, out = linear
-    add_norm = chain.add_norm(chain.value(out))
-    if add_norm is None:
+    residual = chain.add_norm(chain.value(out))
+    if residual is None:
         return None
-    return {"X": x, "W": w, "B": b, "R": add_norm[0]}, chain.i
+    return {"X": x, "W": w, "B": b, "R": residual}, chain.i
 
 
-def _match_ffn(block, i: int, readers: collections.Counter):
+def _match_ffn(block, i: int, readers: collections.Counter) -> tuple[dict[str, str], int] | None:
+    """Where the operators from ``i`` on are a feed-forward block (:func:`fuse_blocks`): as
+    :func:`_match_linear_add_norm`."""
     chain = _Chain(block, i, readers)
     inner = chain.linear()
     if inner is None:
@@ -479,8 +489,7 @@ def _match_ffn(block, i: int, readers: collections.Counter):
     outer = hidden and chain.linear(hidden)
     if not outer:
         return None
-    add_norm = chain.add_norm(chain.value(outer[3]), residual=x)
-    if add_norm is None:
+    if chain.add_norm(chain.value(outer[3]), residual=x) is None:
         return None
     return {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, chain.i
 
