@@ -239,9 +239,12 @@ def grouped_self_attention(x: paddle.Tensor, convs: tuple, mask: paddle.Tensor, 
 
 def _by_group(layer) -> tuple[paddle.Tensor, int]:
     """(weight [groups, in / groups, out / groups], groups) of a grouped 1x1 convolution layer
-    (:func:`by_group_transposed`) or of a ``nn.Linear`` (one group)."""
+    (:func:`by_group_transposed`), of a ``nn.Linear`` (one group) or of ConvBERT's grouped linear layer (``num_groups``;
+    its weight is that already)."""
     if isinstance(layer, nn.Linear):
         return layer.weight.unsqueeze(0), 1
+    if hasattr(layer, "num_groups"):
+        return layer.weight, int(layer.num_groups)
     return by_group_transposed(layer), int(layer._groups)
 
 
@@ -256,8 +259,8 @@ def grouped_linear_add_norm(x: paddle.Tensor, layer, residual: paddle.Tensor, no
 
 def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
     """Layer norm ``norm`` over the last dimension of ``outer(gelu(inner(x))) + x``, token-major [..., channels]
-    (``inner``, ``outer`` grouped 1x1 convolution layers of the same groups, or ``nn.Linear`` layers; GELU exact),
-    one operator; no gradient (exported models, evaluation)."""
+    (``inner``, ``outer`` grouped 1x1 convolution layers or ConvBERT's grouped linears of the same groups, or
+    ``nn.Linear`` layers; GELU exact), one operator; no gradient (exported models, evaluation)."""
     (w1, groups), (w2, _) = _by_group(inner), _by_group(outer)
     return kernels().ct_grouped_ffn_add_norm(_dense(x), w1, inner.bias, w2, outer.bias, norm.weight, norm.bias,
                                              groups, float(norm._epsilon))

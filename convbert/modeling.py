@@ -182,6 +182,18 @@ class EncoderLayer(pm.TransformerEncoderLayerWithConv):
         self.norm1._epsilon = self.norm2._epsilon = layer_norm_eps
         self._config["layer_norm_eps"] = layer_norm_eps
 
+    def forward(self, src, src_mask=None, cache=None, output_attentions=False):
+        """PaddleNLP's; in an export holding this repo's operators, a feed-forward block of grouped linears (with
+        exact GELU, its residual add and norm) as one operator, ``ct_grouped_ffn_add_norm`` (their weights are
+        already [groups, in / groups, out / groups])."""
+        if (tk.in_export() and type(self.linear1) is GroupedLinear and type(self.linear2) is GroupedLinear
+                and self.activation is F.gelu and not self.normalize_before and cache is None and not output_attentions):
+            src_mask = nn.layer.transformer._convert_attention_mask(src_mask, src.dtype)
+            hidden = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
+            return tk.grouped_ffn_add_norm(hidden, self.linear1, self.linear2, self.norm2)
+        extra = {"output_attentions": True} if output_attentions else {}
+        return pm.TransformerEncoderLayerWithConv.forward(self, src, src_mask, cache, **extra)
+
 
 class FirstTokenEncoderLayer(EncoderLayer):
     """The post-norm layer's output at the first token only, [batch, 1, hidden] (eval; a classifier's

@@ -241,7 +241,8 @@ def test_convbert_first_token_flops():
 def test_convbert_classifier_export_runs_the_last_layer_at_cls(config, tmp_path):
     """convbert/modeling.py's FirstTokenEncoderLayer: HF's logits within 1e-5 with this repo's operators and
     portable, also on sequences shorter than the span convolution's reach (3 tokens, kernel 9); the last
-    layer's span convolution leaves the export (its 5-position form is paddle's matmuls)."""
+    layer's span convolution leaves the export (its 5-position form is paddle's matmuls). A grouped FFN is one
+    operator in the export with this repo's operators (the [CLS]-only layer's excepted), paddle's in the portable."""
     from common.inference import Predictor, PredictorOptions, op_counts
     from test_convbert import randomize  # HF leaves grouped linears uninitialised
 
@@ -250,6 +251,9 @@ def test_convbert_classifier_export_runs_the_last_layer_at_cls(config, tmp_path)
     assert type(last).__name__ == "EncoderLayer" and "forward" not in last.__dict__
     layers = len(model.convbert.encoder.layers)
     assert [op_counts(prefixes[True, at_cls])["ct_span_conv"] for at_cls in (True, False)] == [layers - 1, layers]
+    ffns = [op_counts(prefixes[custom, at_cls])["ct_grouped_ffn_add_norm"] for custom in (True, False)
+            for at_cls in (True, False)]
+    assert ffns == ([layers - 1, layers, 0, 0] if config.get("num_groups", 1) > 1 else [0, 0, 0, 0])
     short = padded_batch(2, 3, seed=6)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "torch")).eval()
     with torch.no_grad():
