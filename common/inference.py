@@ -389,25 +389,31 @@ class _Chain:
         ok = op is not None and op.input("X") == [x] and not op.attr("approximate") and self._only_reader(x)
         return op.output("Out")[0] if ok else None
 
-    def add_norm(self, x: str, residual: str | None = None) -> str | None:
-        """A residual add of ``x`` (read only there) and another input of its shape (``residual`` where given),
-        then a layer norm over the last axis with scale and bias (its mean and variance unread): the residual."""
+    def sum_norm(self):
+        """An elementwise_add of two inputs of one static shape, then a layer norm over the last axis with scale and
+        bias of the sum, read only there (its mean and variance unread): (add, norm)."""
         add = self._next("elementwise_add")
-        if add is None or not self._only_reader(x) or add.attr("axis") != -1:
+        if add is None or add.attr("axis") != -1:
             return None
-        ins = add.input("X") + add.input("Y")
+        (x,), (y,), (total,) = add.input("X"), add.input("Y"), add.output("Out")
+        norm = self._next("layer_norm")
+        if (norm is None or norm.input("X") != [total] or not self._only_reader(total)
+                or self._var(x).shape() != self._var(y).shape() or not norm.input("Scale") or not norm.input("Bias")
+                or norm.attr("begin_norm_axis") != len(self._var(total).shape()) - 1
+                or not self._unread(norm, "Mean", "Variance")):
+            return None
+        return add, norm
+
+    def add_norm(self, x: str, residual: str | None = None) -> str | None:
+        """A :meth:`sum_norm` of ``x`` (read only there) and another input (``residual`` where given): the other."""
+        found = self._only_reader(x) and self.sum_norm()
+        if not found:
+            return None
+        ins = found[0].input("X") + found[0].input("Y")
         if x not in ins:
             return None
         other = ins[1 - ins.index(x)]
-        if (residual is not None and other != residual) or self._var(other).shape() != self._var(x).shape():
-            return None
-        norm = self._next("layer_norm")
-        (total,) = add.output("Out")
-        if (norm is None or norm.input("X") != [total] or not self._only_reader(total) or not norm.input("Scale")
-                or not norm.input("Bias") or norm.attr("begin_norm_axis") != len(self._var(total).shape()) - 1
-                or not self._unread(norm, "Mean", "Variance")):
-            return None
-        return other
+        return other if residual is None or other == residual else None
 
 
 def _one_group(block, index: int, weight: str, done: dict) -> int:
@@ -495,27 +501,24 @@ def _match_ffn(block, i: int, readers: collections.Counter) -> tuple[dict[str, s
 
 
 def _fuse_add_layer_norm(block) -> None:
-    """Each elementwise_add of two inputs of one static shape, read only by the next operator, a layer_norm
-    over the last axis with scale and bias, as one :data:`BF16_ADD_LAYER_NORM` marked bfloat16."""
+    """Each residual add with its layer norm (:meth:`_Chain.sum_norm`) as one :data:`BF16_ADD_LAYER_NORM` marked
+    bfloat16."""
     readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
     i = 0
     while i + 1 < block.op_size():
-        add, norm = block.op(i), block.op(i + 1)
-        if add.type() == "elementwise_add" and norm.type() == "layer_norm" and norm.input("X") == add.output("Out"):
-            x, y, total = add.input("X")[0], add.input("Y")[0], add.output("Out")[0]
-            shape = block.find_var(x.encode()).shape()
-            if (readers[total] == 1 and add.attr("axis") == -1 and block.find_var(y.encode()).shape() == shape
-                    and norm.attr("begin_norm_axis") == len(shape) - 1 and norm.input("Scale") and norm.input("Bias")):
-                fused = block._insert_op(i)
-                fused.set_type(BF16_ADD_LAYER_NORM)
-                fused.set_input("X", [x])
-                fused.set_input("Y", [y])
-                fused.set_input("Scale", norm.input("Scale"))
-                fused.set_input("Bias", norm.input("Bias"))
-                fused.set_output("Out", norm.output("Y"))
-                fused._set_float32_attr("epsilon", norm.attr("epsilon"))
-                fused._set_str_attr("mkldnn_data_type", "bfloat16")
-                block._remove_op(i + 1, i + 3)
+        found = _Chain(block, i, readers).sum_norm()
+        if found:
+            add, norm = found
+            fused = block._insert_op(i)
+            fused.set_type(BF16_ADD_LAYER_NORM)
+            fused.set_input("X", add.input("X"))
+            fused.set_input("Y", add.input("Y"))
+            fused.set_input("Scale", norm.input("Scale"))
+            fused.set_input("Bias", norm.input("Bias"))
+            fused.set_output("Out", norm.output("Y"))
+            fused._set_float32_attr("epsilon", norm.attr("epsilon"))
+            fused._set_str_attr("mkldnn_data_type", "bfloat16")
+            block._remove_op(i + 1, i + 3)
         i += 1
 
 
