@@ -291,6 +291,13 @@ def pointwise_conv_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, nor
                                                 norm.bias, int(conv._groups), float(norm._epsilon))
 
 
+def pointwise_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
+    """Layer norm ``norm`` over the channels of ``outer(gelu(inner(x))) + x`` ([batch, channels, length]; ``inner``,
+    ``outer`` grouped 1x1 convolution layers of the same groups, GELU exact) as one operator; no gradient."""
+    return kernels().ct_pointwise_ffn_add_norm(_dense(x), inner.weight, inner.bias, outer.weight, outer.bias,
+                                               norm.weight, norm.bias, int(inner._groups), float(norm._epsilon))
+
+
 class Dropout(nn.Dropout):
     def forward(self, x):
         if self.training and 0 < self.p < 1 and self.axis is None and self.mode == "upscale_in_train" and is_fp32(x):

@@ -121,6 +121,24 @@ class TrainSelfAttention(_pm.SqueezeBertSelfAttention):
 
 
 @tk.register
+class TrainLayer(_pm.SqueezeBertLayer):
+    """Without dropout or gradient (evaluation), where the intermediate and output convolutions share groups and the
+    activation is exact GELU: the two convolutions with the residual add and norm as one operator (the intermediate
+    activations stay in the core's cache)."""
+
+    def forward(self, hidden_states, attention_mask, output_attentions):
+        inner, outer = self.intermediate.conv1d, self.output.conv1d
+        if (not tk.fast(self, hidden_states) or self.training or paddle.is_grad_enabled() or output_attentions
+                or tk.activation(self.intermediate.act) != "gelu"
+                or not all(isinstance(conv, PointwiseConv1D) for conv in (inner, outer))
+                or inner._groups != outer._groups):
+            return _pm.SqueezeBertLayer.forward(self, hidden_states, attention_mask, output_attentions)
+        context = self.attention(hidden_states, attention_mask, False)["context_layer"]
+        hidden = self.post_attention(context, hidden_states)
+        return {"feature_map": tk.pointwise_ffn_add_norm(hidden, inner, outer, self.output.layernorm)}
+
+
+@tk.register
 class TrainEncoder(_pm.SqueezeBertEncoder):
     """Hands the base forward a token-major view of a channels-first copy of its input (one multi-threaded
     operator), so that the base's transpose to channels-first is a contiguous view: paddle's own copy, on one

@@ -1,6 +1,7 @@
 """common/train_kernels.py: the custom operators against paddle's own ops, values and gradients."""
 import contextlib
 import dataclasses
+import re
 
 import numpy as np
 import paddle
@@ -961,7 +962,10 @@ def test_channel_layer_norm_against_squeezeberts(shape):
         np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-@pytest.mark.parametrize("groups, shape, threads", [(1, (3, 16, 9), 3), (4, (1, 16, 77), 2), (2, (1, 16, 77), 3)])
+@pytest.mark.parametrize("groups, shape, threads", [
+    (1, (3, 16, 9), 3), (2, (4, 16, 300), 2),  # a sample per thread or more: blocks of positions (300: three)
+    (4, (1, 16, 77), 2), (2, (1, 16, 77), 3),  # fewer: the convolution's rows split, then the norm
+])
 def test_pointwise_conv_add_norm_against_squeezeberts_layer(groups, shape, threads):
     """Convolution, residual add and layer norm in one operator: SqueezeBERT's ConvDropoutLayerNorm in eval mode,
     the inputs left as they were."""
@@ -982,6 +986,36 @@ def test_pointwise_conv_add_norm_against_squeezeberts_layer(groups, shape, threa
     np.testing.assert_array_equal(r.numpy(), before[1])
     with pytest.raises(OSError, match="residual shape != the convolution's output shape"):
         tk.pointwise_conv_add_norm(x, layer.conv1d, r[:, :, :1], layer.layernorm)
+
+
+@pytest.mark.parametrize("groups, shape, threads", [
+    (4, (1, 16, 77), 2),  # one block of positions per (sample, group)
+    (4, (1, 16, 77), 3),  # three: every thread a share
+    (2, (2, 16, 300), 2),  # three blocks of 100 positions (at most 128 each)
+    (1, (3, 16, 9), 2),
+])
+def test_pointwise_ffn_add_norm_against_squeezeberts_layers(groups, shape, threads):
+    """The feed-forward block in one operator: SqueezeBERT's ConvActivation (GELU) then ConvDropoutLayerNorm with the
+    block's input as residual, eval mode; the input left as it was."""
+    from paddlenlp.transformers.squeezebert.modeling import ConvActivation, ConvDropoutLayerNorm
+
+    rng = np.random.default_rng(6)
+    paddle.seed(6)
+    inner, outer = ConvActivation(16, 40, groups, "gelu"), ConvDropoutLayerNorm(40, 16, groups, 0.1)
+    outer.eval()
+    outer.layernorm.weight.set_value(rng.normal(size=16).astype("float32"))
+    for conv in (inner.conv1d, outer.conv1d):
+        conv.bias.set_value(rng.normal(size=conv.bias.shape).astype("float32"))
+    x = paddle.to_tensor((rng.normal(size=shape) * 3 + 1).astype("float32"))
+    before = x.numpy()
+    with _threads(threads), paddle.no_grad():
+        got = tk.pointwise_ffn_add_norm(x, inner.conv1d, outer.conv1d, outer.layernorm).numpy()
+        want = outer(inner(x), x).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_array_equal(x.numpy(), before)
+    narrow = ConvDropoutLayerNorm(40, 8, groups, 0.1)
+    with pytest.raises(OSError, match=re.escape(f"pointwise_ffn_add_norm: outer weight must be [16, {40 // groups}(, 1)]")):
+        tk.pointwise_ffn_add_norm(x, inner.conv1d, narrow.conv1d, outer.layernorm)
 
 
 def _fused_calls(monkeypatch, name, functions, train=True):
@@ -1052,7 +1086,7 @@ def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
 
 
 SQUEEZEBERT_EVAL_OPS = ["grouped_qkv_attention", "attention", "pointwise_conv", "channel_layer_norm",
-                        "pointwise_conv_add_norm"]
+                        "pointwise_conv_add_norm", "pointwise_ffn_add_norm"]
 
 
 @pytest.mark.parametrize("threads, attention", [
@@ -1062,13 +1096,14 @@ SQUEEZEBERT_EVAL_OPS = ["grouped_qkv_attention", "attention", "pointwise_conv", 
 ])
 def test_squeezebert_evaluation_operators(monkeypatch, threads, attention):
     """Eval mode without gradients: query, key, value and attention as one operator where the (sample, group) tasks
-    are at least the threads; the intermediate convolution with GELU; the others with residual add and norm."""
+    are at least the threads; the post-attention convolution with its residual add and norm, and the feed-forward
+    block with its residual add and norm."""
     import squeezebert.modeling as sm
 
     monkeypatch.setattr(sm, "math_threads", lambda: threads)
     _, cfg, calls = _fused_calls(monkeypatch, "squeezebert-uncased", SQUEEZEBERT_EVAL_OPS, train=False)
     layers = cfg["num_hidden_layers"]
-    want = {"pointwise_conv gelu=True": layers, "pointwise_conv_add_norm": 2 * layers}
+    want = {"pointwise_conv_add_norm": layers, "pointwise_ffn_add_norm": layers}
     for op, count in attention.items():
         want[op] = want.get(op, 0) + count * layers
     assert calls == want
