@@ -412,6 +412,15 @@ def _plain_linear(layer: nn.Layer) -> bool:
     return type(layer) in (nn.Linear, Linear) and layer.bias is not None
 
 
+def _fusable_ffn(inner: nn.Layer, outer: nn.Layer) -> bool:
+    """Two plain linears (:func:`_plain_linear`), or two of ConvBERT's grouped linears (``num_groups``) of the same
+    groups, with biases: what :func:`grouped_ffn_add_norm` takes."""
+    if _plain_linear(inner) and _plain_linear(outer):
+        return True
+    groups = [getattr(layer, "num_groups", None) for layer in (inner, outer)]
+    return groups[0] is not None and groups[0] == groups[1] and inner.bias is not None and outer.bias is not None
+
+
 def _plain_norm(layer: nn.Layer) -> bool:
     return layer.weight is not None and layer.bias is not None and len(layer._normalized_shape) == 1
 
@@ -421,7 +430,8 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     one where its first linear is a plain ``nn.Linear`` or this module's :class:`Linear`, else (ConvBERT's grouped
     linears, OFA's super layers) the layer's own product and :func:`gelu`. In evaluation without gradient, with
     plain linears and norms: attention then output projection, residual add and norm as two operators, and the FFN
-    with its residual add and norm as one (:func:`grouped_linear_add_norm`, :func:`grouped_ffn_add_norm`)."""
+    (plain or ConvBERT's grouped linears) with its residual add and norm as one (:func:`grouped_linear_add_norm`,
+    :func:`grouped_ffn_add_norm`)."""
 
     def forward(self, src, src_mask=None, cache=None, output_attentions=False):
         if (not fast(self, src) or cache is not None or output_attentions or self.normalize_before
@@ -442,7 +452,7 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
             src = grouped_linear_add_norm(context, attn.out_proj, src, self.norm1)
         else:
             src = self.norm1(src + self.dropout1(attn(src, src, src, src_mask)))
-        if evaluating and _plain_linear(self.linear1) and _plain_linear(self.linear2) and _plain_norm(self.norm2):
+        if evaluating and _fusable_ffn(self.linear1, self.linear2) and _plain_norm(self.norm2):
             return grouped_ffn_add_norm(src, self.linear1, self.linear2, self.norm2)
         if _plain_linear(self.linear1):
             hidden = kernels().ct_bias_gelu(matmul(src, self.linear1.weight), self.linear1.bias)

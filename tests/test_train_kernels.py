@@ -78,7 +78,8 @@ def test_bert_attention_and_ffn_use_the_fused_operators():
     assert {tk.MultiHeadAttention, tk.TransformerEncoderLayer, tk.Linear, tk.LayerNorm, tk.Dropout} <= types
 
 
-@pytest.mark.parametrize("name", ["tinybert-4l-312d", "squeezebert-uncased", "mobilebert-uncased", "conv-bert-small"])
+@pytest.mark.parametrize("name", ["tinybert-4l-312d", "squeezebert-uncased", "mobilebert-uncased", "conv-bert-small",
+                                  "conv-bert-medium-small"])
 def test_eval_mode_runs_the_kernels_with_paddles_outputs(name):
     """Dygraph eval mode (evaluation, prediction) goes through the operators: paddle's logits within
     float rounding, the state dict kept, and paddle's generator untouched (no dropout draws)."""
@@ -1068,6 +1069,16 @@ def test_bert_evaluation_runs_the_fused_blocks(monkeypatch):
     layers = cfg["num_hidden_layers"]
     assert calls == {"attention": layers, "grouped_linear_add_norm": layers, "grouped_ffn_add_norm": layers,
                      "matmul": 3 * layers + 2, "bias_add": 3 * layers + 2, "layer_norm": 1}  # and the embeddings'
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_convbert_grouped_ffn_evaluation_runs_the_fused_block(monkeypatch, train):
+    """conv-bert-medium-small's grouped FFN: one operator with its residual add and norm per layer in eval mode without
+    gradients; in train mode a grouped GEMM per linear."""
+    _, cfg, calls = _fused_calls(monkeypatch, "conv-bert-medium-small", ["grouped_ffn_add_norm", "grouped_matmul"],
+                                 train=train)
+    layers = cfg["num_hidden_layers"]
+    assert calls == ({"grouped_matmul": 2 * layers} if train else {"grouped_ffn_add_norm": layers})
 
 
 def test_squeezebert_runs_the_channels_first_operators(monkeypatch):
