@@ -937,20 +937,20 @@ def test_grouped_operators_infer_their_output_shapes():
     assert [tuple(o.shape) for o in attention] == [(-1, 5, 32)] * 2
 
 
-def _channel_norm(rng):
+def _channel_norm(rng, channels=16):
     from paddlenlp.transformers.squeezebert.modeling import SqueezeBertLayerNorm
 
-    norm = SqueezeBertLayerNorm(16, epsilon=1e-12)
-    norm.weight.set_value(rng.normal(size=16).astype("float32"))
-    norm.bias.set_value(rng.normal(size=16).astype("float32"))
+    norm = SqueezeBertLayerNorm(channels, epsilon=1e-12)
+    norm.weight.set_value(rng.normal(size=channels).astype("float32"))
+    norm.bias.set_value(rng.normal(size=channels).astype("float32"))
     return norm
 
 
-# (3, 16, 9): one block of positions per sample; (1, 16, 77): three blocks of up to 32, the last one short.
-@pytest.mark.parametrize("shape", [(3, 16, 9), (1, 16, 77)])
+# On 3 threads each takes a range of the channels: 16 channels in ranges of 5, 5 and 6; 2 channels: one thread none.
+@pytest.mark.parametrize("shape", [(3, 16, 9), (1, 16, 77), (2, 2, 5)])
 def test_channel_layer_norm_against_squeezeberts(shape):
     rng = np.random.default_rng(4)
-    norm = _channel_norm(rng)
+    norm = _channel_norm(rng, shape[1])
     x = (rng.normal(size=shape) * 3 + 1).astype("float32")
     grad = paddle.to_tensor(rng.normal(size=shape).astype("float32"))
     results = []
