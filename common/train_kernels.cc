@@ -1465,15 +1465,24 @@ std::vector<int64_t> channel_norm_shape(const paddle::Tensor& x, const paddle::T
   return shape;
 }
 
-// The norm of every sample, mean and rstd into [batch, length]: each thread takes a range of the channels, whole rows
-// of every sample (contiguous, and where the operators' GEMM phases leave them: in its own cache), and the threads'
-// partial sums over channels meet between barriers. Blocks of positions across all channels (channel_norm) read rows
-// at a stride of the length, whose cache sets depend on the physical pages: on the Zen 5 host the norm in
-// SqueezeBERT's post-attention operator at batch 1 took 0.06 ms longer in most processes than in the others.
+// The norm of every sample, mean and rstd into [batch, length]. With a sample per thread or more, one task per sample
+// (channel_norm over whole rows: its plane is contiguous and stays in the core's cache between the passes). With
+// fewer, each thread takes a range of the channels, whole rows (where the operators' GEMM phases leave them: in its
+// own cache), and the threads' partial sums over channels meet between barriers. Blocks of positions across all
+// channels read rows at a stride of the length, whose cache sets depend on the physical pages: on the Zen 5 host the
+// norm in SqueezeBERT's post-attention operator at batch 1 took 0.06 ms longer in most processes than in the others.
 void channel_norm_all(const float* x, const float* r, const float* gamma, const float* beta, float epsilon,
                       const std::vector<int64_t>& shape, float* out, float* mean, float* rstd) {
   const int64_t batch = shape[0], c = shape[1], len = shape[2], plane = batch * len;
   const int threads = omp_get_max_threads();
+  if (batch >= threads) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < batch; ++n) {
+      channel_norm(x + n * c * len, r == nullptr ? nullptr : r + n * c * len, gamma, beta, epsilon, c, len, 0, len,
+                   out + n * c * len, mean + n * len, rstd + n * len);
+    }
+    return;
+  }
   Scratch<float> partial(2 * static_cast<size_t>(threads) * plane);  // per thread: sums, then squared deviations
   const float* src = r != nullptr ? out : x;  // the norm's input: x + r is written to out first
 #pragma omp parallel num_threads(threads)

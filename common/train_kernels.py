@@ -11,7 +11,8 @@ dropout from a counter-based hash, layer norm, bias add, bias + GELU (or GELU), 
 oneDNN GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
-as one operator and each convolution with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
+as one operator, the post-attention convolution with its residual add and norm as one and the feed-forward block
+with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
 ConvBERT's depthwise and span convolutions, its pointwise product through the Linear's GEMM operator and its
 grouped FFN linears as one GEMM per group; OFA's super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float

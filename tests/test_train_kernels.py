@@ -946,7 +946,8 @@ def _channel_norm(rng, channels=16):
     return norm
 
 
-# On 3 threads each takes a range of the channels: 16 channels in ranges of 5, 5 and 6; 2 channels: one thread none.
+# On 3 threads: (3, 16, 9) one sample per thread; fewer samples than threads, each thread a range of the channels:
+# 16 channels in ranges of 5, 5 and 6; 2 channels: one thread none.
 @pytest.mark.parametrize("shape", [(3, 16, 9), (1, 16, 77), (2, 2, 5)])
 def test_channel_layer_norm_against_squeezeberts(shape):
     rng = np.random.default_rng(4)
