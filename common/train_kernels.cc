@@ -1647,8 +1647,9 @@ struct PositionBlocks {
 // ConvDropoutLayerNorm in evaluation): one operator where the layer made three. With a sample per thread or more,
 // each task is a block of one sample's positions: every group's GEMM, then the bias, residual and norm while the
 // block is in the core's cache; with fewer, the convolution's tasks split the rows (each thread reads a share of the
-// weight), then the norm. SqueezeBERT's post-attention layer on 2 Zen 5 threads, seq 128, interleaved: batch 16 5.8-6.0
-// against 6.0-6.2 ms for the two phases, batch 2 0.65 against 0.66, batch 1 0.42 against 0.52 for the position blocks.
+// weight), then the norm. SqueezeBERT's post-attention layer on 2 Zen 5 threads, seq 128, interleaved (00e12d4):
+// batch 16 5.8-6.0 against 6.0-6.2 ms for the two phases, batch 2 0.65 against 0.66, batch 1 0.42 against 0.52 for
+// the position blocks.
 std::vector<paddle::Tensor> PointwiseConvAddNormForward(const paddle::Tensor& x, const paddle::Tensor& w,
                                                         const paddle::Tensor& b, const paddle::Tensor& r,
                                                         const paddle::Tensor& gamma, const paddle::Tensor& beta,
@@ -1719,8 +1720,8 @@ std::vector<paddle::Tensor> PointwiseFfnAddNormForward(const paddle::Tensor& x, 
   const int64_t c = s.in, in_g = s.in_g, mid_g = s.out_g, len = s.length;
   check_float(w2, "pointwise_ffn_add_norm outer weight");
   check_float(b2, "pointwise_ffn_add_norm outer bias");
-  PD_CHECK(w2.shape()[0] == c && w2.numel() == c * mid_g && b2.numel() == c, "pointwise_ffn_add_norm: outer weight must be [",
-           c, ", ", mid_g, "(, 1)], its bias [", c, "]");
+  PD_CHECK(w2.shape()[0] == c && w2.numel() == c * mid_g && b2.numel() == c,
+           "pointwise_ffn_add_norm: outer weight must be [", c, ", ", mid_g, "(, 1)], its bias [", c, "]");
   check_norm_params(gamma, beta, c, "pointwise_ffn_add_norm");
   auto y = paddle::empty(x.shape(), x.dtype(), x.place());
   const float *px = x.data<float>(), *pw1 = w1.data<float>(), *pb1 = b1.data<float>(), *pw2 = w2.data<float>(),
