@@ -152,6 +152,11 @@ def grouped_matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
     return kernels().ct_grouped_matmul(_dense(x), _dense(weight))
 
 
+def qkv_linears(x: paddle.Tensor, q: nn.Layer, k: nn.Layer, v: nn.Layer) -> list[paddle.Tensor]:
+    """The outputs of three plain Linears ``q``, ``k``, ``v`` of ``x`` (with biases) as one operator; no gradient."""
+    return kernels().ct_qkv_linears(_dense(x), q.weight, q.bias, k.weight, k.bias, v.weight, v.bias)
+
+
 def batched_matmul(x: paddle.Tensor, y: paddle.Tensor, transpose_y: bool = False) -> paddle.Tensor:
     """``x @ y`` (``y`` transposed in its last two axes with ``transpose_y``) per matrix of the leading axes,
     one oneDNN GEMM each, spread over the threads: attention's products."""
@@ -449,7 +454,7 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
                 and all(_plain_linear(p) for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj))):
             mask = attention_mask(attn, src, src, src_mask, None)
         if mask is not None:
-            context = attention(attn.q_proj(src), attn.k_proj(src), attn.v_proj(src), mask, attn.num_heads)
+            context = attention(*qkv_linears(src, attn.q_proj, attn.k_proj, attn.v_proj), mask, attn.num_heads)
             src = grouped_linear_add_norm(context, attn.out_proj, src, self.norm1)
         else:
             src = self.norm1(src + self.dropout1(attn(src, src, src, src_mask)))

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddle import nn
 import pytest
 
 from common import train_kernels as tk
@@ -990,6 +991,26 @@ def test_pointwise_conv_add_norm_against_squeezeberts_layer(groups, shape, threa
         tk.pointwise_conv_add_norm(x, layer.conv1d, r[:, :, :1], layer.layernorm)
 
 
+def test_qkv_linears_against_paddles_linears():
+    """Three Linears of one input (sizes 8, 8, 12; a 3-D input) as one operator, each within float rounding of
+    paddle's; a bias of the wrong size is refused."""
+    rng = np.random.default_rng(7)
+    paddle.seed(7)
+    layers = [nn.Linear(16, n) for n in (8, 8, 12)]
+    for layer in layers:
+        layer.bias.set_value(rng.normal(size=layer.bias.shape).astype("float32"))
+    x = paddle.to_tensor(rng.normal(size=(2, 5, 16)).astype("float32"))
+    with _threads(2), paddle.no_grad():
+        got = tk.qkv_linears(x, *layers)
+        for out, layer in zip(got, layers):
+            np.testing.assert_allclose(out.numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-5)
+        assert [out.shape for out in got] == [[2, 5, 8], [2, 5, 8], [2, 5, 12]]
+        bad = nn.Linear(16, 8)
+        bad.bias = paddle.create_parameter([9], "float32")
+        with pytest.raises(OSError, match="qkv_linears: bias size 9 != the weight's 8 outputs"):
+            tk.qkv_linears(x, layers[0], bad, layers[2])
+
+
 @pytest.mark.parametrize("groups, shape, threads", [
     (4, (1, 16, 77), 2),  # one block of positions per (sample, group)
     (4, (1, 16, 77), 3),  # three: every thread a share
@@ -1061,15 +1082,16 @@ def test_bert_linears_run_the_matmul_operator_and_the_fused_ffn(monkeypatch):
 
 
 def test_bert_evaluation_runs_the_fused_blocks(monkeypatch):
-    """Eval mode without gradients: per layer the query, key and value products, one attention operator, the output
-    projection with the residual add and norm as one and the FFN with its residual add and norm as one (train mode:
-    the test above)."""
-    functions = ["attend", "attention", "layer_norm", "bias_add", "matmul", "grouped_linear_add_norm",
+    """Eval mode without gradients: per layer the query, key and value Linears as one operator, one attention operator,
+    the output projection with the residual add and norm as one and the FFN with its residual add and norm as one
+    (train mode: the test above)."""
+    functions = ["attend", "attention", "layer_norm", "bias_add", "matmul", "qkv_linears", "grouped_linear_add_norm",
                  "grouped_ffn_add_norm"]
     _, cfg, calls = _fused_calls(monkeypatch, "bert-base-uncased", functions, train=False)
     layers = cfg["num_hidden_layers"]
-    assert calls == {"attention": layers, "grouped_linear_add_norm": layers, "grouped_ffn_add_norm": layers,
-                     "matmul": 3 * layers + 2, "bias_add": 3 * layers + 2, "layer_norm": 1}  # and the embeddings'
+    assert calls == {"qkv_linears": layers, "attention": layers, "grouped_linear_add_norm": layers,
+                     "grouped_ffn_add_norm": layers,
+                     "matmul": 2, "bias_add": 2, "layer_norm": 1}  # pooler, classifier; the embeddings' norm
 
 
 @pytest.mark.parametrize("train", [True, False])
