@@ -138,7 +138,7 @@ class PartialSums {
  private:
   int threads_;
   int64_t width_;
-  std::vector<float> data_;
+  Scratch<float> data_;
 };
 
 // Column sums of a [rows, n] matrix.
@@ -1511,17 +1511,15 @@ void channel_norm_all(const float* x, const float* r, const float* gamma, const 
     }
     return;
   }
-  Scratch<float> partial(2 * static_cast<size_t>(threads) * plane);  // per thread: sums, then squared deviations
+  PartialSums sums(threads, plane), squares(threads, plane);
   const float* src = r != nullptr ? out : x;  // the norm's input: x + r is written to out first
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t c0 = c * t / nt, c1 = c * (t + 1) / nt;
-    float *sums = partial.data() + 2 * t * plane, *squares = sums + plane;
     Scratch<float> mu(plane), rs(plane);
-    std::fill(sums, sums + 2 * plane, 0.f);
     for (int64_t n = 0; n < batch; ++n) {
-      float* acc = sums + n * len;
+      float* acc = sums.of(t) + n * len;
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t row = (n * c + ch) * len;
         const float* xs = x + row;
@@ -1537,13 +1535,10 @@ void channel_norm_all(const float* x, const float* r, const float* gamma, const 
       }
     }
 #pragma omp barrier
-    for (int64_t i = 0; i < plane; ++i) {
-      float total = 0.f;
-      for (int u = 0; u < nt; ++u) total += partial[2 * u * plane + i];
-      mu[i] = total / c;
-    }
+    sums.sum(0, plane, mu.data());
+    for (float& v : mu) v /= c;
     for (int64_t n = 0; n < batch; ++n) {
-      float* acc = squares + n * len;
+      float* acc = squares.of(t) + n * len;
       const float* m = mu.data() + n * len;
       for (int64_t ch = c0; ch < c1; ++ch) {
         const float* xs = src + (n * c + ch) * len;
@@ -1552,11 +1547,8 @@ void channel_norm_all(const float* x, const float* r, const float* gamma, const 
       }
     }
 #pragma omp barrier
-    for (int64_t i = 0; i < plane; ++i) {
-      float total = 0.f;
-      for (int u = 0; u < nt; ++u) total += partial[(2 * u + 1) * plane + i];
-      rs[i] = 1.f / std::sqrt(total / c + epsilon);
-    }
+    squares.sum(0, plane, rs.data());
+    for (float& v : rs) v = 1.f / std::sqrt(v / c + epsilon);
     if (t == 0) {
       std::copy(mu.begin(), mu.end(), mean);
       std::copy(rs.begin(), rs.end(), rstd);
