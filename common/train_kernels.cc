@@ -1334,6 +1334,24 @@ bool row_blocks(const RowBlocks& blocks, int64_t scratch_cols, F&& f) {
   return failed;
 }
 
+// Y = Linear2(act(Linear1(X))) without the outer bias for ``count`` rows of X and Y (row stride groups x in_g), per
+// group: X's column block times W1 [groups, in_g, mid_g] into h (count x mid_g, the thread's scratch), ``act(row, g)``
+// on each of its rows (the inner bias and activation, in place), h times W2 [groups, mid_g, in_g] into Y's block.
+// True on a failed GEMM.
+template <class Act>
+bool ffn_rows(const float* x, const float* w1, const float* w2, int64_t count, int64_t groups, int64_t in_g,
+              int64_t mid_g, float* h, float* y, Act&& act) {
+  const int64_t in = groups * in_g;
+  bool bad = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    bad = gemm(false, false, count, mid_g, in_g, x + g * in_g, in, w1 + g * in_g * mid_g, mid_g, 0.f, h, mid_g) || bad;
+    for (int64_t r = 0; r < count; ++r) act(h + r * mid_g, g);
+    bad = gemm(false, false, count, in_g, mid_g, h, mid_g, w2 + g * mid_g * in_g, in_g, 0.f, y + g * in_g, in) || bad;
+  }
+  return bad;
+}
+
+
 }  // namespace
 
 std::vector<paddle::Tensor> GroupedLinearAddNormForward(const paddle::Tensor& x, const paddle::Tensor& w,
@@ -1405,14 +1423,8 @@ std::vector<paddle::Tensor> GroupedFfnAddNormForward(const paddle::Tensor& x, co
   float* py = y.data<float>();
   const bool failed = row_blocks(RowBlocks(rows, groups == 1 ? kOneGroupRows : kNormRows), mid_g,
                                  [&](int64_t first, int64_t count, float* h) {
-    bool bad = false;
-    for (int64_t g = 0; g < groups; ++g) {
-      bad = gemm(false, false, count, mid_g, in_g, px + first * in + g * in_g, in, pw1 + g * in_g * mid_g, mid_g, 0.f,
-                 h, mid_g) || bad;
-      for (int64_t r = 0; r < count; ++r) bias_gelu_row(h + r * mid_g, pb1 + g * mid_g, mid_g);
-      bad = gemm(false, false, count, in_g, mid_g, h, mid_g, pw2 + g * mid_g * in_g, in_g, 0.f,
-                 py + first * in + g * in_g, in) || bad;
-    }
+    const bool bad = ffn_rows(px + first * in, pw1, pw2, count, groups, in_g, mid_g, h, py + first * in,
+                              [&](float* row, int64_t g) { bias_gelu_row(row, pb1 + g * mid_g, mid_g); });
     bias_add_norm_rows(py + first * in, b2.data<float>(), px + first * in, gamma.data<float>(), beta.data<float>(),
                        epsilon, count, in);
     return bad;
@@ -1440,6 +1452,53 @@ PD_BUILD_OP(ct_grouped_ffn_add_norm)
     .Outputs({"Out"})
     .Attrs({"groups: int64_t", "epsilon: float"})
     .SetKernelFn(PD_KERNEL(GroupedFfnAddNormForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstOfSevenShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
+
+// ---- MobileBERT's feed-forward network in evaluation: Out = (Linear2(ReLU(Linear1(X))) + X) * G + C (the residual
+// add and NoNorm), W1 [in, mid] and W2 [mid, in] (nn.Linear's layout). Row blocks as ct_grouped_ffn_add_norm's with
+// one group: one operator where dygraph ran two products, bias + ReLU, a bias add and the add + NoNorm, each over
+// the whole batch.
+
+std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w1,
+                                                        const paddle::Tensor& b1, const paddle::Tensor& w2,
+                                                        const paddle::Tensor& b2, const paddle::Tensor& g,
+                                                        const paddle::Tensor& c) {
+  const char* what = "ffn_relu_add_scale_shift";
+  check_float(x, what);
+  for (const auto* t : {&w1, &b1, &w2, &b2, &g, &c}) check_float(*t, "ffn_relu_add_scale_shift weight or bias");
+  const int64_t in = last_dim(x), rows = x.numel() / in;
+  const auto s1 = w1.shape(), s2 = w2.shape();
+  PD_CHECK(s1.size() == 2 && s1[0] == in && b1.numel() == s1[1], what, ": inner weight must be [", in,
+           ", mid], its bias [mid]");
+  const int64_t mid = s1[1];
+  PD_CHECK(s2.size() == 2 && s2[0] == mid && s2[1] == in && b2.numel() == in, what, ": outer weight must be [", mid,
+           ", ", in, "], its bias [", in, "]");
+  PD_CHECK(g.numel() == in && c.numel() == in, what, ": NoNorm weight/bias size != ", in, " channels");
+  auto y = paddle::empty(x.shape(), x.dtype(), x.place());
+  const float *px = x.data<float>(), *pb1 = b1.data<float>(), *pb2 = b2.data<float>(), *pg = g.data<float>(),
+              *pc = c.data<float>();
+  float* py = y.data<float>();
+  const bool failed = row_blocks(RowBlocks(rows, kOneGroupRows), mid, [&](int64_t first, int64_t count, float* h) {
+    const bool bad = ffn_rows(px + first * in, w1.data<float>(), w2.data<float>(), count, 1, in, mid, h,
+                              py + first * in, [&](float* row, int64_t) {
+#pragma omp simd
+      for (int64_t i = 0; i < mid; ++i) row[i] = std::max(row[i] + pb1[i], 0.f);
+    });
+    for (int64_t r = first; r < first + count; ++r) {
+#pragma omp simd
+      for (int64_t i = 0; i < in; ++i) py[r * in + i] = (py[r * in + i] + pb2[i] + px[r * in + i]) * pg[i] + pc[i];
+    }
+    return bad;
+  });
+  check_gemm(failed, what);
+  return {y};
+}
+
+PD_BUILD_OP(ct_ffn_relu_add_scale_shift)
+    .Inputs({"X", "W1", "B1", "W2", "B2", "G", "C"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(FfnReluAddScaleShiftForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfSevenShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
 

@@ -12,7 +12,8 @@ oneDNN GEMM per sample and head, scale + mask + softmax + dropout of attention, 
 Model folders add their own layers with :func:`register`, built on the model-specific operators
 here (SqueezeBERT's channels-first convolution and norm, and in evaluation its query, key, value and attention
 as one operator, the post-attention convolution with its residual add and norm as one and the feed-forward block
-with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU,
+with its residual add and norm as one; MobileBERT's NoNorm and bias + ReLU, and in evaluation each
+feed-forward network with its residual add and NoNorm as one,
 ConvBERT's depthwise and span convolutions, its pointwise product through the Linear's GEMM operator and its
 grouped FFN linears as one GEMM per group; OFA's super Linear and width-adaptive attention, ``ofa_bert/ofa.py``).
 Parameters and state dict are unchanged; outputs and gradients equal paddle's within float
@@ -270,6 +271,14 @@ def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
     (w1, groups), (w2, _) = _by_group(inner), _by_group(outer)
     return kernels().ct_grouped_ffn_add_norm(_dense(x), w1, inner.bias, w2, outer.bias, norm.weight, norm.bias,
                                              groups, float(norm._epsilon))
+
+
+def ffn_relu_add_scale_shift(x: paddle.Tensor, inner: nn.Linear, outer: nn.Linear, norm) -> paddle.Tensor:
+    """``outer(relu(inner(x))) + x`` times ``norm.weight`` plus ``norm.bias`` over the last dimension (MobileBERT's
+    feed-forward network with its residual add and NoNorm; ``inner``, ``outer`` Linears with biases), one operator;
+    no gradient (evaluation)."""
+    return kernels().ct_ffn_relu_add_scale_shift(_dense(x), inner.weight, inner.bias, outer.weight, outer.bias,
+                                                 norm.weight, norm.bias)
 
 
 def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:

@@ -152,6 +152,49 @@ class TrainIntermediate(_pm.MobileBertIntermediate):
         return _pm.MobileBertIntermediate.forward(self, hidden_states)
 
 
+def _fused_ffn(intermediate: nn.Layer, output: nn.Layer, x) -> bool:
+    """Whether feed-forward network ``intermediate`` + ``output`` (its dense, residual add and NoNorm) runs as one
+    operator on ``x`` (:func:`tk.ffn_relu_add_scale_shift`): kernel-backed, without dropout or gradient (evaluation),
+    ReLU, linears with biases."""
+    return (type(output.layer_norm) is TrainNoNorm and tk.fast(output.layer_norm, x) and not output.training
+            and not paddle.is_grad_enabled() and tk.activation(intermediate.intermediate_act_fn) == "relu"
+            and intermediate.dense.bias is not None and output.dense.bias is not None)
+
+
+def _ffn(intermediate: nn.Layer, output: nn.Layer, x):
+    """``output.layer_norm(output.dense(intermediate(x)) + x)`` as one operator (:func:`_fused_ffn`)."""
+    return tk.ffn_relu_add_scale_shift(x, intermediate.dense, output.dense, output.layer_norm)
+
+
+@tk.register
+class TrainFFNLayer(_pm.FFNLayer):
+    """In evaluation one operator (:func:`_fused_ffn`)."""
+
+    def forward(self, hidden_states):
+        if _fused_ffn(self.intermediate, self.output, hidden_states):
+            return _ffn(self.intermediate, self.output, hidden_states)
+        return _pm.FFNLayer.forward(self, hidden_states)
+
+
+@tk.register
+class TrainLayer(_pm.MobileBertLayer):
+    """In evaluation its last feed-forward network (intermediate, output dense, residual add and NoNorm) as one
+    operator too (:func:`_fused_ffn`); returns the layer output only (what the encoder reads; PaddleNLP's forward
+    also returns intermediate tensors, and runs where attentions are asked for)."""
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=None):
+        if output_attentions or not _fused_ffn(self.intermediate, self.output, hidden_states):
+            return _pm.MobileBertLayer.forward(self, hidden_states, attention_mask, head_mask, output_attentions)
+        query = key = value = layer_input = hidden_states
+        if self.use_bottleneck:
+            query, key, value, layer_input = self.bottleneck(hidden_states)
+        x = self.attention(query, key, value, layer_input, attention_mask, head_mask)[0]
+        for ffn in self.ffn if self.num_feedforward_networks != 1 else ():
+            x = ffn(x)
+        x = _ffn(self.intermediate, self.output, x)
+        return (self.output.bottleneck(x, hidden_states) if self.use_bottleneck else x,)
+
+
 class FirstTokenLayer(_pm.MobileBertLayer):
     """An exported classifier's last layer (``common/first_token.py``): its output at the first token only,
     [batch, 1, hidden], all the head reads. The bottlenecks, keys and values cover every token; the query,

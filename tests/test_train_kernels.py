@@ -765,6 +765,44 @@ def test_fused_grouped_operators_check_their_inputs():
                                              paddle.rand([16]), norm.weight, norm.bias, 3, 1e-12)
 
 
+class _Linear:
+    """A Linear's parameters (weight [in, out]), as the operators' Python wrappers read them."""
+
+    def __init__(self, rng, n_in: int, n_out: int, scale: float = 0.3):
+        self.weight = paddle.to_tensor(rng.normal(0, scale, (n_in, n_out)).astype("float32"))
+        self.bias = paddle.to_tensor(rng.normal(size=n_out).astype("float32"))
+
+
+# 7 rows on 3 threads: blocks of 3, 3, 1; 2200 rows on 2 threads: 1024, 1024, 152; one first-token row; 24 and 40
+# channels: vector tails
+@pytest.mark.parametrize("rows,threads", [(7, 3), (1100, 2), (1, 2)])
+def test_ffn_relu_add_scale_shift_against_float64(rows, threads):
+    """MobileBERT's feed-forward network in evaluation (linear, ReLU, linear, residual add, NoNorm) as one operator,
+    against a float64 reference."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(2, rows, 24)).astype("float32")
+    inner, outer, norm = _Linear(rng, 24, 40), _Linear(rng, 40, 24, 0.1), _Norm(rng, 24)
+    with _threads(threads):
+        out = tk.ffn_relu_add_scale_shift(paddle.to_tensor(x), inner, outer, norm).numpy()
+    w1, b1, w2, b2 = (t.numpy().astype(np.float64) for t in (inner.weight, inner.bias, outer.weight, outer.bias))
+    hidden = np.maximum(x @ w1 + b1, 0)
+    want = (hidden @ w2 + b2 + x) * norm.weight.numpy() + norm.bias.numpy()
+    np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
+
+
+def test_ffn_relu_add_scale_shift_checks_its_inputs():
+    rng = np.random.default_rng(13)
+    x, inner, outer, norm = paddle.rand([2, 3, 16]), _Linear(rng, 16, 32), _Linear(rng, 32, 16), _Norm(rng, 16)
+    with pytest.raises(OSError, match=re.escape("ffn_relu_add_scale_shift: inner weight must be [16, mid], its bias")):
+        tk.ffn_relu_add_scale_shift(x, _Linear(rng, 8, 32), outer, norm)
+    with pytest.raises(OSError, match=re.escape("ffn_relu_add_scale_shift: outer weight must be [32, 16], its bias [16]")):
+        tk.ffn_relu_add_scale_shift(x, inner, _Linear(rng, 32, 8), norm)
+    with pytest.raises(OSError, match="ffn_relu_add_scale_shift: NoNorm weight/bias size != 16 channels"):
+        tk.ffn_relu_add_scale_shift(x, inner, outer, _Norm(rng, 8))
+    with pytest.raises(OSError, match="ffn_relu_add_scale_shift must be float32"):
+        tk.ffn_relu_add_scale_shift(x.astype("float64"), inner, outer, norm)
+
+
 def _bf16_by_group(conv: _Conv) -> paddle.Tensor:
     """The bf16 operators' weight layout: [groups, out / groups, in / groups], in bf16."""
     out = conv.weight.shape[0]
@@ -1063,13 +1101,10 @@ def _fused_calls(monkeypatch, name, functions, train=True):
     return model, cfg, calls
 
 
-@pytest.mark.parametrize("name, functions", [
-    ("mobilebert-uncased", ["scale_shift", "bias_relu", "attend"]),
-    ("conv-bert-small", ["attend", "depthwise_conv", "span_conv"]),
-])
-def test_eval_mode_makes_the_train_modes_operator_calls(monkeypatch, name, functions):
-    train = dict(_fused_calls(monkeypatch, name, functions)[2])  # a copy: the spies stay in place
-    assert train and _fused_calls(monkeypatch, name, functions, train=False)[2] == train
+def test_convbert_eval_mode_makes_the_train_modes_operator_calls(monkeypatch):
+    functions = ["attend", "depthwise_conv", "span_conv"]
+    train = dict(_fused_calls(monkeypatch, "conv-bert-small", functions)[2])  # a copy: the spies stay in place
+    assert train and _fused_calls(monkeypatch, "conv-bert-small", functions, train=False)[2] == train
 
 
 def test_bert_linears_run_the_matmul_operator_and_the_fused_ffn(monkeypatch):
@@ -1161,6 +1196,30 @@ def test_mobilebert_runs_nonorm_attention_and_bias_relu_operators(monkeypatch):
     # every FFN's first dense.
     assert calls == {"scale_shift": 2 * layers + 1, "scale_shift residual=tensor": layers * (1 + (ffns - 1) + 2),
                      "bias_relu": layers * ffns, "attend": layers}
+
+
+def test_mobilebert_evaluation_runs_each_ffn_as_one_operator(monkeypatch):
+    """Eval mode without gradients: every feed-forward network (the extra ones and the layer's own intermediate and
+    output) with its residual add and NoNorm as one operator; the other NoNorms as in train mode."""
+    functions = ["scale_shift", "bias_relu", "attend", "ffn_relu_add_scale_shift"]
+    _, cfg, calls = _fused_calls(monkeypatch, "mobilebert-uncased", functions, train=False)
+    layers, ffns = cfg["num_hidden_layers"], cfg["num_feedforward_networks"]
+    assert ffns > 1
+    assert calls == {"scale_shift": 2 * layers + 1, "scale_shift residual=tensor": 2 * layers,
+                     "ffn_relu_add_scale_shift": layers * ffns, "attend": layers}
+
+
+def test_mobilebert_evaluation_with_attentions_takes_paddlenlps_layer():
+    """output_attentions: the layers' own forward (which returns the attentions), the same logits as without."""
+    _, model, cfg = build_pair(MODELS["mobilebert-uncased"], quick=True)
+    tk.use_train_kernels(model)
+    batch = _padded_batch(cfg["vocab_size"])
+    with paddle.no_grad():
+        plain = model(**batch).numpy()
+        logits, attentions = model(**batch, output_attentions=True)
+    assert len(attentions) == cfg["num_hidden_layers"]
+    assert attentions[0].shape == [3, cfg["num_attention_heads"], 12, 12]
+    np.testing.assert_allclose(logits.numpy(), plain, atol=1e-6, rtol=0)
 
 
 def test_depthwise_and_span_convolutions_against_paddle():
