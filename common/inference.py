@@ -58,6 +58,9 @@ BF16_GROUPED_WEIGHTS = ("W", "W1", "W2")
 # and 4 (fc with GELU, fc, add, norm); each thread keeps its rows' GELU input in its cache. bf16 keeps paddle's
 # operators: its oneDNN fcs ran faster (BERT-base at batch 1 on Zen 5: 29.1 ms, fused 34.6).
 LINEAR_ADD_NORM, FFN_ADD_NORM = "ct_grouped_linear_add_norm", "ct_grouped_ffn_add_norm"
+# Likewise MobileBERT's feed-forward networks, "linear layer, ReLU, linear layer, ct_add_scale_shift_ (residual add
+# of the network's input and NoNorm, in place)", as one operator where paddle's passes leave 3 (fc with ReLU, fc, it).
+ADD_SCALE_SHIFT, FFN_ADD_SCALE_SHIFT = "ct_add_scale_shift_", "ct_ffn_relu_add_scale_shift"
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -133,7 +136,8 @@ class PredictorOptions:
 
     CPU: ``fp32`` or ``bf16`` (oneDNN bfloat16 kernels; needs ``onednn``), ``threads`` math threads
     (default: every core this process may use); ``fuse_blocks``: in fp32, an export holding this repo's
-    operators runs its post-norm blocks as :data:`LINEAR_ADD_NORM` and :data:`FFN_ADD_NORM` (:func:`fuse_blocks`).
+    operators runs its post-norm blocks as :data:`LINEAR_ADD_NORM` and :data:`FFN_ADD_NORM`, MobileBERT's
+    feed-forward networks as :data:`FFN_ADD_SCALE_SHIFT` (:func:`fuse_blocks`).
     GPU (a CUDA build of paddle only): ``fp32``, or ``fp16`` through TensorRT (``tensorrt``, dynamic shapes up
     to ``max_batch`` x ``max_seq``).
     """
@@ -389,6 +393,11 @@ class _Chain:
         ok = op is not None and op.input("X") == [x] and not op.attr("approximate") and self._only_reader(x)
         return op.output("Out")[0] if ok else None
 
+    def relu(self, x: str) -> str | None:
+        """The output of a ReLU of ``x``."""
+        op = self._next("relu")
+        return op.output("Out")[0] if op is not None and op.input("X") == [x] and self._only_reader(x) else None
+
     def sum_norm(self):
         """An elementwise_add of two inputs of one static shape, then a layer norm over the last axis with scale and
         bias of the sum, read only there (its mean and variance unread): (add, norm)."""
@@ -434,44 +443,64 @@ def _one_group(block, index: int, weight: str, done: dict) -> int:
     return 1
 
 
+@dataclass
+class _Fusion:
+    """Operators ``start``..``end`` - 1 of a block, to be replaced by one operator of type ``type`` with ``inputs``
+    (slot: variable) and output Out ``out``; ``epsilon``: a layer norm's, for this repo's grouped operators (one
+    group, weights made [1, in, out] by :func:`_one_group`)."""
+
+    type: str
+    inputs: dict[str, str]
+    out: str
+    start: int
+    end: int
+    epsilon: float | None = None
+
+
 def fuse_blocks(block) -> int:
     """Replace each post-norm block of paddle's operators in ``block`` by one of this repo's (one group):
     "linear, GELU, linear, [dropout,] residual add of the first linear's input, layer norm" by
     :data:`FFN_ADD_NORM`, and "linear, [dropout,] residual add, layer norm" by :data:`LINEAR_ADD_NORM`
-    (dropout: at inference, the identity). Returns how many blocks were replaced."""
+    (dropout: at inference, the identity); and each "linear, ReLU, linear, :data:`ADD_SCALE_SHIFT` of the first
+    linear's input" (MobileBERT's feed-forward network) by :data:`FFN_ADD_SCALE_SHIFT`. Returns how many blocks
+    were replaced."""
     readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
     weights, fused, i = {}, 0, 0
     while i < block.op_size():
-        inputs, end = _match_ffn(block, i, readers) or _match_linear_add_norm(block, i, readers) or (None, i)
-        if inputs is None:
+        found = (_match_ffn(block, i, readers) or _match_linear_add_norm(block, i, readers)
+                 or _match_ffn_add_scale_shift(block, i, readers))
+        if found is None:
             i += 1
             continue
-        norm = block.op(end - 1)
-        gamma, beta, out, epsilon = norm.input("Scale"), norm.input("Bias"), norm.output("Y"), norm.attr("epsilon")
-        head = i
-        for slot in ("W", "W1", "W2"):
-            if slot in inputs:
-                i += _one_group(block, head, inputs[slot], weights)
-                inputs[slot] = weights[inputs[slot]]
-        end += i - head
+        if found.epsilon is not None:
+            for slot in ("W", "W1", "W2"):
+                if slot in found.inputs:
+                    i += _one_group(block, found.start, found.inputs[slot], weights)
+                    found.inputs[slot] = weights[found.inputs[slot]]
+        end = found.end + i - found.start
         op = block._insert_op(i)
-        op.set_type(FFN_ADD_NORM if "W1" in inputs else LINEAR_ADD_NORM)
-        for slot, name in inputs.items():
+        op.set_type(found.type)
+        for slot, name in found.inputs.items():
             op.set_input(slot, [name])
-        op.set_input("Gamma", gamma)
-        op.set_input("Beta", beta)
-        op.set_output("Out", out)
-        op._set_int64_attr("groups", 1)
-        op._set_float32_attr("epsilon", epsilon)
+        op.set_output("Out", [found.out])
+        if found.epsilon is not None:
+            op._set_int64_attr("groups", 1)
+            op._set_float32_attr("epsilon", found.epsilon)
         block._remove_op(i + 1, end + 1)
         fused += 1
         i += 1
     return fused
 
 
-def _match_linear_add_norm(block, i: int, readers: collections.Counter) -> tuple[dict[str, str], int] | None:
-    """Where the operators from ``i`` on are "linear, [dropout,] residual add, layer norm": the fused operator's
-    inputs but the norm's, and the index after the norm."""
+def _norm_fusion(op_type: str, inputs: dict[str, str], chain: _Chain, start: int) -> _Fusion:
+    """A fusion ending in the layer norm that ``chain`` matched last."""
+    norm = chain.block.op(chain.i - 1)
+    inputs |= {"Gamma": norm.input("Scale")[0], "Beta": norm.input("Bias")[0]}
+    return _Fusion(op_type, inputs, norm.output("Y")[0], start, chain.i, norm.attr("epsilon"))
+
+
+def _match_linear_add_norm(block, i: int, readers: collections.Counter) -> _Fusion | None:
+    """Where the operators from ``i`` on are "linear, [dropout,] residual add, layer norm"."""
     chain = _Chain(block, i, readers)
     linear = chain.linear()
     if linear is None:
@@ -480,12 +509,11 @@ def _match_linear_add_norm(block, i: int, readers: collections.Counter) -> tuple
     residual = chain.add_norm(chain.value(out))
     if residual is None:
         return None
-    return {"X": x, "W": w, "B": b, "R": residual}, chain.i
+    return _norm_fusion(LINEAR_ADD_NORM, {"X": x, "W": w, "B": b, "R": residual}, chain, i)
 
 
-def _match_ffn(block, i: int, readers: collections.Counter) -> tuple[dict[str, str], int] | None:
-    """Where the operators from ``i`` on are a feed-forward block (:func:`fuse_blocks`): as
-    :func:`_match_linear_add_norm`."""
+def _match_ffn(block, i: int, readers: collections.Counter) -> _Fusion | None:
+    """Where the operators from ``i`` on are a feed-forward block with GELU and layer norm (:func:`fuse_blocks`)."""
     chain = _Chain(block, i, readers)
     inner = chain.linear()
     if inner is None:
@@ -497,7 +525,26 @@ def _match_ffn(block, i: int, readers: collections.Counter) -> tuple[dict[str, s
         return None
     if chain.add_norm(chain.value(outer[3]), residual=x) is None:
         return None
-    return {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, chain.i
+    return _norm_fusion(FFN_ADD_NORM, {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, chain, i)
+
+
+def _match_ffn_add_scale_shift(block, i: int, readers: collections.Counter) -> _Fusion | None:
+    """Where the operators from ``i`` on are a feed-forward network with ReLU, residual add and NoNorm
+    (:func:`fuse_blocks`)."""
+    chain = _Chain(block, i, readers)
+    inner = chain.linear()
+    if inner is None:
+        return None
+    x, w1, b1, hidden = inner
+    hidden = chain.relu(hidden)
+    outer = hidden and chain.linear(hidden)
+    op = outer and chain._next(ADD_SCALE_SHIFT)
+    # In place, its output has the name of its input X, which later operators read: only it reads X's value.
+    if (not op or op.input("X") != [outer[3]] or op.input("Y") != [x]
+            or not (op.output("Out") == [outer[3]] or chain._only_reader(outer[3]))):
+        return None
+    inputs = {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2], "G": op.input("W")[0], "C": op.input("B")[0]}
+    return _Fusion(FFN_ADD_SCALE_SHIFT, inputs, op.output("Out")[0], i, chain.i)
 
 
 def _fuse_add_layer_norm(block) -> None:

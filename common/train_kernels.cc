@@ -1456,9 +1456,11 @@ PD_BUILD_OP(ct_grouped_ffn_add_norm)
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
 
 // ---- MobileBERT's feed-forward network in evaluation: Out = (Linear2(ReLU(Linear1(X))) + X) * G + C (the residual
-// add and NoNorm), W1 [in, mid] and W2 [mid, in] (nn.Linear's layout). Row blocks as ct_grouped_ffn_add_norm's with
-// one group: one operator where dygraph ran two products, bias + ReLU, a bias add and the add + NoNorm, each over
-// the whole batch.
+// add and NoNorm), W1 [in, mid] and W2 [mid, in] (nn.Linear's layout), per block of up to kNormRows rows as
+// ct_grouped_ffn_add_norm (a block's 512-wide activations, 512 KiB, stay in a Zen 4 core's L2; blocks of 1024 rows
+// ran MobileBERT's fp32 predictor 1-2 % slower at batch 16 / 32, 128 rows the same as 256). One operator where
+// dygraph ran two products, bias + ReLU, a bias add and the add + NoNorm, each over the whole batch, and an fp32
+// predictor fc with ReLU, fc and ct_add_scale_shift_ (common/inference.py's fuse_blocks).
 
 std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w1,
                                                         const paddle::Tensor& b1, const paddle::Tensor& w2,
@@ -1479,7 +1481,7 @@ std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x,
   const float *px = x.data<float>(), *pb1 = b1.data<float>(), *pb2 = b2.data<float>(), *pg = g.data<float>(),
               *pc = c.data<float>();
   float* py = y.data<float>();
-  const bool failed = row_blocks(RowBlocks(rows, kOneGroupRows), mid, [&](int64_t first, int64_t count, float* h) {
+  const bool failed = row_blocks(RowBlocks(rows), mid, [&](int64_t first, int64_t count, float* h) {
     const bool bad = ffn_rows(px + first * in, w1.data<float>(), w2.data<float>(), count, 1, in, mid, h,
                               py + first * in, [&](float* row, int64_t) {
 #pragma omp simd

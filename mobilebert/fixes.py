@@ -201,6 +201,8 @@ class FirstTokenLayer(_pm.MobileBertLayer):
     attention output, feed-forward networks and output at the first."""
 
     def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=None):
+        first = hidden_states[:, :1]  # sliced here, so that the last feed-forward network's operators are
+        # consecutive in an export (an fp32 predictor runs them as one, common/inference.py's fuse_blocks)
         query = key = value = layer_input = hidden_states
         if self.use_bottleneck:
             query, key, value, layer_input = self.bottleneck(hidden_states)
@@ -209,7 +211,7 @@ class FirstTokenLayer(_pm.MobileBertLayer):
         if self.num_feedforward_networks != 1:
             for ffn in self.ffn:
                 attention_output = ffn(attention_output)
-        return (self.output(self.intermediate(attention_output), attention_output, hidden_states[:, :1]),)
+        return (self.output(self.intermediate(attention_output), attention_output, first),)
 
 
 def _last_layer(model) -> _pm.MobileBertLayer | None:

@@ -6,8 +6,9 @@ import pytest
 from paddle import nn
 
 from common.bench_models import MODELS, build_pair
-from common.inference import (FFN_ADD_NORM, LINEAR_ADD_NORM, Predictor, PredictorOptions, export_static,
-                              fuse_blocks, optimized_op_counts, run_dygraph)
+from common import train_kernels as tk
+from common.inference import (ADD_SCALE_SHIFT, FFN_ADD_NORM, FFN_ADD_SCALE_SHIFT, LINEAR_ADD_NORM, Predictor,
+                              PredictorOptions, export_static, fuse_blocks, optimized_op_counts, run_dygraph)
 from tiny_checkpoints import padded_batch
 
 
@@ -31,6 +32,25 @@ def test_fp32_predictor_fuses_the_post_norm_blocks(model, first_token, tmp_path)
     unfused = Predictor(prefix, PredictorOptions(threads=2, fuse_blocks=False))(batch)[0]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got, unfused, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("first_token", [False, True])
+def test_fp32_predictor_fuses_mobileberts_feed_forward_networks(first_token, tmp_path):
+    """Every feed-forward network of every layer (the [CLS]-only last layer's too) with its residual add and NoNorm
+    as one operator (2 fcs and a ct_add_scale_shift_ fewer each), the outputs of paddle's operators and of dygraph on
+    a padded batch with both token types."""
+    _, net, config = build_pair(MODELS["mobilebert-uncased"], quick=True)
+    prefix = export_static(net, str(tmp_path / "static"), first_token=first_token)
+    ffns = config["num_hidden_layers"] * config["num_feedforward_networks"]
+    fused = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fused"))
+    plain = optimized_op_counts(prefix, PredictorOptions(threads=2, fuse_blocks=False), str(tmp_path / "plain"))
+    assert fused[FFN_ADD_SCALE_SHIFT] == ffns and FFN_ADD_SCALE_SHIFT not in plain
+    assert plain["fc"] - fused["fc"] == 2 * ffns and plain[ADD_SCALE_SHIFT] - fused[ADD_SCALE_SHIFT] == ffns
+    batch = padded_batch(3, 13, seed=4, vocab=config["vocab_size"])
+    got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+    np.testing.assert_allclose(got, run_dygraph(net, batch)[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, Predictor(prefix, PredictorOptions(threads=2, fuse_blocks=False))(batch)[0],
+                               atol=1e-5, rtol=0)
 
 
 def test_portable_exports_keep_paddles_operators(tmp_path):
@@ -95,3 +115,46 @@ def test_fuse_blocks_replaces_the_blocks(kwargs, want):
 def test_fuse_blocks_leaves_other_programs(kwargs):
     fused, ops = _fused_ops(**kwargs)
     assert fused == 0 and "layer_norm" in ops and "matmul_v2" in ops
+
+
+class _NoNormFFN(nn.Layer):
+    """MobileBERT's feed-forward network as its export computes it: linear, ReLU (``act``), linear, then the residual
+    add of ``residual`` ("input": the network's input) and NoNorm in place (ct_add_scale_shift_)."""
+
+    def __init__(self, act="relu", residual="input"):
+        super().__init__()
+        self.inner, self.outer, self.act, self.residual = nn.Linear(8, 16), nn.Linear(16, 8), act, residual
+        self.scale = self.create_parameter([8], default_initializer=nn.initializer.Constant(2.0))
+        self.shift = self.create_parameter([8], is_bias=True)
+
+    def forward(self, x):
+        y = self.outer(getattr(F, self.act)(self.inner(x)))
+        return tk.add_scale_shift_(y, x if self.residual == "input" else x * 2, self.scale, self.shift)
+
+
+def _static_ops(**kwargs):
+    """The eval-mode static program of ``_NoNormFFN(**kwargs)`` on x [batch, 4, 8] and its first block."""
+    tk.kernels()  # registers the operators
+    paddle.enable_static()
+    try:
+        main = paddle.static.Program()
+        with paddle.static.program_guard(main, paddle.static.Program()):
+            layer = _NoNormFFN(**kwargs)
+            layer.eval()
+            layer(paddle.static.data("x", [-1, 4, 8], "float32"))
+    finally:
+        paddle.disable_static()
+    return main, main.desc.block(0)
+
+
+@pytest.mark.parametrize("kwargs,want", [
+    (dict(), (1, [FFN_ADD_SCALE_SHIFT])),
+    (dict(act="gelu"), (0, ["matmul_v2", "elementwise_add", "gelu", "matmul_v2", "elementwise_add", ADD_SCALE_SHIFT])),
+    # the residual is not the network's input
+    (dict(residual="scaled"), (0, ["matmul_v2", "elementwise_add", "relu", "matmul_v2", "elementwise_add", "scale",
+                                   ADD_SCALE_SHIFT])),
+])
+def test_fuse_blocks_takes_the_nonorm_feed_forward_network(kwargs, want):
+    _main, desc = _static_ops(**kwargs)  # the program kept alive with its block
+    fused = fuse_blocks(desc)
+    assert (fused, [desc.op(i).type() for i in range(desc.op_size())]) == want

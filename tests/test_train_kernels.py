@@ -773,7 +773,7 @@ class _Linear:
         self.bias = paddle.to_tensor(rng.normal(size=n_out).astype("float32"))
 
 
-# 7 rows on 3 threads: blocks of 3, 3, 1; 2200 rows on 2 threads: 1024, 1024, 152; one first-token row; 24 and 40
+# 7 rows on 3 threads: blocks of 3, 3, 1; 2200 rows on 2 threads: 8 of 256 and 152; one first-token row; 24 and 40
 # channels: vector tails
 @pytest.mark.parametrize("rows,threads", [(7, 3), (1100, 2), (1, 2)])
 def test_ffn_relu_add_scale_shift_against_float64(rows, threads):
