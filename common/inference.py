@@ -398,6 +398,14 @@ class _Chain:
         op = self._next("relu")
         return op.output("Out")[0] if op is not None and op.input("X") == [x] and self._only_reader(x) else None
 
+    def add_scale_shift(self, x: str, residual: str):
+        """A :data:`ADD_SCALE_SHIFT` of ``x`` and ``residual``, the only reader of ``x``'s value: the operator."""
+        op = self._next(ADD_SCALE_SHIFT)
+        # In place, its output takes X's name, which later operators read: X's value is then read by it alone.
+        ok = (op is not None and op.input("X") == [x] and op.input("Y") == [residual]
+              and (op.output("Out") == [x] or self._only_reader(x)))
+        return op if ok else None
+
     def sum_norm(self):
         """An elementwise_add of two inputs of one static shape, then a layer norm over the last axis with scale and
         bias of the sum, read only there (its mean and variance unread): (add, norm)."""
@@ -538,10 +546,8 @@ def _match_ffn_add_scale_shift(block, i: int, readers: collections.Counter) -> _
     x, w1, b1, hidden = inner
     hidden = chain.relu(hidden)
     outer = hidden and chain.linear(hidden)
-    op = outer and chain._next(ADD_SCALE_SHIFT)
-    # In place, its output has the name of its input X, which later operators read: only it reads X's value.
-    if (not op or op.input("X") != [outer[3]] or op.input("Y") != [x]
-            or not (op.output("Out") == [outer[3]] or chain._only_reader(outer[3]))):
+    op = outer and chain.add_scale_shift(outer[3], residual=x)
+    if not op:
         return None
     inputs = {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2], "G": op.input("W")[0], "C": op.input("B")[0]}
     return _Fusion(FFN_ADD_SCALE_SHIFT, inputs, op.output("Out")[0], i, chain.i)
