@@ -928,27 +928,39 @@ PD_BUILD_GRAD_OP(ct_matmul)
     .Attrs({"transpose_w: bool", "out_features: int64_t"})
     .SetKernelFn(PD_KERNEL(MatmulBackward));
 
-// ---- attention's query, key and value Linears of one input, in evaluation: Out_i = X W_i + B_i, W_i [in, out_i]; each
-// the bias rows, then one oneDNN GEMM added to them (its own threads). One operator where dygraph evaluation made
-// three products and three bias adds, each call about 11 us of fixed cost on the Zen 5 host; no gradient.
+// ---- Linears in evaluation: Out = X W + B, W [in, out], as the bias rows, then one oneDNN GEMM added to them (its own
+// threads): one operator where dygraph evaluation made a product and a bias add, each call about 11 us of fixed
+// cost on the Zen 5 host (15-19 on Zen 4); no gradient. ct_linear: one Linear; ct_qkv_linears: attention's query,
+// key and value Linears of one input.
+
+namespace {
+
+paddle::Tensor linear_eval(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b, const char* what) {
+  const auto [m, k, n, ldw] = matmul_sizes(x, w, false, 0);
+  check_float(b, what);
+  PD_CHECK(b.numel() == n, what, ": bias size ", b.numel(), " != the weight's ", n, " outputs");
+  auto out = paddle::empty(matmul_shape(x, n), x.dtype(), x.place());
+  const float* pb = b.data<float>();
+  float* po = out.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < m; ++r) std::copy(pb, pb + n, po + r * n);
+  check_gemm(gemm(false, false, m, n, k, x.data<float>(), k, w.data<float>(), n, 1.f, po, n), what);
+  return out;
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> LinearForward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b) {
+  return {linear_eval(x, w, b, "linear")};
+}
+
+PD_BUILD_OP(ct_linear).Inputs({"X", "W", "B"}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(LinearForward));
 
 std::vector<paddle::Tensor> QkvLinearsForward(const paddle::Tensor& x, const paddle::Tensor& wq, const paddle::Tensor& bq,
                                               const paddle::Tensor& wk, const paddle::Tensor& bk,
                                               const paddle::Tensor& wv, const paddle::Tensor& bv) {
-  std::vector<paddle::Tensor> outs;
-  for (const auto& [w, b] : {std::make_pair(&wq, &bq), std::make_pair(&wk, &bk), std::make_pair(&wv, &bv)}) {
-    const auto [m, k, n, ldw] = matmul_sizes(x, *w, false, 0);
-    check_float(*b, "qkv_linears bias");
-    PD_CHECK(b->numel() == n, "qkv_linears: bias size ", b->numel(), " != the weight's ", n, " outputs");
-    auto out = paddle::empty(matmul_shape(x, n), x.dtype(), x.place());
-    const float* pb = b->data<float>();
-    float* po = out.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; ++r) std::copy(pb, pb + n, po + r * n);
-    check_gemm(gemm(false, false, m, n, k, x.data<float>(), k, w->data<float>(), n, 1.f, po, n), "qkv_linears");
-    outs.push_back(out);
-  }
-  return outs;
+  return {linear_eval(x, wq, bq, "qkv_linears"), linear_eval(x, wk, bk, "qkv_linears"),
+          linear_eval(x, wv, bv, "qkv_linears")};
 }
 
 PD_BUILD_OP(ct_qkv_linears)

@@ -6,7 +6,8 @@ time than the GEMMs of a fine-tuning step. Its dygraph GEMMs are MKL's, AVX2 cod
 :func:`use_train_kernels` switches the plain paddle layers of a model (``nn.Dropout``, ``nn.LayerNorm``,
 ``nn.Linear``, ``nn.MultiHeadAttention``, ``nn.TransformerEncoderLayer``; exact types, so a subclass such as
 an OFA super layer needs its own) to subclasses that call these operators (see :func:`fast`: in train mode, and
-in eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM,
+in eval mode in dygraph, so evaluation and prediction use them too): a Linear's product as one oneDNN GEMM (without
+gradient, with its bias: one operator),
 dropout from a counter-based hash, layer norm, bias add, bias + GELU (or GELU), attention's two products as one
 oneDNN GEMM per sample and head, scale + mask + softmax + dropout of attention, and one copy per head split or merge.
 Model folders add their own layers with :func:`register`, built on the model-specific operators
@@ -151,6 +152,12 @@ def grouped_matmul(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
     """A grouped Linear's product without bias: x [..., groups * in], weight [groups, in, out] -> [..., groups *
     out], group g's outputs from its inputs, one oneDNN GEMM per group on x's column block in place."""
     return kernels().ct_grouped_matmul(_dense(x), _dense(weight))
+
+
+def linear(x: paddle.Tensor, layer: nn.Layer) -> paddle.Tensor:
+    """The output of plain Linear ``layer`` (with bias) of ``x`` as one operator (bias rows, then one oneDNN GEMM
+    added to them); no gradient."""
+    return kernels().ct_linear(_dense(x), layer.weight, layer.bias)
 
 
 def qkv_linears(x: paddle.Tensor, q: nn.Layer, k: nn.Layer, v: nn.Layer) -> list[paddle.Tensor]:
@@ -328,8 +335,12 @@ class LayerNorm(nn.LayerNorm):
 
 
 class Linear(nn.Linear):
+    """Without gradient (evaluation) one operator (:func:`linear`), else a product and a bias add."""
+
     def forward(self, x):
         if fast(self, x) and self.bias is not None and x.ndim >= 2:  # ct_matmul takes [..., in]
+            if not self.training and not paddle.is_grad_enabled():
+                return linear(x, self)
             return bias_add(matmul(x, self.weight), self.bias)
         return nn.Linear.forward(self, x)
 

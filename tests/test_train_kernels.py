@@ -1029,6 +1029,35 @@ def test_pointwise_conv_add_norm_against_squeezeberts_layer(groups, shape, threa
         tk.pointwise_conv_add_norm(x, layer.conv1d, r[:, :, :1], layer.layernorm)
 
 
+def test_linear_operator_in_evaluation_against_paddles_linear(monkeypatch):
+    """A kernel-backed Linear without gradient is one operator (ct_linear), with gradient a product and a bias add,
+    both within float rounding of paddle's layer; a bias of the wrong size is refused."""
+    rng = np.random.default_rng(5)
+    layer = nn.Linear(16, 24)
+    layer.bias.set_value(rng.normal(size=24).astype("float32"))
+    x = paddle.to_tensor(rng.normal(size=(3, 7, 16)).astype("float32"))
+    with paddle.no_grad():
+        want = layer(x).numpy()
+    tk.use_train_kernels(layer)
+    with _threads(2):
+        with paddle.no_grad():
+            got = tk.linear(x, layer).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-5, atol=1e-5)  # train mode, with gradient
+    calls, real = [], tk.linear
+    monkeypatch.setattr(tk, "linear", lambda *args: calls.append(1) or real(*args))
+    layer(x)
+    layer.eval()
+    layer(x)  # eval mode with gradient: the product and bias add
+    with paddle.no_grad():
+        np.testing.assert_array_equal(layer(x).numpy(), got)
+    assert calls == [1]
+    bad = nn.Linear(16, 8)
+    bad.bias = paddle.create_parameter([9], "float32")
+    with pytest.raises(OSError, match="linear: bias size 9 != the weight's 8 outputs"):
+        tk.linear(x, bad)
+
+
 def test_qkv_linears_against_paddles_linears():
     """Three Linears of one input (sizes 8, 8, 12; a 3-D input) as one operator, each within float rounding of
     paddle's; a bias of the wrong size is refused."""
@@ -1120,13 +1149,13 @@ def test_bert_evaluation_runs_the_fused_blocks(monkeypatch):
     """Eval mode without gradients: per layer the query, key and value Linears as one operator, one attention operator,
     the output projection with the residual add and norm as one and the FFN with its residual add and norm as one
     (train mode: the test above)."""
-    functions = ["attend", "attention", "layer_norm", "bias_add", "matmul", "qkv_linears", "grouped_linear_add_norm",
-                 "grouped_ffn_add_norm"]
+    functions = ["attend", "attention", "layer_norm", "bias_add", "matmul", "linear", "qkv_linears",
+                 "grouped_linear_add_norm", "grouped_ffn_add_norm"]
     _, cfg, calls = _fused_calls(monkeypatch, "bert-base-uncased", functions, train=False)
     layers = cfg["num_hidden_layers"]
     assert calls == {"qkv_linears": layers, "attention": layers, "grouped_linear_add_norm": layers,
                      "grouped_ffn_add_norm": layers,
-                     "matmul": 2, "bias_add": 2, "layer_norm": 1}  # pooler, classifier; the embeddings' norm
+                     "linear": 2, "layer_norm": 1}  # pooler, classifier; the embeddings' norm
 
 
 @pytest.mark.parametrize("train", [True, False])
