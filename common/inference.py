@@ -398,6 +398,19 @@ class _Chain:
         op = self._next("relu")
         return op.output("Out")[0] if op is not None and op.input("X") == [x] and self._only_reader(x) else None
 
+    def feed_forward(self, activation: str) -> tuple[dict[str, str], str] | None:
+        """"linear, ``activation`` (the name of :meth:`gelu` or :meth:`relu`), linear reading it": (the inputs X, W1,
+        B1, W2, B2 of a fused operator, the second linear's output)."""
+        inner = self.linear()
+        if inner is None:
+            return None
+        x, w1, b1, hidden = inner
+        hidden = getattr(self, activation)(hidden)
+        outer = hidden and self.linear(hidden)
+        if not outer:
+            return None
+        return {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, outer[3]
+
     def add_scale_shift(self, x: str, residual: str):
         """A :data:`ADD_SCALE_SHIFT` of ``x`` and ``residual``, the only reader of ``x``'s value: the operator."""
         op = self._next(ADD_SCALE_SHIFT)
@@ -523,33 +536,21 @@ def _match_linear_add_norm(block, i: int, readers: collections.Counter) -> _Fusi
 def _match_ffn(block, i: int, readers: collections.Counter) -> _Fusion | None:
     """Where the operators from ``i`` on are a feed-forward block with GELU and layer norm (:func:`fuse_blocks`)."""
     chain = _Chain(block, i, readers)
-    inner = chain.linear()
-    if inner is None:
+    found = chain.feed_forward("gelu")
+    if found is None or chain.add_norm(chain.value(found[1]), residual=found[0]["X"]) is None:
         return None
-    x, w1, b1, hidden = inner
-    hidden = chain.gelu(hidden)
-    outer = hidden and chain.linear(hidden)
-    if not outer:
-        return None
-    if chain.add_norm(chain.value(outer[3]), residual=x) is None:
-        return None
-    return _norm_fusion(FFN_ADD_NORM, {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, chain, i)
+    return _norm_fusion(FFN_ADD_NORM, found[0], chain, i)
 
 
 def _match_ffn_add_scale_shift(block, i: int, readers: collections.Counter) -> _Fusion | None:
     """Where the operators from ``i`` on are a feed-forward network with ReLU, residual add and NoNorm
     (:func:`fuse_blocks`)."""
     chain = _Chain(block, i, readers)
-    inner = chain.linear()
-    if inner is None:
-        return None
-    x, w1, b1, hidden = inner
-    hidden = chain.relu(hidden)
-    outer = hidden and chain.linear(hidden)
-    op = outer and chain.add_scale_shift(outer[3], residual=x)
+    found = chain.feed_forward("relu")
+    op = found and chain.add_scale_shift(found[1], residual=found[0]["X"])
     if not op:
         return None
-    inputs = {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2], "G": op.input("W")[0], "C": op.input("B")[0]}
+    inputs = found[0] | {"G": op.input("W")[0], "C": op.input("B")[0]}
     return _Fusion(FFN_ADD_SCALE_SHIFT, inputs, op.output("Out")[0], i, chain.i)
 
 

@@ -80,16 +80,17 @@ class _Block(nn.Layer):
         return out + total if self.reread else out
 
 
-def _fused_ops(**kwargs) -> tuple[int, list[str]]:
+def _fused_ops(layer_class: type | None = None, **kwargs) -> tuple[int, list[str]]:
     """(what :func:`fuse_blocks` replaced, the operator types after) in the eval-mode static program of
-    ``_Block(**kwargs)`` on x [batch, 4, 8]."""
+    ``layer_class(**kwargs)`` (default :class:`_Block`) on x [batch, 4, 8]."""
+    tk.kernels()  # registers this repo's operators, which a layer may build
     paddle.enable_static()
     try:
         main = paddle.static.Program()
         with paddle.static.program_guard(main, paddle.static.Program()):
-            block = _Block(**kwargs)
-            block.eval()
-            block(paddle.static.data("x", [-1, 4, 8], "float32"))
+            layer = (layer_class or _Block)(**kwargs)
+            layer.eval()
+            layer(paddle.static.data("x", [-1, 4, 8], "float32"))
     finally:
         paddle.disable_static()
     desc = main.desc.block(0)
@@ -132,21 +133,6 @@ class _NoNormFFN(nn.Layer):
         return tk.add_scale_shift_(y, x if self.residual == "input" else x * 2, self.scale, self.shift)
 
 
-def _static_ops(**kwargs):
-    """The eval-mode static program of ``_NoNormFFN(**kwargs)`` on x [batch, 4, 8] and its first block."""
-    tk.kernels()  # registers the operators
-    paddle.enable_static()
-    try:
-        main = paddle.static.Program()
-        with paddle.static.program_guard(main, paddle.static.Program()):
-            layer = _NoNormFFN(**kwargs)
-            layer.eval()
-            layer(paddle.static.data("x", [-1, 4, 8], "float32"))
-    finally:
-        paddle.disable_static()
-    return main, main.desc.block(0)
-
-
 @pytest.mark.parametrize("kwargs,want", [
     (dict(), (1, [FFN_ADD_SCALE_SHIFT])),
     (dict(act="gelu"), (0, ["matmul_v2", "elementwise_add", "gelu", "matmul_v2", "elementwise_add", ADD_SCALE_SHIFT])),
@@ -155,6 +141,4 @@ def _static_ops(**kwargs):
                                    ADD_SCALE_SHIFT])),
 ])
 def test_fuse_blocks_takes_the_nonorm_feed_forward_network(kwargs, want):
-    _main, desc = _static_ops(**kwargs)  # the program kept alive with its block
-    fused = fuse_blocks(desc)
-    assert (fused, [desc.op(i).type() for i in range(desc.op_size())]) == want
+    assert _fused_ops(_NoNormFFN, **kwargs) == want
