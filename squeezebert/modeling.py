@@ -185,7 +185,10 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   GEMMs and glibc's erff was 1.00-1.04x slower than the fcs; not remeasured there.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
 #   channels / groups] of [batch * length, channels] (M = every token of the batch), with transposes
-#   in and out.
+#   in and out; query, key and value, where each group holds whole heads, straight into the heads-first
+#   layout of the attention (``_qkv``), which needs one transpose, of its context. By hand on the Zen 4 host
+#   (onnxruntime, the export before and after in one process, alternating, 0.3 s apart, median of 15 / 5 / 3
+#   calls at batch 1 / 16 / 32): 48.1 -> 46.2, 753 -> 720, 1656 -> 1488 ms (1.04 / 1.05 / 1.11x as fast).
 # Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
 # group against batched: paddle.inference fp32 0.96-0.97 / 1.07-1.08 / 1.07-1.09x as fast at batch
 # 1 / 16 / 32, bf16 1.03-1.24 / 1.18-1.39 / 1.18-1.23x; onnxruntime 0.69 / 0.92 / 1.02x (first run),
@@ -238,16 +241,21 @@ def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
 
 
 def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> list[paddle.Tensor]:
-    """Batched form: query, key and value of token-major ``x``, each [batch, heads, length, head size];
-    where each group holds whole heads, straight from the groups' output."""
+    """Batched form: query, key and value of token-major ``x``, each heads first, [heads, batch, length, head
+    size]. Where each group holds whole heads, one batched matmul of the groups' input [groups, 1, tokens, in /
+    groups] with the weight by group and head [groups, heads / groups, in / groups, head size] writes that layout
+    directly (a transpose from the groups' output, [groups, tokens, heads / groups, head size], moved three axes:
+    onnxruntime's slowest kind, 1.4-2.9 ms each at batch 16 on the Zen 4 host)."""
     out = []
     for conv in convs:
         groups, size = conv._groups, conv._out_channels // heads
         if groups > 1 and heads % groups == 0:
-            y = _grouped_matmul(_to_groups(x, groups), conv).reshape([groups, batch, -1, heads // groups, size])
-            out.append(y.transpose([1, 0, 3, 2, 4]).reshape([0, heads, -1, size]))
+            per_group = heads // groups
+            weight = conv.weight_by_group().reshape([groups, per_group, size, -1]).transpose([0, 1, 3, 2])
+            y = paddle.matmul(_to_groups(x, groups).unsqueeze(1), weight) + conv.bias.reshape([groups, per_group, 1, size])
+            out.append(y.reshape([heads, batch, -1, size]))
         else:
-            out.append(_pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([0, 2, 1, 3]))
+            out.append(_pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([2, 0, 1, 3]))
     return out
 
 
@@ -301,8 +309,8 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
         queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
         (query,) = _qkv(queries, (att.query,), batch, heads)
         key, value = _qkv(x, (att.key, att.value), batch, heads)
-        scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask
-        context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([0, 2, 1, 3]).reshape([-1, att.all_head_size])
+        scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
+        context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
         hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)
     out = _feed_forward(hidden, inner, outer, act)
     return _layer_norm(out + hidden, layer.output.layernorm)
