@@ -194,7 +194,9 @@ def _four_exports(tmp_path, model_type: str, seed: int, prepare=None, **config) 
 ])
 def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_path):
     """squeezebert/modeling.py's encoder: the last layer's queries and residual at [CLS], per group (this
-    repo's operators) and batched (portable); HF's logits within 1e-5 either way."""
+    repo's operators) and batched (portable, its attention heads first); HF's logits within 1e-5 either way."""
+    from common.inference import _ops, _program
+
     model, prefixes = _four_exports(tmp_path, "squeezebert", 3, embedding_size=32, **groups)
     readers = {key: (_first_token_readers(prefix), _first_token_readers(prefix, False))
                for key, prefix in prefixes.items()}
@@ -206,6 +208,12 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
     # pooler's into its matmul
     assert readers[False, True] == ([], ["elementwise_add", "matmul_v2", "reshape2"])
     assert readers[True, False] == readers[False, False] == ([], ["matmul_v2"])
+    # batched: query, key and value heads first, the attention in that layout; one transpose of each layer's
+    # context back to tokens, none moving three axes (the 5-D one onnxruntime ran slowest)
+    for first_token in (True, False):
+        desc = _program(prefixes[False, first_token] + ".pdmodel")
+        axes = collections.Counter(tuple(op.attr("axis")) for op in _ops(desc) if op.type() == "transpose2")
+        assert axes[1, 2, 0, 3] == len(encoder.layers) and not [axis for axis in axes if len(axis) > 4]
 
 
 def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
