@@ -245,7 +245,7 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
     size]. Where each group holds whole heads, one batched matmul of the groups' input [groups, 1, tokens, in /
     groups] with the weight by group and head [groups, heads / groups, in / groups, head size] writes that layout
     directly (a transpose from the groups' output, [groups, tokens, heads / groups, head size], moved three axes:
-    onnxruntime's slowest kind, 1.4-2.9 ms each at batch 16 on the Zen 4 host)."""
+    onnxruntime's slowest kind, 2.0-2.9 ms each at batch 16 on the Zen 4 host)."""
     out = []
     for conv in convs:
         groups, size = conv._groups, conv._out_channels // heads
