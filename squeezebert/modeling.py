@@ -245,14 +245,17 @@ def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> li
     size]. Where each group holds whole heads, one batched matmul of the groups' input [groups, 1, tokens, in /
     groups] with the weight by group and head [groups, heads / groups, in / groups, head size] writes that layout
     directly (a transpose from the groups' output, [groups, tokens, heads / groups, head size], moved three axes:
-    onnxruntime's slowest kind, 2.0-2.9 ms each at batch 16 on the Zen 4 host)."""
-    out = []
+    onnxruntime's slowest kind, 2.0-2.9 ms each at batch 16 on the Zen 4 host). Convolutions of the same groups
+    share one split of ``x``."""
+    out, split = [], {}
     for conv in convs:
         groups, size = conv._groups, conv._out_channels // heads
         if groups > 1 and heads % groups == 0:
+            if groups not in split:
+                split[groups] = _to_groups(x, groups).unsqueeze(1)
             per_group = heads // groups
             weight = conv.weight_by_group().reshape([groups, per_group, size, -1]).transpose([0, 1, 3, 2])
-            y = paddle.matmul(_to_groups(x, groups).unsqueeze(1), weight) + conv.bias.reshape([groups, per_group, 1, size])
+            y = paddle.matmul(split[groups], weight) + conv.bias.reshape([groups, per_group, 1, size])
             out.append(y.reshape([heads, batch, -1, size]))
         else:
             out.append(_pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([2, 0, 1, 3]))
@@ -307,8 +310,11 @@ def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: padd
     else:
         heads, size = att.num_attention_heads, att.attention_head_size
         queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
-        (query,) = _qkv(queries, (att.query,), batch, heads)
-        key, value = _qkv(x, (att.key, att.value), batch, heads)
+        if first_token:
+            (query,) = _qkv(queries, (att.query,), batch, heads)
+            key, value = _qkv(x, (att.key, att.value), batch, heads)
+        else:
+            query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
         scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
         context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
         hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)

@@ -214,6 +214,10 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
         desc = _program(prefixes[False, first_token] + ".pdmodel")
         axes = collections.Counter(tuple(op.attr("axis")) for op in _ops(desc) if op.type() == "transpose2")
         assert axes[1, 2, 0, 3] == len(encoder.layers) and not [axis for axis in axes if len(axis) > 4]
+        if groups["q_groups"] == groups["k_groups"] == groups["v_groups"] == groups["intermediate_groups"]:
+            # per layer one split of its input for query, key and value (the [CLS] layer: one for its query, one
+            # for keys and values) and the feed-forward block's split and join
+            assert axes[1, 0, 2] == 3 * len(encoder.layers) + first_token
 
 
 def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
