@@ -189,6 +189,8 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   layout of the attention (``_qkv``), which needs one transpose, of its context. By hand on the Zen 4 host
 #   (onnxruntime, the export before and after in one process, alternating, 0.3 s apart, median of 15 / 5 / 3
 #   calls at batch 1 / 16 / 32): 48.1 -> 46.2, 753 -> 720, 1656 -> 1488 ms (1.04 / 1.05 / 1.11x as fast).
+#   Since then only the query's bias costs a pass of its own (``_layer_batched``): 1.02-1.04 / 1.06 / 1.05x as
+#   fast by the same method (41 / 21 / 13 calls).
 # Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
 # group against batched: paddle.inference fp32 0.96-0.97 / 1.07-1.08 / 1.07-1.09x as fast at batch
 # 1 / 16 / 32, bf16 1.03-1.24 / 1.18-1.39 / 1.18-1.23x; onnxruntime 0.69 / 0.92 / 1.02x (first run),
@@ -209,11 +211,24 @@ def _from_groups(y: paddle.Tensor) -> paddle.Tensor:
     return y.transpose([1, 0, 2]).reshape([-1, y.shape[0] * y.shape[2]])
 
 
-def _grouped_matmul(xg: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
-    """Batched form: the convolution of split input ``xg`` [groups, tokens, in / groups]: [groups, tokens,
-    out / groups] (the weight's transpose is folded by paddle.inference)."""
-    weight = conv.weight_by_group().transpose([0, 2, 1])
-    return paddle.matmul(xg, weight) + conv.bias.reshape([conv._groups, 1, -1])
+def _weight_t(conv: PointwiseConv1D) -> paddle.Tensor:
+    """The weight by group, transposed: [groups, in / groups, out / groups] (folded by paddle.inference)."""
+    return conv.weight_by_group().transpose([0, 2, 1])
+
+
+def _linear(x: paddle.Tensor, conv: PointwiseConv1D, bias: paddle.Tensor | None) -> paddle.Tensor:
+    """Batched form: the convolution's weight on token-major ``x`` [tokens, in], one batched matmul over its groups
+    (with transposes in and out), plus ``bias`` (broadcast to [tokens, out]; None: none)."""
+    if conv._groups == 1:
+        y = paddle.matmul(x, conv.weight.squeeze(-1), transpose_y=True)
+    else:
+        y = _from_groups(paddle.matmul(_to_groups(x, conv._groups), _weight_t(conv)))
+    return y if bias is None else y + bias
+
+
+def _weight_on(conv: PointwiseConv1D, v: paddle.Tensor) -> paddle.Tensor:
+    """The convolution's weight on one vector ``v`` [in]: [out], no bias (a parameter's image: no transposes)."""
+    return paddle.matmul(conv.weight_by_group(), v.reshape([conv._groups, -1, 1])).reshape([-1])
 
 
 def _split(x: paddle.Tensor, groups: int) -> list[paddle.Tensor]:
@@ -232,33 +247,32 @@ def _joined(parts: list[paddle.Tensor]) -> paddle.Tensor:
 
 
 def _pointwise(x: paddle.Tensor, conv: PointwiseConv1D) -> paddle.Tensor:
-    """The convolution of token-major ``x``: [tokens, in] -> [tokens, out]."""
-    if _per_group():
-        return _joined(_by_group(_split(x, conv._groups), conv))
-    if conv._groups == 1:
-        return paddle.matmul(x, conv.weight.squeeze(-1), transpose_y=True) + conv.bias
-    return _from_groups(_grouped_matmul(_to_groups(x, conv._groups), conv))
+    """Per-group form: the convolution of token-major ``x``: [tokens, in] -> [tokens, out]."""
+    return _joined(_by_group(_split(x, conv._groups), conv))
 
 
-def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int) -> list[paddle.Tensor]:
+def _qkv(x: paddle.Tensor, convs: tuple, batch: paddle.Tensor, heads: int,
+         biases: tuple[paddle.Tensor | None, ...]) -> list[paddle.Tensor]:
     """Batched form: query, key and value of token-major ``x``, each heads first, [heads, batch, length, head
-    size]. Where each group holds whole heads, one batched matmul of the groups' input [groups, 1, tokens, in /
-    groups] with the weight by group and head [groups, heads / groups, in / groups, head size] writes that layout
-    directly (a transpose from the groups' output, [groups, tokens, heads / groups, head size], moved three axes:
-    onnxruntime's slowest kind, 2.0-2.9 ms each at batch 16 on the Zen 4 host). Convolutions of the same groups
-    share one split of ``x``."""
+    size], plus ``biases`` ([out] each, or None). Where each group holds whole heads, one batched matmul of the
+    groups' input [groups, 1, tokens, in / groups] with the weight by group and head [groups, heads / groups, in /
+    groups, head size] writes that layout directly (a transpose from the groups' output, [groups, tokens, heads /
+    groups, head size], moved three axes: onnxruntime's slowest kind, 2.0-2.9 ms each at batch 16 on the Zen 4
+    host). Convolutions of the same groups share one split of ``x``."""
     out, split = [], {}
-    for conv in convs:
+    for conv, bias in zip(convs, biases):
         groups, size = conv._groups, conv._out_channels // heads
         if groups > 1 and heads % groups == 0:
             if groups not in split:
                 split[groups] = _to_groups(x, groups).unsqueeze(1)
             per_group = heads // groups
             weight = conv.weight_by_group().reshape([groups, per_group, size, -1]).transpose([0, 1, 3, 2])
-            y = paddle.matmul(split[groups], weight) + conv.bias.reshape([groups, per_group, 1, size])
+            y = paddle.matmul(split[groups], weight)
+            if bias is not None:
+                y = y + bias.reshape([groups, per_group, 1, size])
             out.append(y.reshape([heads, batch, -1, size]))
         else:
-            out.append(_pointwise(x, conv).reshape([batch, -1, heads, size]).transpose([2, 0, 1, 3]))
+            out.append(_linear(x, conv, bias).reshape([batch, -1, heads, size]).transpose([2, 0, 1, 3]))
     return out
 
 
@@ -278,62 +292,112 @@ def _attention_per_group(x: paddle.Tensor, queries: paddle.Tensor, att: _pm.Sque
     return tk.attention(q, k, v, mask, heads)
 
 
-def _feed_forward(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer) -> paddle.Tensor:
-    """outer(act(inner(x))) on token-major ``x``, left split between the two where their groups match (per group:
-    where the activation is not GELU, else one operator, :func:`_layer_token_major`)."""
+def _feed_forward_per_group(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D,
+                            act: nn.Layer) -> paddle.Tensor:
+    """Per-group form: outer(act(inner(x))) on token-major ``x``, left split between the two where their groups
+    match (where the activation is not GELU, else one operator, :func:`_layer_per_group`)."""
     if inner._groups != outer._groups or inner._groups == 1:
         return _pointwise(act(_pointwise(x, inner)), outer)
-    if _per_group():
-        # act.forward: a layer called twice in one conversion keeps its converted forward after the
-        # export (paddle 2.6's convert_call records the converted one as the original the second time)
-        return _joined(_by_group([act.forward(y) for y in _by_group(_split(x, inner._groups), inner)], outer))
-    return _from_groups(_grouped_matmul(act(_grouped_matmul(_to_groups(x, inner._groups), inner)), outer))
+    # act.forward: a layer called twice in one conversion keeps its converted forward after the
+    # export (paddle 2.6's convert_call records the converted one as the original the second time)
+    return _joined(_by_group([act.forward(y) for y in _by_group(_split(x, inner._groups), inner)], outer))
 
 
-def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm) -> paddle.Tensor:
-    return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm._epsilon)
+def _feed_forward_batched(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer,
+                          inner_bias: paddle.Tensor, ones: paddle.Tensor | None) -> paddle.Tensor:
+    """Batched form: outer's weight on act(inner's weight on ``x`` + ``inner_bias``), outer's bias left out (the
+    caller adds it); left in groups between the two where their groups match. There the bias is one more row of
+    the inner weight by group, against a column of ones appended to each group's input (``ones``: [rows, groups,
+    1], or None to build it): onnxruntime adds a bias to a batched matmul's output in a pass of its own, here over
+    the block's largest tensor (4 x 2048 x 768 floats at batch 16, 1.5 ms a layer on the Zen 4 host), where the
+    ones cost a copy of the input (0.2 ms; its ``Pad`` took 1.9)."""
+    groups = inner._groups
+    if groups != outer._groups or groups == 1:
+        return _linear(act(_linear(x, inner, inner_bias)), outer, None)
+    rows = x.reshape([-1, groups, x.shape[-1] // groups])
+    rows = paddle.concat([rows, _ones(x, groups) if ones is None else ones], axis=-1).transpose([1, 0, 2])
+    weight = paddle.concat([_weight_t(inner), inner_bias.reshape([groups, 1, -1])], axis=1)
+    return _from_groups(paddle.matmul(act(paddle.matmul(rows, weight)), _weight_t(outer)))
 
 
-def _layer_token_major(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor,
-                       batch: paddle.Tensor, first_token: bool = False) -> paddle.Tensor:
-    """``SqueezeBertLayer``'s eval-mode forward on token-major ``x``: [batch, length, channels] per group,
-    [batch * length, channels] batched. ``first_token``: the output at each sequence's first token only
-    ([batch, 1, channels] per group, [batch, channels] batched), attending to every token."""
+def _ones(x: paddle.Tensor, groups: int) -> paddle.Tensor:
+    """[rows, groups, 1] ones for ``x`` [rows, channels]."""
+    return paddle.ones([paddle.shape(x)[0], groups, 1], x.dtype)
+
+
+def _layer_norm(x: paddle.Tensor, norm: _pm.SqueezeBertLayerNorm, shift: paddle.Tensor | None = None) -> paddle.Tensor:
+    """``norm`` over the last axis of ``x``, ``shift`` added to its bias."""
+    bias = norm.bias if shift is None else norm.bias + shift
+    return F.layer_norm(x, x.shape[-1:], norm.weight, bias, norm._epsilon)
+
+
+def _layer_batched(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor, batch: paddle.Tensor,
+                   first_token: bool, ones: paddle.Tensor | None) -> paddle.Tensor:
+    """Batched form of :func:`_layer_per_group` on ``x`` [batch * length, channels] (``first_token``: its output
+    [batch, channels]; ``ones``: see :func:`_feed_forward_batched`). The same function with three
+    biases moved where they cost no pass over an activation (onnxruntime adds them in passes of their own; the
+    moved ones are computed from parameters, constants it folds):
+    - the key's is left out: it adds query . bias to each query's scores, the same for every key, which the
+      softmax cancels;
+    - the value's goes into the post-attention convolution's: each query's attention weights sum to 1, so it adds
+      the value bias to the context, which that convolution maps to a constant;
+    - the feed-forward output's goes into the post-attention norm's bias, so into both the residual and the
+      feed-forward input, and back out of the latter through the first convolution's bias (minus that
+      convolution's weight on it).
+    Tested with random biases against HF (tests/test_first_token.py)."""
     att, post = layer.attention, layer.post_attention
     inner, outer, act = layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act
-    if _per_group():
-        queries = x[:, :1] if first_token else x
-        context = _attention_per_group(x, queries, att, mask)
-        hidden = tk.grouped_linear_add_norm(context, post.conv1d, queries, post.layernorm)
-        if inner._groups == outer._groups and tk.activation(act) == "gelu":
-            return tk.grouped_ffn_add_norm(hidden, inner, outer, layer.output.layernorm)
+    heads, size = att.num_attention_heads, att.attention_head_size
+    post_bias = post.conv1d.bias + _weight_on(post.conv1d, att.value.bias)
+    inner_bias = inner.bias - _weight_on(inner, outer.bias)
+    queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
+    if first_token:
+        (query,) = _qkv(queries, (att.query,), batch, heads, (att.query.bias,))
+        key, value = _qkv(x, (att.key, att.value), batch, heads, (None, None))
     else:
-        heads, size = att.num_attention_heads, att.attention_head_size
-        queries = x.reshape([batch, -1, x.shape[-1]])[:, 0] if first_token else x
-        if first_token:
-            (query,) = _qkv(queries, (att.query,), batch, heads)
-            key, value = _qkv(x, (att.key, att.value), batch, heads)
-        else:
-            query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads)
-        scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
-        context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
-        hidden = _layer_norm(_pointwise(context, post.conv1d) + queries, post.layernorm)
-    out = _feed_forward(hidden, inner, outer, act)
+        query, key, value = _qkv(x, (att.query, att.key, att.value), batch, heads, (att.query.bias, None, None))
+    scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
+    context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
+    hidden = _layer_norm(_linear(context, post.conv1d, post_bias) + queries, post.layernorm, outer.bias)
+    out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, None if first_token else ones)
     return _layer_norm(out + hidden, layer.output.layernorm)
+
+
+def _layer_per_group(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.Tensor,
+                     first_token: bool) -> paddle.Tensor:
+    """``SqueezeBertLayer``'s eval-mode forward on token-major ``x`` [batch, length, channels] with this repo's
+    operators. ``first_token``: the output at each sequence's first token only ([batch, 1, channels]), attending to
+    every token."""
+    att, post = layer.attention, layer.post_attention
+    inner, outer, act = layer.intermediate.conv1d, layer.output.conv1d, layer.intermediate.act
+    queries = x[:, :1] if first_token else x
+    context = _attention_per_group(x, queries, att, mask)
+    hidden = tk.grouped_linear_add_norm(context, post.conv1d, queries, post.layernorm)
+    if inner._groups == outer._groups and tk.activation(act) == "gelu":
+        return tk.grouped_ffn_add_norm(hidden, inner, outer, layer.output.layernorm)
+    return _layer_norm(_feed_forward_per_group(hidden, inner, outer, act) + hidden, layer.output.layernorm)
 
 
 def _encoder_forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
     """``SqueezeBertEncoder.forward``; token-major in an eval-mode static graph (see above)."""
     if paddle.in_dynamic_mode() or self.training or output_attentions or output_hidden_states:
         return _ENCODER_FORWARD(self, hidden_states, attention_mask, output_attentions, output_hidden_states)
-    shape = paddle.shape(hidden_states)
-    per_group = _per_group()  # [batch, length, channels] throughout: no reshape (reshape2 copied)
-    x = hidden_states if per_group else hidden_states.reshape([-1, hidden_states.shape[-1]])
     last = len(self.layers) - 1
+    if _per_group():  # [batch, length, channels] throughout: no reshape (reshape2 copied)
+        x = hidden_states
+        for i, layer in enumerate(self.layers):
+            x = _layer_per_group(layer, x, attention_mask, getattr(self, "first_token", False) and i == last)
+        return (x,)
+    shape = paddle.shape(hidden_states)
+    x = hidden_states.reshape([-1, hidden_states.shape[-1]])
+    ones = {}  # by group count, built once (a layer building its own ran five shape operators: 0.5 ms of 48 at batch 1)
     for i, layer in enumerate(self.layers):
         first_token = getattr(self, "first_token", False) and i == last
-        x = _layer_token_major(layer, x, attention_mask, shape[0], first_token)
-    return (x if per_group else x.reshape([shape[0], -1, shape[2]]),)
+        groups = layer.intermediate.conv1d._groups
+        if groups not in ones:
+            ones[groups] = _ones(x, groups)
+        x = _layer_batched(layer, x, attention_mask, shape[0], first_token, ones[groups])
+    return (x.reshape([shape[0], -1, shape[2]]),)
 
 
 class FirstTokenEncoder(_pm.SqueezeBertEncoder):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 import convbert.modeling as cm
 from common.compare import compare
@@ -18,7 +18,7 @@ from conftest import REPO, user_error
 from convbert.run_glue import CLASSIFIER, layer_depth, main as run_glue_main
 from convbert.spec import SPEC
 from test_run_glue import keyword_task
-from tiny_checkpoints import save_tiny
+from tiny_checkpoints import randomize, save_tiny
 
 # Tiny versions of YituTech/conv-bert-{small, medium-small, base} (embedding / hidden ratios, heads
 # halved by head_ratio 2, kernel 9, linear groups 1 / 2 / 1), and two shapes PaddleNLP sized wrongly.
@@ -35,18 +35,6 @@ CONFIGS = {
     "ratio-1": dict(embedding_size=24, hidden_size=32, num_attention_heads=2, intermediate_size=64,
                     head_ratio=1, conv_kernel_size=3, num_groups=1),
 }
-
-
-def randomize(torch_dir: str, seed: int = 0) -> None:
-    """Trained-looking weights: HF's init leaves grouped linears uninitialised (torch.empty), zeroes
-    the [PAD] row (the TF-trained checkpoints' is not) and makes tiny logits."""
-    path = os.path.join(torch_dir, "model.safetensors")
-    rng = np.random.RandomState(seed)
-    tensors = {k: rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in sorted(load_file(path).items())}
-    for k in tensors:
-        if "LayerNorm.weight" in k:
-            tensors[k] += 1
-    save_file(tensors, path, metadata={"format": "pt"})
 
 
 _CACHE = {}

@@ -10,7 +10,7 @@ from paddle import nn
 from common.errors import UserError
 from common.first_token import FirstTokenEncoderLayer, at_first_token, first_token_layer
 from common.flops import forward_flops
-from tiny_checkpoints import padded_batch, save_tiny
+from tiny_checkpoints import padded_batch, randomize, save_tiny
 
 
 @pytest.fixture(scope="module")
@@ -194,10 +194,11 @@ def _four_exports(tmp_path, model_type: str, seed: int, prepare=None, **config) 
 ])
 def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_path):
     """squeezebert/modeling.py's encoder: the last layer's queries and residual at [CLS], per group (this
-    repo's operators) and batched (portable, its attention heads first); HF's logits within 1e-5 either way."""
+    repo's operators) and batched (portable, its attention heads first); HF's logits within 1e-5 either way, every
+    parameter random (HF's init zeroes the biases, three of which the batched form moves)."""
     from common.inference import _ops, _program
 
-    model, prefixes = _four_exports(tmp_path, "squeezebert", 3, embedding_size=32, **groups)
+    model, prefixes = _four_exports(tmp_path, "squeezebert", 3, randomize, embedding_size=32, **groups)
     readers = {key: (_first_token_readers(prefix), _first_token_readers(prefix, False))
                for key, prefix in prefixes.items()}
     encoder = model.squeezebert.encoder
@@ -256,7 +257,6 @@ def test_convbert_classifier_export_runs_the_last_layer_at_cls(config, tmp_path)
     layer's span convolution leaves the export (its 5-position form is paddle's matmuls). A grouped FFN is one
     operator in the export with this repo's operators (the [CLS]-only layer's excepted), paddle's in the portable."""
     from common.inference import Predictor, PredictorOptions, op_counts
-    from test_convbert import randomize  # HF leaves grouped linears uninitialised
 
     model, prefixes = _four_exports(tmp_path, "convbert", 5, randomize, embedding_size=16, **config)
     last = model.convbert.encoder.layers[-1]

@@ -7,6 +7,7 @@ from common.bench_models import init_grouped_linears  # common before torch: it 
 import numpy as np
 import torch
 import transformers
+from safetensors.numpy import load_file, save_file
 
 WORDS = (
     "the a an is was of and to in it that this movie film good bad great awful plot acting "
@@ -61,3 +62,15 @@ def padded_batch(batch: int, seq: int, seed: int, vocab: int = 60) -> dict[str, 
     ids = np.where(mask == 1, rng.integers(5, vocab, size=(batch, seq)), 0)
     token_type = ((np.arange(seq)[None, :] >= lengths[:, None] // 2) & (mask == 1)).astype(np.int64)
     return {"input_ids": ids, "token_type_ids": token_type, "attention_mask": mask}
+
+
+def randomize(torch_dir: str, seed: int = 0) -> None:
+    """Trained-looking weights: every tensor of the checkpoint drawn anew (HF's init zeroes biases and the [PAD]
+    row, leaves grouped linears uninitialised (torch.empty) and makes tiny logits); layer norm scales near 1."""
+    path = os.path.join(torch_dir, "model.safetensors")
+    rng = np.random.RandomState(seed)
+    tensors = {k: rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in sorted(load_file(path).items())}
+    for k in tensors:
+        if "layernorm.weight" in k.lower():
+            tensors[k] += 1
+    save_file(tensors, path, metadata={"format": "pt"})
