@@ -25,6 +25,16 @@ def write_vocab(path: str) -> str:
     return vocab_file
 
 
+def draw_vectors(model: torch.nn.Module, std: float = 0.1) -> None:
+    """Add normal(0, ``std``) noise to every 1-D parameter (biases, norm scales and shifts): HF's init makes biases
+    0 and norms the identity, so a bias or norm parameter converted to the wrong place, or left out by a fused
+    operator, would change no output."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * std)
+
+
 def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0, **config_overrides) -> str:
     """Save a random ``model_type`` checkpoint (``head``: None or "classification") with a vocab."""
     torch.manual_seed(seed)
@@ -44,6 +54,7 @@ def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0
     else:
         model = transformers.AutoModel.from_config(config)
     init_grouped_linears(model)  # HF leaves ConvBERT's grouped FFN uninitialised
+    draw_vectors(model)
     model.eval()
     model.save_pretrained(path)
     vocab_file = write_vocab(path)
