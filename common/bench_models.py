@@ -128,6 +128,18 @@ def init_grouped_linears(torch_model) -> int:
     return len(layers)
 
 
+def draw_vectors(torch_model, std: float = 0.1) -> None:
+    """Add normal(0, ``std``) noise to every 1-D parameter (biases, norm scales and shifts), from torch's generator:
+    HF's init makes biases 0 and norms the identity, so a bias or norm parameter converted to the wrong place, or
+    left out by a fused operator, would change no output."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in torch_model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * std)
+
+
 def build_pair(model: Model, quick: bool) -> tuple[object, object, dict]:
     """(torch classifier, paddle classifier with the same weights, its config.json dict); eval mode."""
     import torch
@@ -140,6 +152,7 @@ def build_pair(model: Model, quick: bool) -> tuple[object, object, dict]:
     torch.manual_seed(0)
     torch_model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     init_grouped_linears(torch_model)
+    draw_vectors(torch_model)  # the parity check then covers biases and norms (speed does not depend on values)
     architecture = type(torch_model).__name__
     # What config.json would hold: save_pretrained leaves out generic keys at their defaults.
     cfg = torch_model.config.to_diff_dict() | {"architectures": [architecture]}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from common.bench_models import init_grouped_linears  # common before torch: it loads paddle first
+from common.bench_models import draw_vectors, init_grouped_linears  # common before torch: it loads paddle first
 import numpy as np
 import torch
 import transformers
@@ -23,16 +23,6 @@ def write_vocab(path: str) -> str:
     with open(vocab_file, "w", encoding="utf-8") as f:
         f.write("\n".join(VOCAB) + "\n")
     return vocab_file
-
-
-def draw_vectors(model: torch.nn.Module, std: float = 0.1) -> None:
-    """Add normal(0, ``std``) noise to every 1-D parameter (biases, norm scales and shifts): HF's init makes biases
-    0 and norms the identity, so a bias or norm parameter converted to the wrong place, or left out by a fused
-    operator, would change no output."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 1:
-                parameter.add_(torch.randn_like(parameter) * std)
 
 
 def save_tiny(path: str, model_type: str, head: str | None = None, seed: int = 0, **config_overrides) -> str:
