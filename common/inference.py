@@ -59,8 +59,10 @@ BF16_GROUPED_WEIGHTS = ("W", "W1", "W2")
 # operators: its oneDNN fcs ran faster (BERT-base at batch 1 on Zen 5: 29.1 ms, fused 34.6).
 LINEAR_ADD_NORM, FFN_ADD_NORM = "ct_grouped_linear_add_norm", "ct_grouped_ffn_add_norm"
 # Likewise MobileBERT's feed-forward networks, "linear layer, ReLU, linear layer, ct_add_scale_shift_ (residual add
-# of the network's input and NoNorm, in place)", as one operator where paddle's passes leave 3 (fc with ReLU, fc, it).
+# of the network's input and NoNorm, in place)", as one operator where paddle's passes leave 3 (fc with ReLU, fc, it),
+# and its other "linear layer, ct_add_scale_shift_" (the attention output, the output bottleneck) where they leave 2.
 ADD_SCALE_SHIFT, FFN_ADD_SCALE_SHIFT = "ct_add_scale_shift_", "ct_ffn_relu_add_scale_shift"
+LINEAR_ADD_SCALE_SHIFT = "ct_linear_add_scale_shift"
 
 
 class KeywordInputs(paddle.nn.Layer):
@@ -137,7 +139,8 @@ class PredictorOptions:
     CPU: ``fp32`` or ``bf16`` (oneDNN bfloat16 kernels; needs ``onednn``), ``threads`` math threads
     (default: every core this process may use); ``fuse_blocks``: in fp32, an export holding this repo's
     operators runs its post-norm blocks as :data:`LINEAR_ADD_NORM` and :data:`FFN_ADD_NORM`, MobileBERT's
-    feed-forward networks as :data:`FFN_ADD_SCALE_SHIFT` (:func:`fuse_blocks`).
+    feed-forward networks as :data:`FFN_ADD_SCALE_SHIFT` and its other NoNorm blocks as :data:`LINEAR_ADD_SCALE_SHIFT`
+    (:func:`fuse_blocks`).
     GPU (a CUDA build of paddle only): ``fp32``, or ``fp16`` through TensorRT (``tensorrt``, dynamic shapes up
     to ``max_batch`` x ``max_seq``).
     """
@@ -411,11 +414,12 @@ class _Chain:
             return None
         return {"X": x, "W1": w1, "B1": b1, "W2": outer[1], "B2": outer[2]}, outer[3]
 
-    def add_scale_shift(self, x: str, residual: str):
-        """A :data:`ADD_SCALE_SHIFT` of ``x`` and ``residual``, the only reader of ``x``'s value: the operator."""
+    def add_scale_shift(self, x: str, residual: str | None = None):
+        """A :data:`ADD_SCALE_SHIFT` of ``x`` and ``residual`` (any where None), the only reader of ``x``'s value: the
+        operator."""
         op = self._next(ADD_SCALE_SHIFT)
         # In place, its output takes X's name, which later operators read: X's value is then read by it alone.
-        ok = (op is not None and op.input("X") == [x] and op.input("Y") == [residual]
+        ok = (op is not None and op.input("X") == [x] and (residual is None or op.input("Y") == [residual])
               and (op.output("Out") == [x] or self._only_reader(x)))
         return op if ok else None
 
@@ -483,13 +487,14 @@ def fuse_blocks(block) -> int:
     "linear, GELU, linear, [dropout,] residual add of the first linear's input, layer norm" by
     :data:`FFN_ADD_NORM`, and "linear, [dropout,] residual add, layer norm" by :data:`LINEAR_ADD_NORM`
     (dropout: at inference, the identity); and each "linear, ReLU, linear, :data:`ADD_SCALE_SHIFT` of the first
-    linear's input" (MobileBERT's feed-forward network) by :data:`FFN_ADD_SCALE_SHIFT`. Returns how many blocks
-    were replaced."""
+    linear's input" (MobileBERT's feed-forward network) by :data:`FFN_ADD_SCALE_SHIFT`, each other "linear,
+    [dropout,] :data:`ADD_SCALE_SHIFT`" by :data:`LINEAR_ADD_SCALE_SHIFT`. Returns how many blocks were
+    replaced."""
     readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
     weights, fused, i = {}, 0, 0
     while i < block.op_size():
         found = (_match_ffn(block, i, readers) or _match_linear_add_norm(block, i, readers)
-                 or _match_ffn_add_scale_shift(block, i, readers))
+                 or _match_ffn_add_scale_shift(block, i, readers) or _match_linear_add_scale_shift(block, i, readers))
         if found is None:
             i += 1
             continue
@@ -552,6 +557,18 @@ def _match_ffn_add_scale_shift(block, i: int, readers: collections.Counter) -> _
         return None
     inputs = found[0] | {"G": op.input("W")[0], "C": op.input("B")[0]}
     return _Fusion(FFN_ADD_SCALE_SHIFT, inputs, op.output("Out")[0], i, chain.i)
+
+
+def _match_linear_add_scale_shift(block, i: int, readers: collections.Counter) -> _Fusion | None:
+    """Where the operators from ``i`` on are a linear layer with residual add and NoNorm (:func:`fuse_blocks`)."""
+    chain = _Chain(block, i, readers)
+    linear = chain.linear()
+    op = linear and chain.add_scale_shift(chain.value(linear[3]))
+    if not op:
+        return None
+    inputs = {"X": linear[0], "W": linear[1], "B": linear[2], "R": op.input("Y")[0], "G": op.input("W")[0],
+              "C": op.input("B")[0]}
+    return _Fusion(LINEAR_ADD_SCALE_SHIFT, inputs, op.output("Out")[0], i, chain.i)
 
 
 def _fuse_add_layer_norm(block) -> None:

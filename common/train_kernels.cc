@@ -1516,6 +1516,55 @@ PD_BUILD_OP(ct_ffn_relu_add_scale_shift)
     .SetInferShapeFn(PD_INFER_SHAPE(FirstOfSevenShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
 
+// ---- MobileBERT's other residual adds with NoNorm in evaluation (the attention output and the output bottleneck):
+// Out = (X W + B + R) * G + C, W [in, out] (nn.Linear's layout), per block of up to kNormRows rows, the block's
+// output in the core's cache for the epilogue. One operator where dygraph ran the linear layer and the add + NoNorm
+// and an fp32 predictor an fc and ct_add_scale_shift_ (common/inference.py's fuse_blocks).
+
+std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                       const paddle::Tensor& b, const paddle::Tensor& r,
+                                                       const paddle::Tensor& g, const paddle::Tensor& c) {
+  const char* what = "linear_add_scale_shift";
+  check_float(x, what);
+  for (const auto* t : {&w, &b, &r, &g, &c}) check_float(*t, "linear_add_scale_shift weight, bias or residual");
+  const int64_t in = last_dim(x), rows = x.numel() / in;
+  const auto ws = w.shape();
+  PD_CHECK(ws.size() == 2 && ws[0] == in && b.numel() == ws[1], what, ": weight must be [", in, ", out], its bias [out]");
+  const int64_t out = ws[1];
+  const auto shape = with_last(x.shape(), out);
+  PD_CHECK(r.shape() == shape, what, ": residual shape != the linear layer's output shape");
+  PD_CHECK(g.numel() == out && c.numel() == out, what, ": NoNorm weight/bias size != ", out, " channels");
+  auto y = paddle::empty(shape, x.dtype(), x.place());
+  const float *px = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>(), *pr = r.data<float>(),
+              *pg = g.data<float>(), *pc = c.data<float>();
+  float* py = y.data<float>();
+  const bool failed = row_blocks(RowBlocks(rows), 0, [&](int64_t first, int64_t count, float*) {
+    const bool bad = gemm(false, false, count, out, in, px + first * in, in, pw, out, 0.f, py + first * out, out);
+    for (int64_t row = first; row < first + count; ++row) {
+      float* v = py + row * out;
+      const float* rr = pr + row * out;
+#pragma omp simd
+      for (int64_t i = 0; i < out; ++i) v[i] = (v[i] + pb[i] + rr[i]) * pg[i] + pc[i];
+    }
+    return bad;
+  });
+  check_gemm(failed, what);
+  return {y};
+}
+
+std::vector<std::vector<int64_t>> LinearAddScaleShiftShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                                                           const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                                           const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return {with_last(x, w[1])};
+}
+
+PD_BUILD_OP(ct_linear_add_scale_shift)
+    .Inputs({"X", "W", "B", "R", "G", "C"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(LinearAddScaleShiftForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(LinearAddScaleShiftShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSixDtype));
+
 // ---- layer norm over the channels of [batch, channels, length]: per (sample, position) -----------
 
 namespace {

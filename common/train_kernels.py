@@ -288,6 +288,14 @@ def ffn_relu_add_scale_shift(x: paddle.Tensor, inner: nn.Linear, outer: nn.Linea
                                                  norm.weight, norm.bias)
 
 
+def linear_add_scale_shift(x: paddle.Tensor, dense: nn.Linear, residual: paddle.Tensor, norm) -> paddle.Tensor:
+    """``dense(x) + residual`` times ``norm.weight`` plus ``norm.bias`` over the last dimension (MobileBERT's
+    attention output and output bottleneck with their residual add and NoNorm; ``dense`` a Linear with a bias), one
+    operator; no gradient (evaluation)."""
+    return kernels().ct_linear_add_scale_shift(_dense(x), dense.weight, dense.bias, _dense(residual), norm.weight,
+                                               norm.bias)
+
+
 def depthwise_conv(x: paddle.Tensor, weight: paddle.Tensor, pad: int) -> paddle.Tensor:
     """Depthwise convolution along the length of channels-last [batch, length, channels], weight
     [channels, 1, kernel], zero padding ``pad`` on both sides."""

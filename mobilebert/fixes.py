@@ -75,9 +75,13 @@ def _folded(dense: nn.Linear, norm: NoNorm, x):
 
 def _dense_add_norm(dense: nn.Linear, x, residual, norm: nn.Layer, dropout: nn.Layer | None = None):
     """``norm(dropout(dense(x)) + residual)``; in an export the dense's ``fc``, then the add and NoNorm in place
-    over its output (one operator; the folded ``x (W * g) + (b * g + c) + residual * g`` took two more passes)."""
+    over its output (one operator; the folded ``x (W * g) + (b * g + c) + residual * g`` took two more passes; an
+    fp32 predictor runs the two as one, common/inference.py's fuse_blocks); in evaluation one operator
+    (:func:`_evaluating`)."""
     if _folds(norm):
         return tk.add_scale_shift_(dense(x), residual, norm.weight, norm.bias)
+    if _evaluating(norm, x) and dense.bias is not None and (dropout is None or not dropout.training):
+        return tk.linear_add_scale_shift(x, dense, residual, norm)
     y = dense(x)
     return _add_norm(norm, y if dropout is None else dropout(y), residual)
 
@@ -152,12 +156,15 @@ class TrainIntermediate(_pm.MobileBertIntermediate):
         return _pm.MobileBertIntermediate.forward(self, hidden_states)
 
 
+def _evaluating(norm: nn.Layer, x) -> bool:
+    """Whether NoNorm ``norm`` is kernel-backed and runs on ``x`` without dropout or gradient (evaluation)."""
+    return type(norm) is TrainNoNorm and tk.fast(norm, x) and not norm.training and not paddle.is_grad_enabled()
+
+
 def _fused_ffn(intermediate: nn.Layer, output: nn.Layer, x) -> bool:
     """Whether feed-forward network ``intermediate`` + ``output`` (its dense, residual add and NoNorm) runs as one
-    operator on ``x`` (:func:`tk.ffn_relu_add_scale_shift`): kernel-backed, without dropout or gradient (evaluation),
-    ReLU, linears with biases."""
-    return (type(output.layer_norm) is TrainNoNorm and tk.fast(output.layer_norm, x) and not output.training
-            and not paddle.is_grad_enabled() and tk.activation(intermediate.intermediate_act_fn) == "relu"
+    operator on ``x`` (:func:`tk.ffn_relu_add_scale_shift`): :func:`_evaluating`, ReLU, linears with biases."""
+    return (_evaluating(output.layer_norm, x) and tk.activation(intermediate.intermediate_act_fn) == "relu"
             and intermediate.dense.bias is not None and output.dense.bias is not None)
 
 

@@ -7,8 +7,9 @@ from paddle import nn
 
 from common.bench_models import MODELS, build_pair
 from common import train_kernels as tk
-from common.inference import (ADD_SCALE_SHIFT, FFN_ADD_NORM, FFN_ADD_SCALE_SHIFT, LINEAR_ADD_NORM, Predictor,
-                              PredictorOptions, export_static, fuse_blocks, optimized_op_counts, run_dygraph)
+from common.inference import (ADD_SCALE_SHIFT, FFN_ADD_NORM, FFN_ADD_SCALE_SHIFT, LINEAR_ADD_NORM,
+                              LINEAR_ADD_SCALE_SHIFT, Predictor, PredictorOptions, export_static, fuse_blocks,
+                              optimized_op_counts, run_dygraph)
 from tiny_checkpoints import padded_batch
 
 
@@ -35,17 +36,21 @@ def test_fp32_predictor_fuses_the_post_norm_blocks(model, first_token, tmp_path)
 
 
 @pytest.mark.parametrize("first_token", [False, True])
-def test_fp32_predictor_fuses_mobileberts_feed_forward_networks(first_token, tmp_path):
+def test_fp32_predictor_fuses_mobileberts_nonorm_blocks(first_token, tmp_path):
     """Every feed-forward network of every layer (the [CLS]-only last layer's too) with its residual add and NoNorm
-    as one operator (2 fcs and a ct_add_scale_shift_ fewer each), the outputs of paddle's operators and of dygraph on
-    a padded batch with both token types."""
+    as one operator (2 fcs and a ct_add_scale_shift_ fewer each), and so each layer's attention output and output
+    bottleneck (an fc and a ct_add_scale_shift_ fewer each): no ct_add_scale_shift_ left; the outputs of paddle's
+    operators and of dygraph on a padded batch with both token types."""
     _, net, config = build_pair(MODELS["mobilebert-uncased"], quick=True)
     prefix = export_static(net, str(tmp_path / "static"), first_token=first_token)
-    ffns = config["num_hidden_layers"] * config["num_feedforward_networks"]
+    layers = config["num_hidden_layers"]
+    ffns = layers * config["num_feedforward_networks"]
     fused = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fused"))
     plain = optimized_op_counts(prefix, PredictorOptions(threads=2, fuse_blocks=False), str(tmp_path / "plain"))
     assert fused[FFN_ADD_SCALE_SHIFT] == ffns and FFN_ADD_SCALE_SHIFT not in plain
-    assert plain["fc"] - fused["fc"] == 2 * ffns and plain[ADD_SCALE_SHIFT] - fused[ADD_SCALE_SHIFT] == ffns
+    assert fused[LINEAR_ADD_SCALE_SHIFT] == 2 * layers and LINEAR_ADD_SCALE_SHIFT not in plain
+    assert plain["fc"] - fused["fc"] == 2 * ffns + 2 * layers
+    assert plain[ADD_SCALE_SHIFT] == ffns + 2 * layers and not fused[ADD_SCALE_SHIFT]
     batch = padded_batch(3, 13, seed=4, vocab=config["vocab_size"])
     got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
     np.testing.assert_allclose(got, run_dygraph(net, batch)[0], atol=1e-5, rtol=0)
@@ -135,10 +140,38 @@ class _NoNormFFN(nn.Layer):
 
 @pytest.mark.parametrize("kwargs,want", [
     (dict(), (1, [FFN_ADD_SCALE_SHIFT])),
-    (dict(act="gelu"), (0, ["matmul_v2", "elementwise_add", "gelu", "matmul_v2", "elementwise_add", ADD_SCALE_SHIFT])),
+    # GELU: the outer linear layer with the add and NoNorm only
+    (dict(act="gelu"), (1, ["matmul_v2", "elementwise_add", "gelu", LINEAR_ADD_SCALE_SHIFT])),
     # the residual is not the network's input
     (dict(residual="scaled"), (0, ["matmul_v2", "elementwise_add", "relu", "matmul_v2", "elementwise_add", "scale",
                                    ADD_SCALE_SHIFT])),
 ])
 def test_fuse_blocks_takes_the_nonorm_feed_forward_network(kwargs, want):
     assert _fused_ops(_NoNormFFN, **kwargs) == want
+
+
+class _NoNormBlock(nn.Layer):
+    """MobileBERT's attention output or output bottleneck as its export computes it: linear, [dropout,] then the
+    residual add and NoNorm in place (ct_add_scale_shift_); ``reread``: the linear's output also read elsewhere."""
+
+    def __init__(self, dropout="upscale_in_train", reread=False):
+        super().__init__()
+        self.dense, self.dropout, self.reread = nn.Linear(8, 8), nn.Dropout(0.1, mode=dropout), reread
+        self.scale = self.create_parameter([8], default_initializer=nn.initializer.Constant(2.0))
+        self.shift = self.create_parameter([8], is_bias=True)
+
+    def forward(self, x):
+        residual = x * 2
+        y = self.dense(x)
+        out = tk.add_scale_shift_(self.dropout(y), residual, self.scale, self.shift)
+        return out + y if self.reread else out
+
+
+@pytest.mark.parametrize("kwargs,want", [
+    (dict(), (1, ["scale", LINEAR_ADD_SCALE_SHIFT])),
+    # scales by 1 - p at inference: not the identity
+    (dict(dropout="downscale_in_infer"), (0, ["scale", "matmul_v2", "elementwise_add", "dropout", ADD_SCALE_SHIFT])),
+    (dict(reread=True), (0, ["scale", "matmul_v2", "elementwise_add", "dropout", ADD_SCALE_SHIFT, "elementwise_add"])),
+])
+def test_fuse_blocks_takes_the_nonorm_linear_block(kwargs, want):
+    assert _fused_ops(_NoNormBlock, **kwargs) == want

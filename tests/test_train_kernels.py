@@ -790,6 +790,33 @@ def test_ffn_relu_add_scale_shift_against_float64(rows, threads):
     np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("rows,threads", [(7, 3), (1100, 2), (1, 2)])
+def test_linear_add_scale_shift_against_float64(rows, threads):
+    """MobileBERT's attention output or output bottleneck in evaluation (linear, residual add, NoNorm) as one
+    operator, against a float64 reference; 24 -> 40 channels (vector tails)."""
+    rng = np.random.default_rng(14)
+    x, r = rng.normal(size=(2, rows, 24)).astype("float32"), rng.normal(size=(2, rows, 40)).astype("float32")
+    dense, norm = _Linear(rng, 24, 40), _Norm(rng, 40)
+    with _threads(threads):
+        out = tk.linear_add_scale_shift(paddle.to_tensor(x), dense, paddle.to_tensor(r), norm).numpy()
+    w, b = dense.weight.numpy().astype(np.float64), dense.bias.numpy().astype(np.float64)
+    want = (x @ w + b + r) * norm.weight.numpy() + norm.bias.numpy()
+    np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
+
+
+def test_linear_add_scale_shift_checks_its_inputs():
+    rng = np.random.default_rng(15)
+    x, r, dense, norm = paddle.rand([2, 3, 16]), paddle.rand([2, 3, 8]), _Linear(rng, 16, 8), _Norm(rng, 8)
+    with pytest.raises(OSError, match=re.escape("linear_add_scale_shift: weight must be [16, out], its bias [out]")):
+        tk.linear_add_scale_shift(x, _Linear(rng, 8, 8), r, norm)
+    with pytest.raises(OSError, match="linear_add_scale_shift: residual shape != the linear layer's output shape"):
+        tk.linear_add_scale_shift(x, dense, paddle.rand([2, 3, 16]), norm)
+    with pytest.raises(OSError, match="linear_add_scale_shift: NoNorm weight/bias size != 8 channels"):
+        tk.linear_add_scale_shift(x, dense, r, _Norm(rng, 16))
+    with pytest.raises(OSError, match="linear_add_scale_shift must be float32"):
+        tk.linear_add_scale_shift(x.astype("float64"), dense, r, norm)
+
+
 def test_ffn_relu_add_scale_shift_checks_its_inputs():
     rng = np.random.default_rng(13)
     x, inner, outer, norm = paddle.rand([2, 3, 16]), _Linear(rng, 16, 32), _Linear(rng, 32, 16), _Norm(rng, 16)
@@ -1229,12 +1256,13 @@ def test_mobilebert_runs_nonorm_attention_and_bias_relu_operators(monkeypatch):
 
 def test_mobilebert_evaluation_runs_each_ffn_as_one_operator(monkeypatch):
     """Eval mode without gradients: every feed-forward network (the extra ones and the layer's own intermediate and
-    output) with its residual add and NoNorm as one operator; the other NoNorms as in train mode."""
-    functions = ["scale_shift", "bias_relu", "attend", "ffn_relu_add_scale_shift"]
+    output) with its residual add and NoNorm as one operator, and so the attention output and the output bottleneck
+    with theirs; the NoNorms without a residual as in train mode."""
+    functions = ["scale_shift", "bias_relu", "attend", "ffn_relu_add_scale_shift", "linear_add_scale_shift"]
     _, cfg, calls = _fused_calls(monkeypatch, "mobilebert-uncased", functions, train=False)
     layers, ffns = cfg["num_hidden_layers"], cfg["num_feedforward_networks"]
     assert ffns > 1
-    assert calls == {"scale_shift": 2 * layers + 1, "scale_shift residual=tensor": 2 * layers,
+    assert calls == {"scale_shift": 2 * layers + 1, "linear_add_scale_shift": 2 * layers,
                      "ffn_relu_add_scale_shift": layers * ffns, "attend": layers}
 
 
