@@ -1324,6 +1324,18 @@ void bias_add_norm_rows(float* y, const float* bias, const float* r, const float
   }
 }
 
+// Rows [0, count) of y (width n, in place): y = (y + bias + r) * g + c (r: row stride n), MobileBERT's residual add
+// and NoNorm after a linear layer.
+void bias_add_scale_shift_rows(float* y, const float* bias, const float* r, const float* g, const float* c,
+                               int64_t count, int64_t n) {
+  for (int64_t row = 0; row < count; ++row) {
+    float* v = y + row * n;
+    const float* rr = r + row * n;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) v[i] = (v[i] + bias[i] + rr[i]) * g[i] + c[i];
+  }
+}
+
 void check_norm_params(const paddle::Tensor& gamma, const paddle::Tensor& beta, int64_t n, const char* what) {
   check_float(gamma, what);
   check_float(beta, what);
@@ -1499,10 +1511,7 @@ std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x,
 #pragma omp simd
       for (int64_t i = 0; i < mid; ++i) row[i] = std::max(row[i] + pb1[i], 0.f);
     });
-    for (int64_t r = first; r < first + count; ++r) {
-#pragma omp simd
-      for (int64_t i = 0; i < in; ++i) py[r * in + i] = (py[r * in + i] + pb2[i] + px[r * in + i]) * pg[i] + pc[i];
-    }
+    bias_add_scale_shift_rows(py + first * in, pb2, px + first * in, pg, pc, count, in);
     return bad;
   });
   check_gemm(failed, what);
@@ -1540,12 +1549,7 @@ std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, 
   float* py = y.data<float>();
   const bool failed = row_blocks(RowBlocks(rows), 0, [&](int64_t first, int64_t count, float*) {
     const bool bad = gemm(false, false, count, out, in, px + first * in, in, pw, out, 0.f, py + first * out, out);
-    for (int64_t row = first; row < first + count; ++row) {
-      float* v = py + row * out;
-      const float* rr = pr + row * out;
-#pragma omp simd
-      for (int64_t i = 0; i < out; ++i) v[i] = (v[i] + pb[i] + rr[i]) * pg[i] + pc[i];
-    }
+    bias_add_scale_shift_rows(py + first * out, pb, pr + first * out, pg, pc, count, out);
     return bad;
   });
   check_gemm(failed, what);
