@@ -190,7 +190,10 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   (onnxruntime, the export before and after in one process, alternating, 0.3 s apart, median of 15 / 5 / 3
 #   calls at batch 1 / 16 / 32): 48.1 -> 46.2, 753 -> 720, 1656 -> 1488 ms (1.04 / 1.05 / 1.11x as fast).
 #   Since then only the query's bias costs a pass of its own (``_layer_batched``): 1.02-1.04 / 1.06 / 1.05x as
-#   fast by the same method (41 / 21 / 13 calls).
+#   fast by the same method (41 / 21 / 13 calls). Since then the feed-forward block's two matmuls run per
+#   sequence (``_feed_forward_batched``): each call after one of BERT-base's export (as in speed_ratio.py),
+#   1597 -> 1476 and 664 -> 654 ms at batch 32 / 16 (median of 11); alone 1.03 / 0.99 / 1.00x at batch
+#   32 / 16 / 1 (25 / 41 / 61 calls).
 # Interleaved on the Zen 4 host (2 threads, seq 128, 7 rounds, one process, by hand, two runs), per
 # group against batched: paddle.inference fp32 0.96-0.97 / 1.07-1.08 / 1.07-1.09x as fast at batch
 # 1 / 16 / 32, bf16 1.03-1.24 / 1.18-1.39 / 1.18-1.23x; onnxruntime 0.69 / 0.92 / 1.02x (first run),
@@ -304,20 +307,33 @@ def _feed_forward_per_group(x: paddle.Tensor, inner: PointwiseConv1D, outer: Poi
 
 
 def _feed_forward_batched(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer,
-                          inner_bias: paddle.Tensor, ones: paddle.Tensor | None) -> paddle.Tensor:
+                          inner_bias: paddle.Tensor, ones: paddle.Tensor | None,
+                          batch: paddle.Tensor | None) -> paddle.Tensor:
     """Batched form: outer's weight on act(inner's weight on ``x`` + ``inner_bias``), outer's bias left out (the
-    caller adds it); left in groups between the two where their groups match. There the bias is one more row of
-    the inner weight by group, against a column of ones appended to each group's input (``ones``: [rows, groups,
-    1], or None to build it): onnxruntime adds a bias to a batched matmul's output in a pass of its own, here over
-    the block's largest tensor (4 x 2048 x 768 floats at batch 16, 1.5 ms a layer on the Zen 4 host), where the
-    ones cost a copy of the input (0.2 ms; its ``Pad`` took 1.9)."""
+    caller adds it); left in groups between the two where their groups match. There:
+    - the bias is one more row of the inner weight by group, against a column of ones appended to each group's
+      input (``ones``: [rows, groups, 1], or None to build it): onnxruntime adds a bias to a batched matmul's
+      output in a pass of its own, here over the block's largest tensor (4 x 2048 x 768 floats at batch 16, 1.5 ms
+      a layer on the Zen 4 host), where the ones cost a copy of the input (0.2 ms; its ``Pad`` took 1.9);
+    - with ``batch`` (the batch size; None: ``x`` holds one token per sequence), both matmuls run per group and
+      sequence, on [batch, groups, length, channels / groups]: onnxruntime's batched matmul gives each thread whole
+      GEMMs, and one over every token of a large batch re-reads its input from L3 for each block of output columns
+      (M = 4096 at batch 32: the two ran at 160-165 GFLOP/s on the Zen 4 host, 201-203 per sequence)."""
     groups = inner._groups
     if groups != outer._groups or groups == 1:
         return _linear(act(_linear(x, inner, inner_bias)), outer, None)
     rows = x.reshape([-1, groups, x.shape[-1] // groups])
-    rows = paddle.concat([rows, _ones(x, groups) if ones is None else ones], axis=-1).transpose([1, 0, 2])
-    weight = paddle.concat([_weight_t(inner), inner_bias.reshape([groups, 1, -1])], axis=1)
-    return _from_groups(paddle.matmul(act(paddle.matmul(rows, weight)), _weight_t(outer)))
+    rows = paddle.concat([rows, _ones(x, groups) if ones is None else ones], axis=-1)
+    inner_weight = paddle.concat([_weight_t(inner), inner_bias.reshape([groups, 1, -1])], axis=1)
+    outer_weight = _weight_t(outer)
+    if batch is None:
+        return _from_groups(paddle.matmul(act(paddle.matmul(rows.transpose([1, 0, 2]), inner_weight)), outer_weight))
+    # [batch, groups, length, channels / groups] against the 3-D weights (broadcast over the batch: where the
+    # weight is [groups, 1, in, out] instead, paddle 2.6 infers a batch of 1 for the product, and paddle.inference
+    # maps the second matmul to its old operator, which cannot broadcast)
+    rows = rows.reshape([batch, -1, groups, rows.shape[-1]]).transpose([0, 2, 1, 3])
+    y = paddle.matmul(act(paddle.matmul(rows, inner_weight)), outer_weight)
+    return y.transpose([0, 2, 1, 3]).reshape([-1, groups * y.shape[-1]])
 
 
 def _ones(x: paddle.Tensor, groups: int) -> paddle.Tensor:
@@ -359,7 +375,10 @@ def _layer_batched(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.T
     scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
     context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
     hidden = _layer_norm(_linear(context, post.conv1d, post_bias) + queries, post.layernorm, outer.bias)
-    out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, None if first_token else ones)
+    if first_token:
+        out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, None, None)
+    else:
+        out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, ones, batch)
     return _layer_norm(out + hidden, layer.output.layernorm)
 
 
