@@ -318,7 +318,7 @@ def _feed_forward_batched(x: paddle.Tensor, inner: PointwiseConv1D, outer: Point
     - with ``batch`` (the batch size; None: ``x`` holds one token per sequence), both matmuls run per group and
       sequence, on [batch, groups, length, channels / groups]: onnxruntime's batched matmul gives each thread whole
       GEMMs, and one over every token of a large batch re-reads its input from L3 for each block of output columns
-      (M = 4096 at batch 32: the two ran at 160-165 GFLOP/s on the Zen 4 host, 201-203 per sequence)."""
+      (M = 4096 at batch 32: the two ran at 160-186 GFLOP/s on the Zen 4 host, 200-206 per sequence)."""
     groups = inner._groups
     if groups != outer._groups or groups == 1:
         return _linear(act(_linear(x, inner, inner_bias)), outer, None)
