@@ -308,31 +308,29 @@ def _feed_forward_per_group(x: paddle.Tensor, inner: PointwiseConv1D, outer: Poi
 
 def _feed_forward_batched(x: paddle.Tensor, inner: PointwiseConv1D, outer: PointwiseConv1D, act: nn.Layer,
                           inner_bias: paddle.Tensor, ones: paddle.Tensor | None,
-                          batch: paddle.Tensor | None) -> paddle.Tensor:
+                          sequences: paddle.Tensor | int) -> paddle.Tensor:
     """Batched form: outer's weight on act(inner's weight on ``x`` + ``inner_bias``), outer's bias left out (the
     caller adds it); left in groups between the two where their groups match. There:
     - the bias is one more row of the inner weight by group, against a column of ones appended to each group's
       input (``ones``: [rows, groups, 1], or None to build it): onnxruntime adds a bias to a batched matmul's
       output in a pass of its own, here over the block's largest tensor (4 x 2048 x 768 floats at batch 16, 1.5 ms
       a layer on the Zen 4 host), where the ones cost a copy of the input (0.2 ms; its ``Pad`` took 1.9);
-    - with ``batch`` (the batch size; None: ``x`` holds one token per sequence), both matmuls run per group and
-      sequence, on [batch, groups, length, channels / groups]: onnxruntime's batched matmul gives each thread whole
-      GEMMs, and one over every token of a large batch re-reads its input from L3 for each block of output columns
-      (M = 4096 at batch 32: the two ran at 160-186 GFLOP/s on the Zen 4 host, 200-206 per sequence)."""
+    - both matmuls run per group and sequence, on [sequences, groups, length, channels / groups] (``sequences``:
+      the batch size, or 1 where ``x`` holds one token per sequence): onnxruntime's batched matmul gives each
+      thread whole GEMMs, and one over every token of a large batch re-reads its input from L3 for each block of
+      output columns (M = 4096 at batch 32: the two ran at 160-186 GFLOP/s on the Zen 4 host, 200-206 per
+      sequence)."""
     groups = inner._groups
     if groups != outer._groups or groups == 1:
         return _linear(act(_linear(x, inner, inner_bias)), outer, None)
     rows = x.reshape([-1, groups, x.shape[-1] // groups])
     rows = paddle.concat([rows, _ones(x, groups) if ones is None else ones], axis=-1)
     inner_weight = paddle.concat([_weight_t(inner), inner_bias.reshape([groups, 1, -1])], axis=1)
-    outer_weight = _weight_t(outer)
-    if batch is None:
-        return _from_groups(paddle.matmul(act(paddle.matmul(rows.transpose([1, 0, 2]), inner_weight)), outer_weight))
-    # [batch, groups, length, channels / groups] against the 3-D weights (broadcast over the batch: where the
-    # weight is [groups, 1, in, out] instead, paddle 2.6 infers a batch of 1 for the product, and paddle.inference
-    # maps the second matmul to its old operator, which cannot broadcast)
-    rows = rows.reshape([batch, -1, groups, rows.shape[-1]]).transpose([0, 2, 1, 3])
-    y = paddle.matmul(act(paddle.matmul(rows, inner_weight)), outer_weight)
+    # against the 3-D weights, broadcast over the sequences (where the weight is [groups, 1, in, out] instead, paddle
+    # 2.6 infers a batch of 1 for the product, and paddle.inference maps the second matmul to its old operator,
+    # which cannot broadcast)
+    rows = rows.reshape([sequences, -1, groups, rows.shape[-1]]).transpose([0, 2, 1, 3])
+    y = paddle.matmul(act(paddle.matmul(rows, inner_weight)), _weight_t(outer))
     return y.transpose([0, 2, 1, 3]).reshape([-1, groups * y.shape[-1]])
 
 
@@ -375,10 +373,8 @@ def _layer_batched(layer: _pm.SqueezeBertLayer, x: paddle.Tensor, mask: paddle.T
     scores = paddle.matmul(query, key, transpose_y=True) * (1.0 / math.sqrt(size)) + mask.squeeze(1)
     context = paddle.matmul(F.softmax(scores, axis=-1), value).transpose([1, 2, 0, 3]).reshape([-1, att.all_head_size])
     hidden = _layer_norm(_linear(context, post.conv1d, post_bias) + queries, post.layernorm, outer.bias)
-    if first_token:
-        out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, None, None)
-    else:
-        out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, ones, batch)
+    # the [CLS] layer's rows (one token per sequence) as one sequence: GEMMs of every row, not of one each
+    out = _feed_forward_batched(hidden, inner, outer, act, inner_bias, *((None, 1) if first_token else (ones, batch)))
     return _layer_norm(out + hidden, layer.output.layernorm)
 
 

@@ -219,13 +219,13 @@ def test_squeezebert_classifier_export_runs_the_last_layer_at_cls(groups, tmp_pa
         if groups["q_groups"] == groups["k_groups"] == groups["v_groups"] == groups["intermediate_groups"]:
             # per layer one split of its input for query, key and value (the [CLS] layer: one for its query, one
             # for keys and values); the feed-forward block's split and join per sequence ([batch, groups, length,
-            # channels / groups], its two matmuls against 3-D weights), the [CLS] layer's over all its rows
-            full = len(encoder.layers) - first_token
-            assert axes[1, 0, 2] == len(encoder.layers) + 3 * first_token and axes[0, 2, 1, 3] == 2 * full
+            # channels / groups], its two matmuls against 3-D weights), the [CLS] layer's rows as one sequence
+            layers = len(encoder.layers)
+            assert axes[1, 0, 2] == layers + first_token and axes[0, 2, 1, 3] == 2 * layers
             block = desc.block(0)
             ranks = collections.Counter(tuple(len(block.var(op.input(side)[0].encode()).shape()) for side in "XY")
                                         for op in _ops(desc) if op.type() == "matmul_v2")
-            assert ranks[4, 3] == 2 * full
+            assert ranks[4, 3] == 2 * layers
 
 
 def test_mobilebert_classifier_export_runs_the_last_layer_at_cls(tmp_path):
