@@ -6,8 +6,11 @@ with FLOP rates. See --help.
 Models are full-size official configs with random weights, the same in both frameworks
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length
 random sequences; inference runs in eval mode without gradients, a training step in train mode
-(dropout) with AdamW. Times are the median of ``--runs`` after ``--warmup`` runs, with the thread
-count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``).
+(dropout) with AdamW. Per model and batch size, the backends are timed side by side: ``--warmup``
+untimed calls of each, then ``--runs`` rounds of one call of each, the order rotated every round
+(``common/interleave.py``: a slow phase of the machine falls on every backend alike); likewise the
+fine-tuning steps. Times are the median, with the thread count fixed for both frameworks and glibc
+malloc keeping freed memory (``common/malloc.py``).
 Writes ``results.json``, ``results.md`` and ``results.png`` under ``--output_dir``; exit code 1
 when any measurement failed (the others are still written).
 """
@@ -34,6 +37,7 @@ from common.first_token import first_token_layer
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import read_json, write_json, write_text
 from common.hardware import cpu_info, onednn_bf16_missing
+from common.interleave import Side, failed, interleaved, made
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
 
@@ -70,22 +74,15 @@ class Settings:
     threads: int
     quick: bool
     full_last_layer: bool = False
+    # how a model's rows were timed: "interleaved" (common/interleave.py); results.json written before: one
+    # backend after another (no such key)
+    timing: str = "interleaved"
 
 
-def timed(fn: Callable[[], object], warmup: int, runs: int) -> tuple[list[float], object]:
-    """(seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls, the last call's result)."""
-    for _ in range(warmup):
-        fn()
-    times, value = [], None
-    for _ in range(runs):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return times, value
-
-
-def inference_step(backend: str, torch_model, paddle_model, predictors: dict, batch: dict) -> Callable[[], np.ndarray]:
-    """One forward pass of ``batch`` on ``backend``, returning the logits (computation finished)."""
+def inference_step(backend: str, torch_model, paddle_model, predictors: dict, batch: dict) -> Side:
+    """One forward pass of ``batch`` on ``backend``, returning the logits (computation finished); its
+    ``prepare`` puts the model in eval mode and, in dygraph, on the backend's layers (paddle_dygraph and
+    paddle_dygraph_kernels share one model)."""
     if backend.startswith("torch"):
         import torch
 
@@ -95,31 +92,34 @@ def inference_step(backend: str, torch_model, paddle_model, predictors: dict, ba
         def run():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 return torch_model(**inputs).logits.float().numpy()
-        return run
+        return Side(run, torch_model.eval)
     if backend in ("paddle_dygraph", "paddle_dygraph_kernels"):
         import paddle
         from common.train_kernels import use_train_kernels
 
-        use_train_kernels(paddle_model, backend == "paddle_dygraph_kernels")
         inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
+
+        def prepare():
+            use_train_kernels(paddle_model, backend == "paddle_dygraph_kernels")
+            paddle_model.eval()
 
         def run():
             with paddle.no_grad():
                 return paddle_model(**inputs).numpy()
-        return run
+        return Side(run, prepare)
     predictor = predictors[backend]
     if isinstance(predictor, Exception):  # export or predictor creation failed: a row with the error
-        raise predictor
-    return lambda: predictor(batch)[0]
+        return failed(predictor)
+    return Side(lambda: predictor(batch)[0])
 
 
-def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable[[], float]:
-    """One fine-tuning step (forward, cross-entropy, backward, AdamW) on ``batch``, returning the loss."""
+def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Side:
+    """One fine-tuning step (forward, cross-entropy, backward, AdamW) on ``batch``, returning the loss; its
+    ``prepare`` puts the model in train mode and, in paddle, on the backend's layers."""
     labels = np.arange(len(batch["input_ids"])) % 2
     if backend == "torch_train":
         import torch
 
-        torch_model.train()
         inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
         target = torch.from_numpy(labels)
         opt = torch.optim.AdamW(torch_model.parameters(), lr=1e-5)
@@ -130,16 +130,18 @@ def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss.item()
-        return step
+        return Side(step, torch_model.train)
     import paddle
     import paddle.nn.functional as F
     from common.train_kernels import use_train_kernels
 
-    use_train_kernels(paddle_model, backend == "paddle_train_kernels")
-    paddle_model.train()
     inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
     target = paddle.to_tensor(labels)
     opt = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=paddle_model.parameters())
+
+    def prepare():
+        use_train_kernels(paddle_model, backend == "paddle_train_kernels")
+        paddle_model.train()
 
     def step():
         loss = F.cross_entropy(paddle_model(**inputs), target)
@@ -147,30 +149,31 @@ def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Callable
         opt.step()
         opt.clear_grad()
         return float(loss)
-    return step
+    return Side(step, prepare)
 
 
-def measure(kind: str, key: tuple, make: Callable[[], Callable], s: Settings, flops: int,
-            peak: float) -> tuple[dict, object]:
-    """(a result row, the last result) for ``make()``'s call; a failure becomes a row with ``error``
-    (and result None) and the run goes on."""
-    model, backend, bs, seq = key
-    row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
-    try:
-        fn = make()
-        time.sleep(0 if s.quick else SETTLE_S)
-        times, value = timed(fn, *((1, s.train_runs) if kind == "train" else (s.warmup, s.runs)))
-    except Exception as exc:  # noqa: BLE001  (reported in the row, the table and the exit code)
-        message = str(exc).strip().splitlines()
-        return row | {"error": f"{type(exc).__name__}: {message[0][:300] if message else ''}"}, None
-    median = statistics.median(times)
-    rate = flops * bs / median / 1e9
-    return row | {"ms_per_batch": 1e3 * median, "seq_per_s": bs / median, "gflop_per_s": rate,
-                  "pct_of_peak": 100 * rate / peak, "runs_ms": [1e3 * t for t in times]}, value
+def measured_rows(kind: str, model: str, bs: int, seq: int, sides: dict[str, Side], s: Settings,
+                  flops: Callable[[str], int], peak: Callable[[str], float]) -> list[dict]:
+    """Time ``sides`` (backend -> side) interleaved (``common/interleave.py``); a row per backend, a failure a
+    row with ``error``. ``flops`` / ``peak``: a backend's FLOPs per sequence and peak GFLOP/s."""
+    warmup, runs = (1, s.train_runs) if kind == "train" else (s.warmup, s.runs)
+    interleaved(list(sides.values()), warmup, runs, 0.0 if s.quick else SETTLE_S)
+    rows = []
+    for backend, side in sides.items():
+        row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
+        if side.error is not None:
+            message = str(side.error).strip().splitlines()
+            rows.append(row | {"error": f"{type(side.error).__name__}: {message[0][:300] if message else ''}"})
+            continue
+        median = statistics.median(side.times)
+        rate = flops(backend) * bs / median / 1e9
+        rows.append(row | {"ms_per_batch": 1e3 * median, "seq_per_s": bs / median, "gflop_per_s": rate,
+                           "pct_of_peak": 100 * rate / peak(backend), "runs_ms": [1e3 * t for t in side.times]})
+    return rows
 
 
 def describe(row: dict) -> str:
-    head = f"  {row['backend']:<18} {row['batch_size']:>3} x {row['seq_len']}"
+    head = f"  {row['backend']:<22} {row['batch_size']:>3} x {row['seq_len']}"
     if "error" in row:
         return f"{head}: FAILED {row['error']}"
     delta = f", max |logit - fp32| {row['max_abs_logit_diff_vs_fp32']:.2g}" if "max_abs_logit_diff_vs_fp32" in row else ""
@@ -230,35 +233,37 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
         "parity_max_abs_logit_diff": float(np.abs(ref - got).max()), "max_abs_logit": float(np.abs(ref).max()),
     }
     rows = []
+    exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
+    peak = lambda backend: machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
-        exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
         predictors = make_predictors(paddle_model, exported, s.threads, tmp, not s.full_last_layer)
         summary["setup_s"] = time.perf_counter() - start
         at_cls = f" ({exported_flops / 1e9:.3g} exported, last layer at [CLS])" if first_token else ""
         print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq{at_cls}, "
               f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
               f"setup {summary['setup_s']:.0f} s", flush=True)
-        logits = {}  # (backend, batch size) -> the last run's logits, for the bf16 delta
-        for backend in [b for b in INFERENCE_BACKENDS if b in s.backends]:  # fp32 before bf16
-            peak = machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]
-            for bs in s.batch_sizes:
-                batch = make_batch(bs, s.seq_len, vocab)
-                row, logits[backend, bs] = measure(
-                    "inference", (model.name, backend, bs, s.seq_len),
-                    lambda: inference_step(backend, torch_model, paddle_model, predictors, batch), s,
-                    exported_flops if backend in exported else flops, peak)
-                ref = logits.get((FP32_OF.get(backend), bs))
-                if ref is not None and logits[backend, bs] is not None:
-                    row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits[backend, bs] - ref).max())
-                rows.append(row)
+        backends = [b for b in INFERENCE_BACKENDS if b in s.backends]
+        for bs in s.batch_sizes:  # every backend's calls interleaved with the others'
+            batch = make_batch(bs, s.seq_len, vocab)
+            sides = {b: made(lambda: inference_step(b, torch_model, paddle_model, predictors, batch)) for b in backends}
+            batch_rows = measured_rows("inference", model.name, bs, s.seq_len, sides, s,
+                                       lambda b: exported_flops if b in exported else flops, peak)
+            for row in batch_rows:
+                fp32 = sides.get(FP32_OF.get(row["backend"]))
+                if "error" not in row and fp32 is not None and fp32.error is None:
+                    logits = sides[row["backend"]].value
+                    row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits - fp32.value).max())
                 print(describe(row), flush=True)
+            rows += batch_rows
         predictors.clear()
-    for backend in [b for b in s.backends if b in TRAIN_BACKENDS]:
+    backends = [b for b in s.backends if b in TRAIN_BACKENDS]
+    if backends:
         batch = make_batch(s.train_batch_size, s.train_seq_len, vocab)
-        rows.append(measure("train", (model.name, backend, s.train_batch_size, s.train_seq_len),
-                            lambda: train_step(backend, torch_model, paddle_model, batch),
-                            s, train_flops, machine["peak_fp32_gflops"])[0])
-        print(describe(rows[-1]), flush=True)
+        sides = {b: made(lambda: train_step(b, torch_model, paddle_model, batch)) for b in backends}
+        rows += measured_rows("train", model.name, s.train_batch_size, s.train_seq_len, sides, s,
+                              lambda b: train_flops, lambda b: machine["peak_fp32_gflops"])
+        for row in rows[-len(backends):]:
+            print(describe(row), flush=True)
     return summary, rows
 
 
@@ -270,10 +275,10 @@ def estimate_seconds(s: Settings) -> float:
         for backend in s.backends:
             if backend in TRAIN_BACKENDS:
                 flops = (1 + s.train_runs) * s.train_batch_size * TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
-                pauses = 1
+                pauses = s.train_runs
             else:
                 flops = (s.warmup + s.runs) * sum(s.batch_sizes) * forward_flops(cfg, s.seq_len)
-                pauses = len(s.batch_sizes)
+                pauses = len(s.batch_sizes) * s.runs
             total += flops / (s.threads * ESTIMATE_GFLOPS_PER_THREAD[backend] * 1e9) + pauses * SETTLE_S * (not s.quick)
         total += 1 if s.quick else 15  # build, convert, export, predictors
         if name == "mobilebert-uncased" and "paddle_infer_bf16" in s.backends and not s.quick:

@@ -1,10 +1,12 @@
 """Paired speed ratio: two (model, backend) inference measurements interleaved run for run.
 
-``benchmark.py`` times one model after another, minutes apart, so a ratio of its rows also holds
-whatever the machine's speed did in between (on a shared 2-core VM, the same measurement drifted by
-up to 30 % within minutes). Here both sides are built first; then, per batch size, after
-``--warmup`` untimed calls of each, ``--rounds`` rounds each time one call of each side, in the order
-base, other in even rounds and other, base in odd ones (a steady drift then favours neither). The
+``benchmark.py`` interleaves the backends of one model but times one model after another, minutes apart,
+so a ratio of two models' rows also holds whatever the machine's speed did in between (on a shared 2-core
+VM, the same measurement drifted by up to 30 % within minutes). Here both sides are built first; then, per
+batch size, after ``--warmup`` untimed calls of each, ``--rounds`` rounds each time one call of each side,
+in the order base, other in even rounds and other, base in odd ones (``common/interleave.py``: a steady
+drift then favours neither; two dygraph sides of one model share it, each switched to its layers before
+its calls). The
 speedup of a round is base time / other time; reported are the median, minimum and maximum over the
 rounds and each side's median ms; with ``--target``, whether the median reaches it. Writes
 ``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``; ``ratio_table.py`` tabulates a folder of runs.
@@ -17,14 +19,14 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch, parse_batch_sizes
 from common.errors import UserError, cli
 from common.fsutil import read_json, write_report
 from common.hardware import cpu_info
+from common.interleave import interleaved, made
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
 
@@ -39,23 +41,6 @@ def side(value: str) -> tuple[str, str]:
     check_names([model], MODELS, "model")
     check_names([backend], INFERENCE_BACKENDS, "inference backend")
     return model, backend
-
-
-def interleaved(base: Callable[[], object], other: Callable[[], object], warmup: int, rounds: int,
-                settle_s: float = 0.0) -> tuple[list[float], list[float]]:
-    """(base seconds, other seconds) per round; odd rounds run ``other`` first. ``settle_s``: a pause
-    before each timed call."""
-    for _ in range(warmup):
-        base()
-        other()
-    times = ([], [])
-    for r in range(rounds):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            time.sleep(settle_s)
-            start = time.perf_counter()
-            (base, other)[i]()
-            times[i].append(time.perf_counter() - start)
-    return times
 
 
 def summarize(base_s: list[float], other_s: list[float]) -> dict:
@@ -166,36 +151,27 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     result = {"args": vars(args), "provenance": provenance, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        def key(model: str, backend: str) -> tuple[str, bool]:
-            """A side on paddle_dygraph_kernels gets its own models: benchmark.inference_step switches
-            that model's layers."""
-            return model, backend == "paddle_dygraph_kernels"
-
-        built = {}  # key -> (torch model, paddle model, config, predictors)
+        built = {}  # model -> (torch model, paddle model, config, predictors)
         for model, backend in (plan.base, plan.other):
-            if key(model, backend) not in built:
+            if model not in built:
                 print(f"{model}: building", flush=True)
-                torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
-                built[key(model, backend)] = (torch_model, paddle_model, cfg, {})
-            torch_model, paddle_model, _, predictors = built[key(model, backend)]
+                built[model] = (*build_pair(MODELS[model], args.quick), {})
+            _, paddle_model, _, predictors = built[model]
             if backend.startswith(("paddle_infer", "paddle_ort")):
                 predictors.update(make_predictors(paddle_model, [backend], args.threads,
                                                   os.path.join(tmp, f"{model}_{backend}"), not args.full_last_layer))
 
-        def step(model: str, backend: str, bs: int) -> Callable[[], object]:
-            torch_model, paddle_model, cfg, predictors = built[key(model, backend)]
-            batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
-            return inference_step(backend, torch_model, paddle_model, predictors, batch)
-
         for bs in plan.batch_sizes:
-            try:
-                base, other = step(*plan.base, bs), step(*plan.other, bs)
-            except UserError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (an export or predictor that could not be made)
-                raise UserError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
-            times = interleaved(base, other, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
-            result["batches"][str(bs)] = row = summarize(*times)
+            sides = []
+            for model, backend in (plan.base, plan.other):
+                torch_model, paddle_model, cfg, predictors = built[model]
+                batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
+                sides.append(made(lambda: inference_step(backend, torch_model, paddle_model, predictors, batch)))
+            interleaved(sides, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
+            if (error := next((side.error for side in sides if side.error is not None), None)) is not None:
+                # an export or predictor that could not be made, or a call that failed
+                raise UserError(f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}") from error
+            result["batches"][str(bs)] = row = summarize(sides[0].times, sides[1].times)
             if args.target:
                 row["met"] = row["speedup_median"] >= args.target
             print(f"batch {bs:>3}: base {row['base_ms']:.1f} ms, other {row['other_ms']:.1f} ms, speedup "

@@ -170,6 +170,14 @@ def _version_rank(item: tuple[str, str]) -> int:
     return order.index(item[0]) if item[0] in order else len(order)
 
 
+# How a results.json's rows were timed (settings' "timing"; none before it was recorded).
+_TIMING = {
+    "interleaved": ", the backends of a model and batch size interleaved (one call of each per round, the order "
+                   "rotated every round)",
+    None: ", one backend after another",
+}
+
+
 def markdown(results: dict) -> str:
     """Inference: a row per model x backend (ms per batch at batch 1, seq/s at the others, GFLOP/s
     and % of peak at the largest batch); training: a row per model x backend."""
@@ -186,7 +194,7 @@ def markdown(results: dict) -> str:
         + "; ".join(m["assumptions"]) + ".",
         "",
         f"Inference: sequence length {s['seq_len']}, full-length random inputs, random weights; median of "
-        f"{s['runs']} runs after {s['warmup']} warm-up. FLOPs: matmuls and convolutions of the encoder "
+        f"{s['runs']} runs after {s['warmup']} warm-up{_TIMING[s.get('timing')]}. FLOPs: matmuls and convolutions of the encoder "
         "(common/flops.py). paddle_infer_*: the model exported by common/inference.py (ConvBERT's span "
         "convolution as this repo's CPU operator, common/train_kernels.cc); paddle_dygraph_kernels: dygraph with "
         "common/train_kernels.py's layers (run_glue's evaluation on CPU); paddle_ort_fp32: the export with "
@@ -218,7 +226,7 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             f"Fine-tuning step: forward + cross-entropy + backward + AdamW, train mode; FLOPs 3x forward; "
-            f"median of {s['train_runs']} steps after 1 warm-up.",
+            f"median of {s['train_runs']} steps after 1 warm-up{_TIMING[s.get('timing')]}.",
             "",
             "| model | backend | batch x seq | ms/step | seq/s | GFLOP/s | % peak |",
             "|---|---|---|---:|---:|---:|---:|",

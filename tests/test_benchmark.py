@@ -309,7 +309,8 @@ def test_benchmark_quick_end_to_end(tmp_path):
 
 
 def test_dygraph_kernels_backend_runs_the_operators_with_paddles_logits(monkeypatch):
-    """paddle_dygraph_kernels switches the model to common/train_kernels.py's layers, paddle_dygraph back."""
+    """paddle_dygraph_kernels switches the model to common/train_kernels.py's layers, paddle_dygraph back, before
+    each of their calls: interleaved on one model, each runs its own layers."""
     import benchmark
     from common import train_kernels as tk
     from common.bench_models import build_pair, make_batch
@@ -319,13 +320,33 @@ def test_dygraph_kernels_backend_runs_the_operators_with_paddles_logits(monkeypa
     calls = []
     real = tk.attention
     monkeypatch.setattr(tk, "attention", lambda *a, **k: calls.append(1) or real(*a, **k))
-    plain = benchmark.inference_step("paddle_dygraph", None, model, {}, batch)()
-    assert calls == []
-    fast = benchmark.inference_step("paddle_dygraph_kernels", None, model, {}, batch)()
-    assert len(calls) == cfg["num_hidden_layers"]
-    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(benchmark.inference_step("paddle_dygraph", None, model, {}, batch)(), plain)
-    assert len(calls) == cfg["num_hidden_layers"]
+    plain = benchmark.inference_step("paddle_dygraph", None, model, {}, batch)
+    fast = benchmark.inference_step("paddle_dygraph_kernels", None, model, {}, batch)
+    assert calls == []  # made, not called
+    benchmark.interleaved([fast, plain], warmup=0, rounds=3)
+    assert len(calls) == 3 * cfg["num_hidden_layers"] and fast.error is plain.error is None
+    np.testing.assert_allclose(fast.value, plain.value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(plain(), plain.value)
+    assert len(calls) == 3 * cfg["num_hidden_layers"]
+
+
+def test_benchmark_times_a_models_backends_interleaved(tmp_path, monkeypatch):
+    """One interleaved measurement per batch size holding every inference backend, one for the training steps."""
+    import benchmark
+
+    seen, real = [], benchmark.interleaved
+    monkeypatch.setattr(benchmark, "interleaved", lambda sides, *a: seen.append((len(sides), *a)) or real(sides, *a))
+    out = tmp_path / "bench"
+    results = benchmark.main(["--quick", "--models", "bert-base-uncased", "--backends",
+                              "paddle_dygraph,paddle_dygraph_kernels,torch_fp32,paddle_train,torch_train",
+                              "--output_dir", str(out)])
+    assert seen == [(3, 1, 2, 0.0), (3, 1, 2, 0.0), (2, 1, 2, 0.0)]  # batch 1, batch 2, training
+    assert results["settings"]["timing"] == "interleaved" and not [r for r in results["results"] if "error" in r]
+    text = (out / "results.md").read_text()
+    assert "median of 2 runs after 1 warm-up, the backends of a model and batch size interleaved" in text
+    assert "median of 2 steps after 1 warm-up, the backends of a model and batch size interleaved" in text
+    del results["settings"]["timing"]  # a results.json from before the timing was recorded
+    assert "median of 2 runs after 1 warm-up, one backend after another." in benchmark.markdown(results)
 
 
 def test_benchmark_rejects_unknown_names():
