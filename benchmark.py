@@ -9,7 +9,8 @@ random sequences; inference runs in eval mode without gradients, a training step
 (dropout) with AdamW. Per model and batch size, the backends are timed side by side: ``--warmup``
 untimed calls of each, then ``--runs`` rounds of one call of each, the order rotated every round
 (``common/interleave.py``: a slow phase of the machine falls on every backend alike); likewise the
-fine-tuning steps. Times are the median, with the thread count fixed for both frameworks and glibc
+fine-tuning steps. The ``*_kernels`` backends run a copy of the paddle model on those layers. Times are the
+median, with the thread count fixed for both frameworks and glibc
 malloc keeping freed memory (``common/malloc.py``).
 Writes ``results.json``, ``results.md`` and ``results.png`` under ``--output_dir``; exit code 1
 when any measurement failed (the others are still written).
@@ -17,6 +18,7 @@ when any measurement failed (the others are still written).
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -26,7 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
@@ -74,15 +76,40 @@ class Settings:
     threads: int
     quick: bool
     full_last_layer: bool = False
+    train_warmup: int = 1
     # how a model's rows were timed: "interleaved" (common/interleave.py); results.json written before: one
     # backend after another (no such key)
     timing: str = "interleaved"
 
 
-def inference_step(backend: str, torch_model, paddle_model, predictors: dict, batch: dict) -> Side:
+class Models(NamedTuple):
+    """One benchmark model in both frameworks; ``kernels``: a copy of ``paddle`` on ``common/train_kernels.py``'s
+    layers for the ``*_kernels`` backends (None where none runs): a model of their own, so that the interleaved
+    calls never switch a model's layers, and each side's steps update its own parameters."""
+
+    torch: object
+    paddle: object
+    kernels: object = None
+
+
+def with_kernels(torch_model, paddle_model, backends: list[str]) -> Models:
+    """:class:`Models`, with the kernel copy where ``backends`` hold a ``*_kernels`` backend."""
+    if not any(b.endswith("_kernels") for b in backends):
+        return Models(torch_model, paddle_model)
+    from common.train_kernels import use_train_kernels
+
+    twin = copy.deepcopy(paddle_model)
+    use_train_kernels(twin)
+    return Models(torch_model, paddle_model, twin)
+
+
+def _paddle(models: Models, backend: str):
+    return models.kernels if backend.endswith("_kernels") else models.paddle
+
+
+def inference_step(backend: str, models: Models, predictors: dict, batch: dict) -> Side:
     """One forward pass of ``batch`` on ``backend``, returning the logits (computation finished); its
-    ``prepare`` puts the model in eval mode and, in dygraph, on the backend's layers (paddle_dygraph and
-    paddle_dygraph_kernels share one model)."""
+    ``prepare`` puts the model in eval mode."""
     if backend.startswith("torch"):
         import torch
 
@@ -91,72 +118,64 @@ def inference_step(backend: str, torch_model, paddle_model, predictors: dict, ba
 
         def run():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return torch_model(**inputs).logits.float().numpy()
-        return Side(run, torch_model.eval)
+                return models.torch(**inputs).logits.float().numpy()
+        return Side(run, models.torch.eval)
     if backend in ("paddle_dygraph", "paddle_dygraph_kernels"):
         import paddle
-        from common.train_kernels import use_train_kernels
 
+        model = _paddle(models, backend)
         inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
-
-        def prepare():
-            use_train_kernels(paddle_model, backend == "paddle_dygraph_kernels")
-            paddle_model.eval()
 
         def run():
             with paddle.no_grad():
-                return paddle_model(**inputs).numpy()
-        return Side(run, prepare)
+                return model(**inputs).numpy()
+        return Side(run, model.eval)
     predictor = predictors[backend]
     if isinstance(predictor, Exception):  # export or predictor creation failed: a row with the error
         return failed(predictor)
     return Side(lambda: predictor(batch)[0])
 
 
-def train_step(backend: str, torch_model, paddle_model, batch: dict) -> Side:
+def train_step(backend: str, models: Models, batch: dict) -> Side:
     """One fine-tuning step (forward, cross-entropy, backward, AdamW) on ``batch``, returning the loss; its
-    ``prepare`` puts the model in train mode and, in paddle, on the backend's layers."""
+    ``prepare`` puts the model in train mode."""
     labels = np.arange(len(batch["input_ids"])) % 2
     if backend == "torch_train":
         import torch
 
         inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
         target = torch.from_numpy(labels)
-        opt = torch.optim.AdamW(torch_model.parameters(), lr=1e-5)
+        opt = torch.optim.AdamW(models.torch.parameters(), lr=1e-5)
 
         def step():
-            loss = torch.nn.functional.cross_entropy(torch_model(**inputs).logits, target)
+            loss = torch.nn.functional.cross_entropy(models.torch(**inputs).logits, target)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss.item()
-        return Side(step, torch_model.train)
+        return Side(step, models.torch.train)
     import paddle
     import paddle.nn.functional as F
-    from common.train_kernels import use_train_kernels
 
+    model = _paddle(models, backend)
     inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
     target = paddle.to_tensor(labels)
-    opt = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=paddle_model.parameters())
-
-    def prepare():
-        use_train_kernels(paddle_model, backend == "paddle_train_kernels")
-        paddle_model.train()
+    opt = paddle.optimizer.AdamW(learning_rate=1e-5, parameters=model.parameters())
 
     def step():
-        loss = F.cross_entropy(paddle_model(**inputs), target)
+        loss = F.cross_entropy(model(**inputs), target)
         loss.backward()
         opt.step()
         opt.clear_grad()
         return float(loss)
-    return Side(step, prepare)
+    return Side(step, model.train)
 
 
 def measured_rows(kind: str, model: str, bs: int, seq: int, sides: dict[str, Side], s: Settings,
                   flops: Callable[[str], int], peak: Callable[[str], float]) -> list[dict]:
     """Time ``sides`` (backend -> side) interleaved (``common/interleave.py``); a row per backend, a failure a
     row with ``error``. ``flops`` / ``peak``: a backend's FLOPs per sequence and peak GFLOP/s."""
-    warmup, runs = (1, s.train_runs) if kind == "train" else (s.warmup, s.runs)
+    warmup, runs = (s.train_warmup, s.train_runs) if kind == "train" else (s.warmup, s.runs)
     interleaved(list(sides.values()), warmup, runs, 0.0 if s.quick else SETTLE_S)
     rows = []
     for backend, side in sides.items():
@@ -217,10 +236,11 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     """(model summary, result rows) for one model on the selected backends."""
     start = time.perf_counter()
     torch_model, paddle_model, cfg = build_pair(model, s.quick)
+    models = with_kernels(torch_model, paddle_model, s.backends)
     vocab = cfg["vocab_size"]
     check = make_batch(2, min(16, s.seq_len), vocab, seed=1)
-    ref = inference_step("torch_fp32", torch_model, paddle_model, {}, check)()
-    got = inference_step("paddle_dygraph", torch_model, paddle_model, {}, check)()
+    ref = inference_step("torch_fp32", models, {}, check)()
+    got = inference_step("paddle_dygraph", models, {}, check)()
     flops = forward_flops(cfg, s.seq_len)
     train_flops = TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
     first_token = not s.full_last_layer and first_token_layer(paddle_model) is not None
@@ -245,7 +265,7 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
         backends = [b for b in INFERENCE_BACKENDS if b in s.backends]
         for bs in s.batch_sizes:  # every backend's calls interleaved with the others'
             batch = make_batch(bs, s.seq_len, vocab)
-            sides = {b: made(lambda: inference_step(b, torch_model, paddle_model, predictors, batch)) for b in backends}
+            sides = {b: made(lambda: inference_step(b, models, predictors, batch)) for b in backends}
             batch_rows = measured_rows("inference", model.name, bs, s.seq_len, sides, s,
                                        lambda b: exported_flops if b in exported else flops, peak)
             for row in batch_rows:
@@ -259,7 +279,7 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
     backends = [b for b in s.backends if b in TRAIN_BACKENDS]
     if backends:
         batch = make_batch(s.train_batch_size, s.train_seq_len, vocab)
-        sides = {b: made(lambda: train_step(b, torch_model, paddle_model, batch)) for b in backends}
+        sides = {b: made(lambda: train_step(b, models, batch)) for b in backends}
         rows += measured_rows("train", model.name, s.train_batch_size, s.train_seq_len, sides, s,
                               lambda b: train_flops, lambda b: machine["peak_fp32_gflops"])
         for row in rows[-len(backends):]:
@@ -274,7 +294,8 @@ def estimate_seconds(s: Settings) -> float:
         cfg = hf_config(MODELS[name], s.quick).to_dict()
         for backend in s.backends:
             if backend in TRAIN_BACKENDS:
-                flops = (1 + s.train_runs) * s.train_batch_size * TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
+                steps = s.train_warmup + s.train_runs
+                flops = steps * s.train_batch_size * TRAINING_STEP_FACTOR * forward_flops(cfg, s.train_seq_len)
                 pauses = s.train_runs
             else:
                 flops = (s.warmup + s.runs) * sum(s.batch_sizes) * forward_flops(cfg, s.seq_len)
@@ -305,7 +326,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--train_seq_len", type=int, help="fine-tuning step sequence length (default --seq_len)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs first (default 2)")
     parser.add_argument("--runs", type=int, default=5, help="timed inference runs; the median is reported (default 5)")
-    parser.add_argument("--train_runs", type=int, default=3, help="timed training steps after 1 warm-up (default 3)")
+    parser.add_argument("--train_warmup", type=int, default=2,
+                        help="untimed training steps first (default 2: MobileBERT's second step with the kernels "
+                             "took 1.3x its fourth)")
+    parser.add_argument("--train_runs", type=int, default=3, help="timed training steps (default 3)")
     parser.add_argument("--threads", type=int, default=cores, help=f"threads of both frameworks (default all cores: {cores})")
     parser.add_argument("--peak_ghz", type=float,
                         help="clock for the peak FLOP rate (default: cpufreq's maximum, else /proc/cpuinfo's cpu MHz)")
@@ -324,11 +348,12 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     args = parser.parse_args(argv)
     if args.quick:
         args.seq_len, args.batch_sizes, args.warmup, args.runs, args.train_runs, args.train_batch_size = 16, "1,2", 1, 2, 2, 2
+        args.train_warmup = 1
     sizes = parse_batch_sizes(args.batch_sizes)
     if min(args.runs, args.train_runs, args.threads, args.train_batch_size) < 1:
         raise UserError("--runs, --train_runs, --train_batch_size and --threads must be >= 1")
-    if args.seq_len < 2 or args.warmup < 0:
-        raise UserError("--seq_len must be >= 2 and --warmup >= 0")
+    if args.seq_len < 2 or min(args.warmup, args.train_warmup) < 0:
+        raise UserError("--seq_len must be >= 2, --warmup and --train_warmup >= 0")
     backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, MODELS, "model")
     check_seq_len(models, args.seq_len, args.quick)
     check_seq_len(models, args.train_seq_len or args.seq_len, args.quick, "--train_seq_len")
@@ -340,6 +365,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
         train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
         train_runs=args.train_runs, threads=args.threads, quick=args.quick, full_last_layer=args.full_last_layer,
+        train_warmup=args.train_warmup,
     )
     return settings, args
 

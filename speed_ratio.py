@@ -5,8 +5,7 @@ so a ratio of two models' rows also holds whatever the machine's speed did in be
 VM, the same measurement drifted by up to 30 % within minutes). Here both sides are built first; then, per
 batch size, after ``--warmup`` untimed calls of each, ``--rounds`` rounds each time one call of each side,
 in the order base, other in even rounds and other, base in odd ones (``common/interleave.py``: a steady
-drift then favours neither; two dygraph sides of one model share it, each switched to its layers before
-its calls). The
+drift then favours neither). The
 speedup of a round is base time / other time; reported are the median, minimum and maximum over the
 rounds and each side's median ms; with ``--target``, whether the median reaches it. Writes
 ``args.json``, ``speed_ratio.json`` and ``speed_ratio.md``; ``ratio_table.py`` tabulates a folder of runs.
@@ -30,7 +29,7 @@ from common.interleave import interleaved, made
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
 
-from benchmark import INFERENCE_BACKENDS, SETTLE_S, inference_step, make_predictors
+from benchmark import INFERENCE_BACKENDS, SETTLE_S, inference_step, make_predictors, with_kernels
 
 
 def side(value: str) -> tuple[str, str]:
@@ -151,22 +150,23 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     result = {"args": vars(args), "provenance": provenance, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        built = {}  # model -> (torch model, paddle model, config, predictors)
-        for model, backend in (plan.base, plan.other):
+        built, pair = {}, (plan.base, plan.other)  # built: model -> (benchmark.Models, config, predictors)
+        for model, backend in pair:
             if model not in built:
                 print(f"{model}: building", flush=True)
-                built[model] = (*build_pair(MODELS[model], args.quick), {})
-            _, paddle_model, _, predictors = built[model]
+                torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
+                built[model] = (with_kernels(torch_model, paddle_model, [b for m, b in pair if m == model]), cfg, {})
+            models, _, predictors = built[model]
             if backend.startswith(("paddle_infer", "paddle_ort")):
-                predictors.update(make_predictors(paddle_model, [backend], args.threads,
+                predictors.update(make_predictors(models.paddle, [backend], args.threads,
                                                   os.path.join(tmp, f"{model}_{backend}"), not args.full_last_layer))
 
         for bs in plan.batch_sizes:
             sides = []
-            for model, backend in (plan.base, plan.other):
-                torch_model, paddle_model, cfg, predictors = built[model]
+            for model, backend in pair:
+                models, cfg, predictors = built[model]
                 batch = make_batch(bs, args.seq_len, cfg["vocab_size"])
-                sides.append(made(lambda: inference_step(backend, torch_model, paddle_model, predictors, batch)))
+                sides.append(made(lambda: inference_step(backend, models, predictors, batch)))
             interleaved(sides, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
             if (error := next((side.error for side in sides if side.error is not None), None)) is not None:
                 # an export or predictor that could not be made, or a call that failed

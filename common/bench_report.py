@@ -36,19 +36,31 @@ def _index(rows: list[dict]) -> dict:
     return {(r["model"], r["backend"], r["batch_size"]): r for r in rows}
 
 
-def _ms(rows: list[dict]) -> dict:
-    return {k: r["ms_per_batch"] for k, r in _index(rows).items() if "error" not in r}
+def _measured(rows: list[dict]) -> dict:
+    """The rows that hold a time, by (model, backend, batch size)."""
+    return {k: r for k, r in _index(rows).items() if "error" not in r}
 
 
-def _ratios(ms: dict, sizes: list[int], num: tuple, den: tuple) -> dict[int, float]:
-    """Batch size -> ms of ``num`` / ms of ``den`` ((model, backends...) pairs; the fastest backend
-    counts), where both were measured."""
+def _ratio(num: dict, den: dict, paired: bool) -> float:
+    """``num``'s time over ``den``'s: with ``paired`` (rows of one interleaved measurement, one run of each per
+    round), the median of the rounds' ratios, in which a slow phase of the machine cancels; else the ratio of the
+    medians."""
+    if paired and len(num.get("runs_ms", ())) == len(den.get("runs_ms", ())) > 0:
+        return float(np.median([n / d for n, d in zip(num["runs_ms"], den["runs_ms"])]))
+    return num["ms_per_batch"] / den["ms_per_batch"]
+
+
+def _ratios(found: dict, sizes: list[int], num: tuple, den: tuple, interleaved: bool = False) -> dict[int, float]:
+    """Batch size -> the time of ``num`` over that of ``den`` ((model, backends...) pairs; the backends' best
+    ratio counts), where both were measured; ``interleaved``: a run whose rows of one model and batch size were
+    timed side by side, so ratios within a model are taken per round (:func:`_ratio`)."""
     out = {}
+    paired = interleaved and num[0] == den[0]
     for b in sizes:
-        n = [ms[num[0], k, b] for k in num[1:] if (num[0], k, b) in ms]
-        d = [ms[den[0], k, b] for k in den[1:] if (den[0], k, b) in ms]
-        if n and d:
-            out[b] = min(n) / min(d)
+        ratios = [_ratio(found[num[0], n, b], found[den[0], d, b], paired)
+                  for n in num[1:] if (num[0], n, b) in found for d in den[1:] if (den[0], d, b) in found]
+        if ratios:
+            out[b] = min(ratios)
     return out
 
 
@@ -76,16 +88,19 @@ def targets(results: dict) -> list[str]:
     batch at each batch size; "met" means at every batch size)."""
     s = results["settings"]
     sizes, models = s["batch_sizes"], _models(results)
-    inf, train = _ms(_by_kind(results, "inference")), _ms(_by_kind(results, "train"))
-    lines = ["| target | model | measured (ratio of ms per batch, @batch size) | met | note |", "|---|---|---|---|---|"]
+    inf, train = _measured(_by_kind(results, "inference")), _measured(_by_kind(results, "train"))
+    interleaved = s.get("timing") == "interleaved"
+    measured = ("ratio of ms per batch; within a model the median of the rounds' ratios" if interleaved
+                else "ratio of ms per batch") + ", @batch size"
+    lines = [f"| target | model | measured ({measured}) | met | note |", "|---|---|---|---|---|"]
     fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
     bf16 = f"paddle inference bf16 / torch bf16 autocast <= {TARGET_PADDLE_OVER_TORCH}"
     pct = {k: r["pct_of_peak"] for k, r in _index(_by_kind(results, "inference")).items() if "pct_of_peak" in r}
     for m in models:
-        lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, *PADDLE_FP32_PATHS), (m, "torch_fp32")),
+        lines.append(_target_row(fp32, m, _ratios(inf, sizes, (m, *PADDLE_FP32_PATHS), (m, "torch_fp32"), interleaved),
                                  lambda r: r <= TARGET_PADDLE_OVER_TORCH, _needed(pct, m, "torch_fp32", sizes)))
     for m in models:
-        lines.append(_target_row(bf16, m, _ratios(inf, sizes, (m, "paddle_infer_bf16"), (m, "torch_bf16")),
+        lines.append(_target_row(bf16, m, _ratios(inf, sizes, (m, "paddle_infer_bf16"), (m, "torch_bf16"), interleaved),
                                  lambda r: r <= TARGET_PADDLE_OVER_TORCH, _needed(pct, m, "torch_bf16", sizes)))
     if {"bert-base-uncased", "squeezebert-uncased"} <= set(models):
         for backend in ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "paddle_dygraph",
@@ -97,11 +112,12 @@ def targets(results: dict) -> list[str]:
     for m in models:
         for bf, fp in FP32_OF.items():
             lines.append(_target_row(f"bf16 speedup over fp32, {fp.rsplit('_', 1)[0]} >= {TARGET_BF16_SPEEDUP}", m,
-                                     _ratios(inf, sizes, (m, fp), (m, bf)), lambda r: r >= TARGET_BF16_SPEEDUP))
+                                     _ratios(inf, sizes, (m, fp), (m, bf), interleaved),
+                                     lambda r: r >= TARGET_BF16_SPEEDUP))
     for m in models:
         lines.append(_target_row("paddle fine-tuning step / torch's <= 1", m,
                                  _ratios(train, [s["train_batch_size"]], (m, "paddle_train", "paddle_train_kernels"),
-                                         (m, "torch_train")),
+                                         (m, "torch_train"), interleaved),
                                  lambda r: r <= 1))
     for m, width in OFA_WIDTHS[1:]:
         if m in models and "bert-base-uncased" in models:
@@ -148,7 +164,7 @@ def summary(results: dict) -> list[str]:
             lines.append(f"| {name} | {gflops:.3g} | " + " | ".join(cells) + " |")
     train = _by_kind(results, "train")
     if train:
-        ms = _ms(train)
+        ms = {k: r["ms_per_batch"] for k, r in _measured(train).items()}
         tbackends = _backends(train)
         base = "paddle_train_kernels" if "paddle_train_kernels" in tbackends else "paddle_train"
         pairs = [(base, b) for b in ("paddle_train", "torch_train") if b != base and {base, b} <= set(tbackends)]
@@ -226,7 +242,7 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             f"Fine-tuning step: forward + cross-entropy + backward + AdamW, train mode; FLOPs 3x forward; "
-            f"median of {s['train_runs']} steps after 1 warm-up{_TIMING[s.get('timing')]}.",
+            f"median of {s['train_runs']} steps after {s.get('train_warmup', 1)} warm-up{_TIMING[s.get('timing')]}.",
             "",
             "| model | backend | batch x seq | ms/step | seq/s | GFLOP/s | % peak |",
             "|---|---|---|---:|---:|---:|---:|",

@@ -18,8 +18,8 @@ def _nothing() -> None:
 
 @dataclass
 class Side:
-    """One measurement: ``call`` (timed) after ``prepare`` (untimed, before every call: e.g. switching a model
-    shared with another side to this side's layers). ``interleaved`` fills ``times`` (seconds), ``value`` (the
+    """One measurement: ``call`` (timed) after ``prepare`` (untimed, before every call: e.g. a model put in eval
+    or train mode). ``interleaved`` fills ``times`` (seconds), ``value`` (the
     last call's result) and ``error`` (the exception that took the side out; set beforehand: never called)."""
 
     call: Callable[[], object]

@@ -309,19 +309,23 @@ def test_benchmark_quick_end_to_end(tmp_path):
 
 
 def test_dygraph_kernels_backend_runs_the_operators_with_paddles_logits(monkeypatch):
-    """paddle_dygraph_kernels switches the model to common/train_kernels.py's layers, paddle_dygraph back, before
-    each of their calls: interleaved on one model, each runs its own layers."""
+    """paddle_dygraph_kernels runs a copy of the model on common/train_kernels.py's layers, paddle_dygraph the
+    model as built: interleaved, each runs its own layers, with the same logits."""
     import benchmark
     from common import train_kernels as tk
     from common.bench_models import build_pair, make_batch
 
     _, model, cfg = build_pair(MODELS["bert-base-uncased"], quick=True)
+    models = benchmark.with_kernels(None, model, ["paddle_dygraph", "paddle_dygraph_kernels"])
+    assert models.paddle is model and models.kernels is not model
+    assert not any(type(layer) in tk.UNSWAPS for layer in model.sublayers())
+    assert benchmark.with_kernels(None, model, ["paddle_dygraph", "torch_fp32"]).kernels is None
     batch = make_batch(2, 16, cfg["vocab_size"])
     calls = []
     real = tk.attention
     monkeypatch.setattr(tk, "attention", lambda *a, **k: calls.append(1) or real(*a, **k))
-    plain = benchmark.inference_step("paddle_dygraph", None, model, {}, batch)
-    fast = benchmark.inference_step("paddle_dygraph_kernels", None, model, {}, batch)
+    plain = benchmark.inference_step("paddle_dygraph", models, {}, batch)
+    fast = benchmark.inference_step("paddle_dygraph_kernels", models, {}, batch)
     assert calls == []  # made, not called
     benchmark.interleaved([fast, plain], warmup=0, rounds=3)
     assert len(calls) == 3 * cfg["num_hidden_layers"] and fast.error is plain.error is None
@@ -593,6 +597,28 @@ def test_targets_are_computed_from_the_rows():
 def _full_row(model, backend, bs, ms, kind="inference"):
     seq_per_s = bs * 1000 / ms
     return _row(model, backend, bs, ms, kind, seq_per_s=seq_per_s, gflop_per_s=seq_per_s, pct_of_peak=1.0)
+
+
+def test_targets_within_a_model_pair_the_rounds_of_an_interleaved_run():
+    """Rows timed side by side: a model's ratios are the median of the rounds' ratios (a slow round cancels);
+    two models' rows, timed minutes apart, keep the ratio of their medians; without "timing": the medians."""
+    from common.bench_report import targets
+
+    rows = [_row("bert-base-uncased", "paddle_infer_fp32", 1, 90.0, runs_ms=[90.0, 60.0, 120.0]),
+            _row("bert-base-uncased", "torch_fp32", 1, 100.0, runs_ms=[100.0, 80.0, 160.0]),
+            _row("squeezebert-uncased", "paddle_infer_fp32", 1, 30.0, runs_ms=[45.0, 30.0, 24.0])]
+    results = {"settings": {"batch_sizes": [1], "train_batch_size": 32, "timing": "interleaved"},
+               "models": dict.fromkeys(["bert-base-uncased", "squeezebert-uncased"], {}), "results": rows}
+    fp32 = "| paddle's best fp32 path / torch eager fp32 <= 0.8 | bert-base-uncased | "
+    squeezebert = "| SqueezeBERT speedup over BERT-base, paddle_infer_fp32 >= 2.5 | squeezebert-uncased | @1: 3.00x | yes |"
+    lines = targets(results)
+    assert lines[0].startswith("| target | model | measured (ratio of ms per batch; within a model the median of the "
+                               "rounds' ratios, @batch size) |")
+    assert fp32 + "@1: 0.75x | yes |  |" in lines  # rounds 0.9, 0.75, 0.75 (medians: 0.90)
+    assert any(line.startswith(squeezebert) for line in lines)  # 90 / 30 (rounds: 2.0, 2.0, 5.0)
+    del results["settings"]["timing"]
+    lines = targets(results)
+    assert fp32 + "@1: 0.90x | no |  |" in lines and any(line.startswith(squeezebert) for line in lines)
 
 
 def test_report_only_rewrites_the_summary_tables_from_results_json(tmp_path, capsys):

@@ -67,9 +67,10 @@ def test_skip_done_keeps_a_pair_measured_with_the_same_arguments(tmp_path, capsy
     assert again["batches"]["1"]["base_runs_ms"] != first["batches"]["1"]["base_runs_ms"]
 
 
-def test_speed_ratio_dygraph_sides_share_a_model_each_on_its_layers(tmp_path, monkeypatch):
-    """One model on paddle_dygraph against paddle_dygraph_kernels: built once, switched before every call, so
-    each side times what it names (the attention kernel runs in the kernel side's calls only)."""
+def test_speed_ratio_gives_the_dygraph_kernels_side_a_copy_of_the_model(tmp_path, monkeypatch):
+    """One model on paddle_dygraph against paddle_dygraph_kernels: built once, the kernel side on a copy with
+    common/train_kernels.py's layers, so each side times what it names (the attention kernel runs in the kernel
+    side's calls only)."""
     import speed_ratio
     from common import train_kernels as tk
 
