@@ -34,7 +34,7 @@ import common  # noqa: F401  (zlib before paddle)
 import numpy as np
 from common.bench_models import MODELS, Model, build_pair, check_names, check_seq_len, hf_config, make_batch, parse_batch_sizes
 from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
-from common.errors import UserError, cli
+from common.errors import UserError, cli, error_line
 from common.first_token import first_token_layer
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
 from common.fsutil import read_json, write_json, write_text
@@ -181,8 +181,7 @@ def measured_rows(kind: str, model: str, bs: int, seq: int, sides: dict[str, Sid
     for backend, side in sides.items():
         row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
         if side.error is not None:
-            message = str(side.error).strip().splitlines()
-            rows.append(row | {"error": f"{type(side.error).__name__}: {message[0][:300] if message else ''}"})
+            rows.append(row | {"error": error_line(side.error)})
             continue
         median = statistics.median(side.times)
         rate = flops(backend) * bs / median / 1e9

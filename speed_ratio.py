@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch, parse_batch_sizes
-from common.errors import UserError, cli
+from common.errors import UserError, cli, error_line
 from common.fsutil import read_json, write_report
 from common.hardware import cpu_info
 from common.interleave import interleaved, made
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
             interleaved(sides, args.warmup, args.rounds, 0.0 if args.quick else SETTLE_S)
             if (error := next((side.error for side in sides if side.error is not None), None)) is not None:
                 # an export or predictor that could not be made, or a call that failed
-                raise UserError(f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}") from error
+                raise UserError(error_line(error)) from error
             result["batches"][str(bs)] = row = summarize(sides[0].times, sides[1].times)
             if args.target:
                 row["met"] = row["speedup_median"] >= args.target

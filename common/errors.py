@@ -27,3 +27,10 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(2)
 
     return wrapper
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line for a report or a :class:`UserError`: its type, then the first line of its message (at
+    most 300 characters)."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0][:300] if message else ''}"
