@@ -223,7 +223,7 @@ def make_predictors(paddle_model, backends: list[str], threads: int, tmp: str, f
 
 def failed_model(model: Model, s: Settings, exc: Exception) -> tuple[dict, list[dict]]:
     """The summary and an error row per backend and batch size of a model that could not be built."""
-    error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    error = error_line(exc)
     rows = [{"kind": "inference", "model": model.name, "backend": b, "batch_size": bs, "seq_len": s.seq_len,
              "error": error} for b in s.backends if b in INFERENCE_BACKENDS for bs in s.batch_sizes]
     rows += [{"kind": "train", "model": model.name, "backend": b, "batch_size": s.train_batch_size,

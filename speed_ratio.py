@@ -25,7 +25,7 @@ from common.bench_models import MODELS, build_pair, check_names, check_seq_len, 
 from common.errors import UserError, cli, error_line
 from common.fsutil import read_json, write_report
 from common.hardware import cpu_info
-from common.interleave import interleaved, made
+from common.interleave import interleaved, made, round_ratios
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
 
@@ -44,7 +44,7 @@ def side(value: str) -> tuple[str, str]:
 
 def summarize(base_s: list[float], other_s: list[float]) -> dict:
     """Each side's median ms and the per-round speedup (base / other): median, min, max."""
-    speedups = [b / o for b, o in zip(base_s, other_s)]
+    speedups = round_ratios(base_s, other_s)
     return {"base_ms": 1e3 * statistics.median(base_s), "other_ms": 1e3 * statistics.median(other_s),
             "speedup_median": statistics.median(speedups), "speedup_min": min(speedups),
             "speedup_max": max(speedups), "base_runs_ms": [1e3 * t for t in base_s],

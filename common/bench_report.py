@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.interleave import round_ratios
+
 
 def _by_kind(results: dict, kind: str) -> list[dict]:
     return [r for r in results["results"] if r["kind"] == kind]
@@ -46,7 +48,7 @@ def _ratio(num: dict, den: dict, paired: bool) -> float:
     round), the median of the rounds' ratios, in which a slow phase of the machine cancels; else the ratio of the
     medians."""
     if paired and len(num.get("runs_ms", ())) == len(den.get("runs_ms", ())) > 0:
-        return float(np.median([n / d for n, d in zip(num["runs_ms"], den["runs_ms"])]))
+        return float(np.median(round_ratios(num["runs_ms"], den["runs_ms"])))
     return num["ms_per_batch"] / den["ms_per_batch"]
 
 

@@ -76,3 +76,9 @@ def interleaved(sides: Sequence[Side], warmup: int, rounds: int, settle_s: float
         for i in range(len(sides)):
             _call(sides[(r + i) % len(sides)], True, settle_s)
     return sides
+
+
+def round_ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
+    """Each round's ``num`` time over its ``den`` time: sides of one :func:`interleaved` measurement, where a
+    slow phase of the machine falls on both alike."""
+    return [n / d for n, d in zip(num, den, strict=True)]

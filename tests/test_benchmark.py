@@ -527,7 +527,7 @@ def test_benchmark_failures_become_rows(tmp_path, monkeypatch):
 
     def build(model, quick):
         if model.name == "tinybert-4l-312d":
-            raise RuntimeError("no such model")
+            raise RuntimeError("no such model\n  (the line a report leaves out)")
         return real_build(model, quick)
 
     def predictor(prefix, options=None):
@@ -547,7 +547,8 @@ def test_benchmark_failures_become_rows(tmp_path, monkeypatch):
     table = (out / "results.md").read_text()
     # the exported rows' FLOPs: the second of the two tiny layers at [CLS] only
     assert "| bert-base-uncased | paddle_infer_bf16 | 0.000713 | failed | failed | - | - |" in table
-    assert "tinybert-4l-312d: FAILED: RuntimeError: no such model" in table
+    assert "tinybert-4l-312d: FAILED: RuntimeError: no such model" in table and "leaves out" not in table
+    assert results["models"]["tinybert-4l-312d"]["error"] == "RuntimeError: no such model"
 
 
 def _row(model, backend, bs, ms, kind="inference", **extra):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from common.interleave import Side, failed, interleaved, made
+from common.interleave import Side, failed, interleaved, made, round_ratios
 
 
 def _recording(calls, name, result=None):
@@ -57,3 +57,9 @@ def test_made_and_a_single_call():
     assert isinstance(broken.error, ZeroDivisionError)
     with pytest.raises(ZeroDivisionError):
         broken()
+
+
+def test_round_ratios_pair_the_rounds():
+    assert round_ratios([3.0, 2.0, 4.0], [1.0, 1.0, 2.5]) == pytest.approx([3.0, 2.0, 1.6])
+    with pytest.raises(ValueError):
+        round_ratios([1.0, 2.0], [1.0])
