@@ -22,27 +22,13 @@ import os
 import sys
 
 import common  # noqa: F401  (zlib before paddle)
-import numpy as np
-from common.compare import SAMPLES
+from common.compare import SAMPLES, sample_batch
 from common.errors import cli
 from common.first_token import first_token_layer
 from common.fsutil import atomic_dir, write_json
 from common.inference import INPUTS, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
 from common.models import load_model_dir
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
-
-
-def padded_batch(tokenizer) -> dict[str, np.ndarray]:
-    """:data:`common.compare.SAMPLES` tokenised and padded to the longest, with the attention mask."""
-    rows = [tokenizer(a, b) if b else tokenizer(a) for a, b in SAMPLES]
-    width = max(len(r["input_ids"]) for r in rows)
-    batch = {name: [] for name in INPUTS}
-    for r in rows:
-        pad = width - len(r["input_ids"])
-        batch["input_ids"].append(r["input_ids"] + [tokenizer.pad_token_id] * pad)
-        batch["token_type_ids"].append(r["token_type_ids"] + [0] * pad)
-        batch["attention_mask"].append([1] * len(r["input_ids"]) + [0] * pad)
-    return {k: np.array(v, dtype=np.int64) for k, v in batch.items()}
 
 
 def output_names(architecture: str, count: int) -> list[str]:
@@ -66,7 +52,7 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int, portable:
     model = load_model_dir(model_dir)
     architecture = model.config.architectures[0]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    batch = padded_batch(tokenizer)
+    batch = sample_batch(tokenizer)
     ref = run_dygraph(model, batch)
     report = {
         "model_dir": os.path.abspath(model_dir),

@@ -6,11 +6,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.checkpoint import require_dir
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    from paddlenlp.transformers import PretrainedTokenizer
 
 # Sentences of different lengths; pairs give token_type_ids from both segments.
 SAMPLES = (
@@ -57,11 +61,24 @@ def make_batch(torch_dir: str, paddle_dir: str) -> dict[str, np.ndarray]:
             if list(hf[key]) != list(pd[key]):
                 raise RuntimeError(f"tokenizers disagree on sample {i} {key}: torch {hf[key]} paddle {pd[key]}")
         rows.append(hf)
+    return padded(rows, hf_tok.pad_token_id)
+
+
+def padded(rows: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """Tokenised ``rows`` (``input_ids``, ``token_type_ids``) padded to the longest, as int64 arrays, with the
+    attention mask."""
     width = max(len(r["input_ids"]) for r in rows)
-    batch = {}
-    for key, pad in (("input_ids", hf_tok.pad_token_id), ("token_type_ids", 0), ("attention_mask", 0)):
-        batch[key] = np.array([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=np.int64)
+    fill = {"input_ids": pad_id, "token_type_ids": 0}
+    batch = {k: np.array([list(r[k]) + [pad] * (width - len(r[k])) for r in rows], dtype=np.int64)
+             for k, pad in fill.items()}
+    batch["attention_mask"] = np.array([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
+                                        for r in rows], dtype=np.int64)
     return batch
+
+
+def sample_batch(tokenizer: PretrainedTokenizer) -> dict[str, np.ndarray]:
+    """:data:`SAMPLES` tokenised by a PaddleNLP ``tokenizer`` and :func:`padded` (the exports' check batch)."""
+    return padded([tokenizer(a, b) if b else tokenizer(a) for a, b in SAMPLES], tokenizer.pad_token_id)
 
 
 def run_torch(torch_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> dict[str, np.ndarray]:

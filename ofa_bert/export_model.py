@@ -14,9 +14,8 @@ import os
 import sys
 
 import common  # noqa: F401  (zlib before paddle)
-import numpy as np
 from common.checkpoint import open_paddle_checkpoint
-from common.compare import SAMPLES
+from common.compare import sample_batch
 from common.errors import UserError, cli
 from common.fsutil import atomic_dir, write_json
 from common.inference import INPUTS, PREFIX, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
@@ -25,16 +24,6 @@ from ofa_bert.submodel import count_parameters, extract_submodel, load_submodel,
 
 class StaticMismatch(Exception):
     """The static inference model does not reproduce the dynamic sub-model."""
-
-
-def sample_batch(tokenizer) -> dict[str, np.ndarray]:
-    """The comparison sentences of ``common/compare.py``, padded, with their attention mask."""
-    rows = [tokenizer(a, b) if b else tokenizer(a) for a, b in SAMPLES]
-    for row in rows:
-        row["attention_mask"] = [1] * len(row["input_ids"])
-    width = max(len(r["input_ids"]) for r in rows)
-    pads = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
-    return {k: np.array([r[k] + [pad] * (width - len(r[k])) for r in rows], dtype=np.int64) for k, pad in pads.items()}
 
 
 def export(model_dir: str, width: float, output_dir: str, atol: float) -> dict:

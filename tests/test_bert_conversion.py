@@ -6,11 +6,12 @@ import sys
 
 import common  # noqa: F401  (zlib before paddle)
 import pytest
-from common.compare import compare
+import numpy as np
+from common.compare import SAMPLES, compare, padded, sample_batch
 from common.convert import convert_checkpoint, convert_main
 from common.errors import UserError
 from ofa_bert.spec import CHECKPOINTS, SPEC
-from tiny_checkpoints import save_tiny
+from tiny_checkpoints import save_tiny, write_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL = 1e-5
@@ -108,3 +109,23 @@ def test_unsupported_config(tmp_path):
     torch_dir = save_tiny(str(tmp_path / "torch"), "bert", position_embedding_type="relative_key")
     with pytest.raises(UserError, match="position_embedding_type"):
         convert_checkpoint(torch_dir, str(tmp_path / "paddle"), SPEC, quiet=True)
+
+
+def test_padded_rows_and_the_export_check_batch(tmp_path):
+    """Rows padded to the longest with the pad id, token type 0 and mask 0; the exports' batch holds SAMPLES."""
+    from paddlenlp.transformers import BertTokenizer
+
+    rows = [{"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 0]}, {"input_ids": [2, 3], "token_type_ids": [0, 1]}]
+    batch = padded(rows, pad_id=9)
+    assert {k: v.tolist() for k, v in batch.items()} == {
+        "input_ids": [[2, 5, 3], [2, 3, 9]], "token_type_ids": [[0, 0, 0], [0, 1, 0]],
+        "attention_mask": [[1, 1, 1], [1, 1, 0]]}
+    assert {v.dtype for v in batch.values()} == {np.dtype(np.int64)}
+    tokenizer = BertTokenizer(write_vocab(str(tmp_path)))
+    batch = sample_batch(tokenizer)
+    lengths = batch["attention_mask"].sum(axis=1)
+    assert batch["input_ids"].shape == (len(SAMPLES), lengths.max()) and lengths.min() < lengths.max()
+    for row, (a, b), n in zip(batch["input_ids"], SAMPLES, lengths):
+        assert row[:n].tolist() == (tokenizer(a, b) if b else tokenizer(a))["input_ids"]
+        assert set(row[n:]) <= {tokenizer.pad_token_id}
+    assert batch["token_type_ids"].max() == 1  # the pairs' second segments

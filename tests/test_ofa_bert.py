@@ -361,7 +361,8 @@ def test_export_static_matches_dynamic(ofa_run):
     from common.glue import get_task, read_split
     from common.metrics import glue_metrics
     from common.train_glue import Collator, encode
-    from ofa_bert.export_model import INPUTS, sample_batch
+    from common.compare import sample_batch
+    from ofa_bert.export_model import INPUTS
     from ofa_bert.submodel import count_parameters, load_submodel
 
     out = str(ofa_run["root"] / "export")
