@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
@@ -42,6 +42,10 @@ from common.hardware import cpu_info, onednn_bf16_missing
 from common.interleave import Side, failed, interleaved, made
 from common.malloc import retain_freed_memory
 from common.provenance import code_version
+
+if TYPE_CHECKING:
+    import paddle
+    import torch
 
 # paddle_dygraph_kernels: dygraph eval with common/train_kernels.py's layers (run_glue's evaluation on CPU).
 # paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
@@ -92,7 +96,7 @@ class Models(NamedTuple):
     kernels: object = None
 
 
-def with_kernels(torch_model, paddle_model, backends: list[str]) -> Models:
+def with_kernels(torch_model: torch.nn.Module, paddle_model: paddle.nn.Layer, backends: list[str]) -> Models:
     """:class:`Models`, with the kernel copy where ``backends`` hold a ``*_kernels`` backend."""
     if not any(b.endswith("_kernels") for b in backends):
         return Models(torch_model, paddle_model)
@@ -199,7 +203,8 @@ def describe(row: dict) -> str:
             f"{row['gflop_per_s']:7.1f} GFLOP/s {row['pct_of_peak']:5.1f}% of peak{delta}")
 
 
-def make_predictors(paddle_model, backends: list[str], threads: int, tmp: str, first_token: bool = True) -> dict:
+def make_predictors(paddle_model: paddle.nn.Layer, backends: list[str], threads: int, tmp: str,
+                    first_token: bool = True) -> dict:
     """``paddle.inference`` and onnxruntime predictors by backend (the exception instead where one
     cannot be made); ``first_token``: as :func:`common.inference.export_static`'s."""
     from common.inference import Predictor, PredictorOptions, custom_ops, export_static, op_types_of

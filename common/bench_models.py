@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Collection
 
 import numpy as np
 
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    import transformers
 
 # The conversion rules (``ModelSpec``) per model type.
 SPECS = {
@@ -72,7 +77,7 @@ MODELS = {m.name: m for m in (
 )}
 
 
-def hf_config(model: Model, quick: bool, num_labels: int = 2):
+def hf_config(model: Model, quick: bool, num_labels: int = 2) -> transformers.PretrainedConfig:
     """The HF config object; an OFA sub-model's names the heads it drops in ``pruned_heads``."""
     import transformers
 
@@ -84,7 +89,7 @@ def hf_config(model: Model, quick: bool, num_labels: int = 2):
     return config
 
 
-def check_names(names: list[str], known, what: str) -> list[str]:
+def check_names(names: list[str], known: Collection[str], what: str) -> list[str]:
     """``names`` if there is at least one and each is in ``known``; else a :class:`UserError` naming the
     others (``what``: "model", "backend"...)."""
     bad = [n for n in names if n not in known]
@@ -112,7 +117,7 @@ def parse_batch_sizes(value: str) -> list[int]:
     return sizes
 
 
-def init_grouped_linears(torch_model) -> int:
+def init_grouped_linears(torch_model: torch.nn.Module) -> int:
     """Initialise HF ConvBERT's grouped FFN linears (``num_groups`` > 1) as HF initialises a Linear: weights
     normal(0, ``initializer_range``), biases 0. Their layer makes its parameters with ``torch.empty`` and the
     model's ``_init_weights`` skips it, so a model built from a config holds whatever that memory held (NaN at
@@ -128,7 +133,7 @@ def init_grouped_linears(torch_model) -> int:
     return len(layers)
 
 
-def draw_vectors(torch_model, std: float = 0.1) -> None:
+def draw_vectors(torch_model: torch.nn.Module, std: float = 0.1) -> None:
     """Add normal(0, ``std``) noise to every 1-D parameter (biases, norm scales and shifts), from torch's generator:
     HF's init makes biases 0 and norms the identity, so a bias or norm parameter converted to the wrong place, or
     left out by a fused operator, would change no output."""

@@ -11,13 +11,16 @@ import argparse
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from common.checkpoint import HFCheckpoint, load_state_dict, open_checkpoint, require_dir
 from common.errors import UserError
 from common.fsutil import atomic_dir
+
+if TYPE_CHECKING:
+    from paddlenlp.transformers import PretrainedConfig
 
 # HF config keys that describe the torch run, not the model.
 _HF_ONLY_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "architectures")
@@ -126,7 +129,7 @@ def convert_state_dict(
     return out, report
 
 
-def paddle_config(ckpt: HFCheckpoint, spec: ModelSpec, class_name: str):
+def paddle_config(ckpt: HFCheckpoint, spec: ModelSpec, class_name: str) -> PretrainedConfig:
     """The PaddleNLP config object for ``ckpt``."""
     import paddlenlp.transformers as ppt
 

@@ -482,7 +482,7 @@ class _Fusion:
     epsilon: float | None = None
 
 
-def fuse_blocks(block) -> int:
+def fuse_blocks(block: paddle.base.core.BlockDesc) -> int:
     """Replace each post-norm block of paddle's operators in ``block`` by one of this repo's (one group):
     "linear, GELU, linear, [dropout,] residual add of the first linear's input, layer norm" by
     :data:`FFN_ADD_NORM`, and "linear, [dropout,] residual add, layer norm" by :data:`LINEAR_ADD_NORM`

@@ -24,7 +24,7 @@ class TorchPaddingEmbedding(nn.Embedding):
         return paddle.where((x == self.torch_padding_idx).unsqueeze(-1), out.detach(), out)
 
 
-def extended_attention_mask(attention_mask, dtype):
+def extended_attention_mask(attention_mask: paddle.Tensor, dtype: paddle.dtype | str) -> paddle.Tensor:
     """HF's additive mask: 0 where attended, the dtype's lowest value where masked.
 
     PaddleNLP adds -10000, which large attention scores (MobileBERT's reach 1e5) outweigh.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from common.glue import GlueTask
 
@@ -13,13 +14,13 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def accuracy(preds, labels) -> float:
+def accuracy(preds: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of ``preds`` equal to ``labels``."""
     preds, labels = _pair(preds, labels)
     return float(np.mean(preds == labels))
 
 
-def f1(preds, labels) -> float:
+def f1(preds: ArrayLike, labels: ArrayLike) -> float:
     """Binary F1 of the positive class 1 (0.0 when it has no true, predicted or gold positive)."""
     preds, labels = _pair(preds, labels)
     tp = np.sum((preds == 1) & (labels == 1))
@@ -27,7 +28,7 @@ def f1(preds, labels) -> float:
     return float(2 * tp / denom) if denom else 0.0
 
 
-def matthews_corr(preds, labels) -> float:
+def matthews_corr(preds: ArrayLike, labels: ArrayLike) -> float:
     """Matthews correlation (multiclass form, as sklearn's); 0.0 when undefined."""
     preds, labels = _pair(preds, labels)
     classes, idx = np.unique(np.concatenate([labels, preds]), return_inverse=True)
@@ -43,7 +44,7 @@ def matthews_corr(preds, labels) -> float:
     return float(cov_tp / np.sqrt(cov_tt * cov_pp))
 
 
-def pearson(x, y) -> float:
+def pearson(x: ArrayLike, y: ArrayLike) -> float:
     """Pearson correlation; nan when either vector is constant (as scipy)."""
     x, y = _pair(x, y)
     x = x.astype(np.float64) - x.mean()
@@ -67,7 +68,7 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman rank correlation, ties given average ranks (as scipy.stats.spearmanr)."""
     x, y = _pair(x, y)
     return pearson(_average_ranks(x), _average_ranks(y))

@@ -4,9 +4,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from typing import TYPE_CHECKING
 
 from common.checkpoint import require_dir
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    import paddle
 
 # Importing the module makes ``paddlenlp.transformers`` hold the right classes for the type:
 # the conversion spec (plain PaddleNLP classes), a patch in place (MobileBERT) or registered
@@ -31,7 +35,7 @@ def paddle_class(class_name: str, model_type: str) -> type:
     return getattr(ppt, class_name)
 
 
-def load_model_dir(path: str):
+def load_model_dir(path: str) -> paddle.nn.Layer:
     """The model saved in a PaddleNLP model directory (config.json names its class and model_type), in eval mode."""
     config_path = os.path.join(require_dir(path, "model directory"), "config.json")
     if not os.path.isfile(config_path):

@@ -10,13 +10,16 @@ own offsets misplace ``[UNK]`` tokens); an answer outside a window, or no answer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from common.errors import UserError
 from common.fsutil import read_json
 from common.tokenization import tokenize
+
+if TYPE_CHECKING:
+    from paddlenlp.transformers import PretrainedTokenizer
 
 
 class Answer(NamedTuple):
@@ -138,7 +141,7 @@ def _token_span(spans: list[tuple[int, int]], answer: Answer) -> tuple[int, int]
 
 def make_features(
     examples: list[SquadExample],
-    tokenizer,
+    tokenizer: PretrainedTokenizer,
     max_seq_length: int,
     doc_stride: int,
     max_query_length: int,

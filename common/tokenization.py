@@ -21,6 +21,10 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from paddlenlp.transformers import PretrainedTokenizer
 
 # CJK ranges of the Rust BertNormalizer (tokenizers/src/normalizers/bert.rs): note 0x2B920, not the
 # 0x2B820 of the Python BasicTokenizer.
@@ -106,7 +110,7 @@ def pre_tokenize(text: str) -> list[tuple[int, int]]:
     return words
 
 
-def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def tokenize(tokenizer: PretrainedTokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of ``text`` (no special tokens added) and their (start, end) character offsets.
 
     Special tokens written in the text (``[SEP]``) are matched first, as Rust does for its
@@ -166,7 +170,8 @@ def truncated_lengths(n_first: int, n_second: int | None, budget: int) -> tuple[
     return (n2, n1) if swap else (n1, n2)
 
 
-def encode(tokenizer, text: str, pair: str | None = None, max_length: int | None = None) -> dict[str, list]:
+def encode(tokenizer: PretrainedTokenizer, text: str, pair: str | None = None,
+           max_length: int | None = None) -> dict[str, list]:
     """``input_ids``, ``token_type_ids``, ``attention_mask`` and ``offset_mapping`` of ``text``
     (and ``pair``) exactly as ``BertTokenizerFast(text, pair, truncation=bool(max_length),
     max_length=max_length, return_offsets_mapping=True)`` gives them, with ``tokenizer`` a

@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainingArguments
+from paddlenlp.transformers import PretrainedTokenizer
 
 from common import tokenization
 from common.checkpoint import open_paddle_checkpoint
@@ -79,7 +80,7 @@ class GlueTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-def speed_up_on_cpu(model, training_args) -> None:
+def speed_up_on_cpu(model: paddle.nn.Layer, training_args: TrainingArguments) -> None:
     """On CPU with ``--train_kernels`` (the default): the kernel-backed layers (training, evaluation and
     prediction) and the malloc setting."""
     if training_args.train_kernels and training_args.device == "cpu":
@@ -105,7 +106,8 @@ def no_decay(name: str) -> bool:
     return name.endswith("bias") or "norm" in name.lower()
 
 
-def param_groups(model, weight_decay: float, lr_scale: Callable[[str], float] | None = None) -> list[dict]:
+def param_groups(model: paddle.nn.Layer, weight_decay: float,
+                 lr_scale: Callable[[str], float] | None = None) -> list[dict]:
     """Optimizer parameter groups: decay / no decay, and an optional per-name LR multiplier."""
     groups: dict[tuple[float, float], list] = {}
     for name, param in model.named_parameters():
@@ -143,7 +145,8 @@ class GlueLoss:
         return F.cross_entropy(logits, labels.reshape([-1]))
 
 
-def encode(examples: list[Example], tokenizer, labels: list[str] | None, max_seq_length: int) -> list[dict]:
+def encode(examples: list[Example], tokenizer: PretrainedTokenizer, labels: list[str] | None,
+           max_seq_length: int) -> list[dict]:
     """Tokenise examples into features with ``labels`` ids (or float scores)."""
     index = {name: i for i, name in enumerate(labels)} if labels else None
     features = []
@@ -196,7 +199,7 @@ def _load_model(class_name: str, path: str, task: GlueTask, id2label: dict | Non
     return getattr(ppt, class_name).from_pretrained(path, **kwargs), labels
 
 
-def resume_checkpoint(training_args) -> str | None:
+def resume_checkpoint(training_args: TrainingArguments) -> str | None:
     """The checkpoint a training run continues from: ``--resume_from_checkpoint``, else the last one
     in an existing ``--output_dir`` unless ``--overwrite_output_dir``."""
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint

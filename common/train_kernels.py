@@ -37,6 +37,8 @@ import fcntl
 import functools
 import hashlib
 import os
+import types
+from typing import Callable, Iterator
 
 import paddle
 import paddle.nn.functional as F
@@ -49,7 +51,7 @@ CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # fast-math: vecto
 
 
 @functools.lru_cache(maxsize=None)
-def kernels():
+def kernels() -> types.ModuleType:
     """The compiled operator module (built once per source, CPU flags and paddle version)."""
     from paddle.utils.cpp_extension import load
 
@@ -87,7 +89,7 @@ _export_ops = False
 
 
 @contextlib.contextmanager
-def export_ops(enabled: bool = True):
+def export_ops(enabled: bool = True) -> Iterator[None]:
     """While a model is converted to a static graph inside this block, layers may build operators of
     this module into it (:func:`in_export`). The exported program then needs this module's library
     to run (``common.inference.Predictor`` loads it) and runs on the CPU only."""
@@ -122,7 +124,7 @@ def dropout_p(layer: nn.Layer, p: float) -> float:
     return p if layer.training else 0.0
 
 
-def activation(fn) -> str | None:
+def activation(fn: Callable | nn.Layer) -> str | None:
     """"gelu" (exact) or "relu" where ``fn`` (a function or PaddleNLP's ACT2FN layer) is one, else None."""
     from paddlenlp.transformers.activations import GELUActivation
 
@@ -224,7 +226,7 @@ def pointwise_conv(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
     return out[0] if gelu else out
 
 
-def by_group_transposed(conv) -> paddle.Tensor:
+def by_group_transposed(conv: nn.Layer) -> paddle.Tensor:
     """The [out, in / groups(, 1)] weight of grouped 1x1 convolution ``conv`` as [groups, in / groups, out / groups]
     (each group's weight transposed), the layout of the token-major grouped operators (in an export, a
     parameter-only expression that paddle.inference folds into a parameter)."""
@@ -232,7 +234,7 @@ def by_group_transposed(conv) -> paddle.Tensor:
     return conv.weight.reshape([groups, out // groups, -1]).transpose([0, 2, 1])
 
 
-def grouped_linear(x: paddle.Tensor, conv) -> paddle.Tensor:
+def grouped_linear(x: paddle.Tensor, conv: nn.Layer) -> paddle.Tensor:
     """Grouped 1x1 convolution ``conv`` (a layer with ``weight`` [out, in / groups(, 1)], ``bias``, ``_groups``) of
     token-major [..., channels], one oneDNN GEMM per group (and row block) on one thread each; no gradient
     (exported models)."""
@@ -262,7 +264,8 @@ def _by_group(layer) -> tuple[paddle.Tensor, int]:
     return by_group_transposed(layer), int(layer._groups)
 
 
-def grouped_linear_add_norm(x: paddle.Tensor, layer, residual: paddle.Tensor, norm) -> paddle.Tensor:
+def grouped_linear_add_norm(x: paddle.Tensor, layer: nn.Layer, residual: paddle.Tensor,
+                            norm: nn.Layer) -> paddle.Tensor:
     """Layer norm ``norm`` over the last dimension of ``layer(x) + residual``, token-major [..., channels] (``layer``
     a grouped 1x1 convolution layer or a ``nn.Linear``, ``norm`` one with ``weight``, ``bias``, ``_epsilon``), one
     operator; no gradient (exported models, evaluation)."""
@@ -271,7 +274,7 @@ def grouped_linear_add_norm(x: paddle.Tensor, layer, residual: paddle.Tensor, no
                                                 norm.bias, groups, float(norm._epsilon))
 
 
-def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
+def grouped_ffn_add_norm(x: paddle.Tensor, inner: nn.Layer, outer: nn.Layer, norm: nn.Layer) -> paddle.Tensor:
     """Layer norm ``norm`` over the last dimension of ``outer(gelu(inner(x))) + x``, token-major [..., channels]
     (``inner``, ``outer`` grouped 1x1 convolution layers or ConvBERT's grouped linears of the same groups, or
     ``nn.Linear`` layers; GELU exact), one operator; no gradient (exported models, evaluation)."""
@@ -280,7 +283,7 @@ def grouped_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
                                              groups, float(norm._epsilon))
 
 
-def ffn_relu_add_scale_shift(x: paddle.Tensor, inner: nn.Linear, outer: nn.Linear, norm) -> paddle.Tensor:
+def ffn_relu_add_scale_shift(x: paddle.Tensor, inner: nn.Linear, outer: nn.Linear, norm: nn.Layer) -> paddle.Tensor:
     """``outer(relu(inner(x))) + x`` times ``norm.weight`` plus ``norm.bias`` over the last dimension (MobileBERT's
     feed-forward network with its residual add and NoNorm; ``inner``, ``outer`` Linears with biases), one operator;
     no gradient (evaluation)."""
@@ -288,7 +291,8 @@ def ffn_relu_add_scale_shift(x: paddle.Tensor, inner: nn.Linear, outer: nn.Linea
                                                  norm.weight, norm.bias)
 
 
-def linear_add_scale_shift(x: paddle.Tensor, dense: nn.Linear, residual: paddle.Tensor, norm) -> paddle.Tensor:
+def linear_add_scale_shift(x: paddle.Tensor, dense: nn.Linear, residual: paddle.Tensor,
+                           norm: nn.Layer) -> paddle.Tensor:
     """``dense(x) + residual`` times ``norm.weight`` plus ``norm.bias`` over the last dimension (MobileBERT's
     attention output and output bottleneck with their residual add and NoNorm; ``dense`` a Linear with a bias), one
     operator; no gradient (evaluation)."""
@@ -314,14 +318,14 @@ def channel_layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Ten
     return kernels().ct_channel_layer_norm(_dense(x), weight, bias, float(epsilon))[0]
 
 
-def pointwise_conv_add_norm(x: paddle.Tensor, conv, residual: paddle.Tensor, norm) -> paddle.Tensor:
+def pointwise_conv_add_norm(x: paddle.Tensor, conv: nn.Layer, residual: paddle.Tensor, norm: nn.Layer) -> paddle.Tensor:
     """Layer norm ``norm`` over the channels of ``conv(x) + residual`` ([batch, channels, length]; ``conv`` a grouped
     1x1 convolution layer, ``norm`` one with ``weight``, ``bias``, ``_epsilon``) as one operator; no gradient."""
     return kernels().ct_pointwise_conv_add_norm(_dense(x), conv.weight, conv.bias, _dense(residual), norm.weight,
                                                 norm.bias, int(conv._groups), float(norm._epsilon))
 
 
-def pointwise_ffn_add_norm(x: paddle.Tensor, inner, outer, norm) -> paddle.Tensor:
+def pointwise_ffn_add_norm(x: paddle.Tensor, inner: nn.Layer, outer: nn.Layer, norm: nn.Layer) -> paddle.Tensor:
     """Layer norm ``norm`` over the channels of ``outer(gelu(inner(x))) + x`` ([batch, channels, length]; ``inner``,
     ``outer`` grouped 1x1 convolution layers of the same groups, GELU exact) as one operator; no gradient."""
     return kernels().ct_pointwise_ffn_add_norm(_dense(x), inner.weight, inner.bias, outer.weight, outer.bias,
@@ -353,7 +357,8 @@ class Linear(nn.Linear):
         return nn.Linear.forward(self, x)
 
 
-def additive_mask(attn_mask, batch: int, keys: int, dtype) -> paddle.Tensor | None:
+def additive_mask(attn_mask: paddle.Tensor | None, batch: int, keys: int,
+                  dtype: paddle.dtype | str) -> paddle.Tensor | None:
     """``attn_mask`` as the additive [batch, 1, 1 or query, keys] mask the attention operators take
     (zeros for None, in dygraph; paddle's conversion of bool and int masks), or None for a shape they
     do not take. In a static graph (an export) the mask's sizes are not compared here (they would become
@@ -395,7 +400,8 @@ def one_operator_attention(p: float) -> bool:
     return p == 0 and (in_export() or not paddle.is_grad_enabled())
 
 
-def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int, p: float):
+def attend(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor, heads: int,
+           p: float) -> paddle.Tensor:
     """Multi-head attention of projected [batch, length, heads * size] q, k, v under an
     :func:`additive_mask`. Without dropout or gradient (in an export, or under ``paddle.no_grad``):
     one operator for all of it, one (sample, head) per task. Otherwise one copy per head split and
@@ -414,8 +420,8 @@ def attends(layer: nn.Layer, x: paddle.Tensor) -> bool:
     return fast(layer, x) or (in_export() and x.dtype == paddle.float32)
 
 
-def attention_mask(layer: nn.MultiHeadAttention, query: paddle.Tensor, key: paddle.Tensor, attn_mask,
-                   cache) -> paddle.Tensor | None:
+def attention_mask(layer: nn.MultiHeadAttention, query: paddle.Tensor, key: paddle.Tensor,
+                   attn_mask: paddle.Tensor | None, cache: object) -> paddle.Tensor | None:
     """The :func:`additive_mask` for :func:`attend` where kernel-backed attention ``layer`` (a
     ``nn.MultiHeadAttention``) runs the operators on this call (:func:`attends`, no cache, no attention weights
     asked for), else None: the layer's own forward runs."""

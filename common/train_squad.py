@@ -65,7 +65,7 @@ class SquadTrainingArguments(GlueTrainingArguments):
     load_best_model_at_end: bool = field(default=False, metadata={"help": "must stay false"})
 
 
-def span_loss(outputs, labels) -> paddle.Tensor:
+def span_loss(outputs: tuple[paddle.Tensor, ...], labels: tuple[paddle.Tensor, paddle.Tensor]) -> paddle.Tensor:
     """Mean of the start- and end-position cross-entropies (as HF's ``*ForQuestionAnswering``)."""
     start_positions, end_positions = labels
     start_loss = F.cross_entropy(outputs[0], start_positions.reshape([-1]))

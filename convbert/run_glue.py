@@ -28,7 +28,7 @@ def layer_depth(name: str, num_layers: int) -> int:
     raise ValueError(f"no layer depth for parameter {name!r}")
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     return glue_main("convbert", CLASSIFIER, argv, layer_depth=layer_depth)
 
 

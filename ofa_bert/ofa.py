@@ -94,7 +94,7 @@ class FastSuperLinear(SuperLinear):
         return tk.bias_add(tk.matmul(input, self.weight, out_features=cols), bias)
 
 
-def bind_attention(model) -> list:
+def bind_attention(model: nn.Layer) -> list:
     """Make each self-attention of ``model`` (a ``BertForSequenceClassification``) a :class:`WidthAttention`;
     returns the per-layer head-mask list they read (all None: no masking)."""
     layers = model.bert.encoder.layers
@@ -114,7 +114,7 @@ def model_inputs(batch: dict) -> tuple[tuple, dict]:
 
 
 def head_neuron_importance(
-    model, head_masks: list, batches: Iterable[dict], loss_fn: Callable
+    model: nn.Layer, head_masks: list, batches: Iterable[dict], loss_fn: Callable
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """DynaBERT importance from the task loss on ``batches`` (training data): per head,
     sum over batches of |dL/d head_mask|; per feed-forward neuron, |sum of w * dL/dw| over its
@@ -144,7 +144,7 @@ def _take(param, index: np.ndarray, axis: int) -> None:
     param.set_value(np.take(param.numpy(), index, axis=axis))
 
 
-def reorder_by_importance(model, heads: np.ndarray, neurons: list[np.ndarray]) -> None:
+def reorder_by_importance(model: nn.Layer, heads: np.ndarray, neurons: list[np.ndarray]) -> None:
     """Permute heads and feed-forward neurons of every layer, most important first (the
     function computed by the full-width model is unchanged)."""
     for layer, head_imp, neuron_imp in zip(model.bert.encoder.layers, heads, neurons):
@@ -182,13 +182,13 @@ def _to_supernet(model) -> None:
     set_state_dict(model, state)
 
 
-def build_ofa(student) -> OFA:
+def build_ofa(student: nn.Layer) -> OFA:
     """Turn ``student`` into a supernet wrapped in ``OFA`` (width only; distillation is :func:`distill_step`'s)."""
     _to_supernet(student)
     return OFA(student, elastic_order=["width"])
 
 
-def build_paddleslim_ofa(student, teacher, lambda_rep: float) -> OFA:
+def build_paddleslim_ofa(student: nn.Layer, teacher: nn.Layer, lambda_rep: float) -> OFA:
     """PaddleSlim's own distillation set-up, which :func:`distill_step` replaces (the reference the tests compare
     with, and what ``time_distill.py --distill paddleslim`` times): the supernet in ``OFA`` with a
     ``DistillConfig`` on the embeddings and every encoder layer of ``teacher`` (weight ``lambda_rep``)."""
@@ -236,12 +236,12 @@ def set_width(ofa_model: OFA, config: dict) -> None:
     ofa_model.current_config = config
 
 
-def soft_cross_entropy(logits, teacher_logits):
+def soft_cross_entropy(logits: paddle.Tensor, teacher_logits: paddle.Tensor) -> paddle.Tensor:
     """Cross-entropy of the student's logits against the teacher's softmax."""
     return -(F.softmax(teacher_logits, axis=-1) * F.log_softmax(logits, axis=-1)).sum(-1).mean()
 
 
-def distill_step(ofa_model: OFA, teacher, batch: dict, configs: list[dict], lambda_rep: float,
+def distill_step(ofa_model: OFA, teacher: nn.Layer, batch: dict, configs: list[dict], lambda_rep: float,
                  lambda_logit: float, regression: bool) -> list[float]:
     """One batch of OFA training, gradients accumulated: the frozen ``teacher``'s hidden states and logits once, then
     per width config the student's loss, ``lambda_rep`` x the sum over the embeddings and every encoder layer of the

@@ -20,13 +20,13 @@ import math
 import os
 import shutil
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import common  # noqa: F401  (zlib before paddle)
 import paddle
 from common.checkpoint import open_paddle_checkpoint
 from common.errors import UserError, cli
-from common.glue import get_task, label_order, read_split
+from common.glue import GlueTask, get_task, label_order, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
 from common.train_glue import Collator, GlueLoss, encode, param_groups, speed_up_on_cpu
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def evaluate(model, batches, task) -> dict:
+def evaluate(model: paddle.nn.Layer, batches: Iterable[dict], task: GlueTask) -> dict:
     """Task metrics of ``model`` (a classifier called directly) on collated ``batches``."""
     import numpy as np
 
@@ -104,7 +104,7 @@ def evaluate(model, batches, task) -> dict:
     return glue_metrics(task, np.concatenate(preds), np.concatenate(labels))
 
 
-def format_table(task, rows: dict[str, dict]) -> str:
+def format_table(task: GlueTask, rows: dict[str, dict]) -> str:
     """One line per width (and the teacher): heads, neurons, parameters, dev metrics."""
     columns = [(split, name) for split in task.dev_splits for name in task.metric_names]
     lines = ["width    heads  ffn     parameters  " + "  ".join(f"{s} {n}" for s, n in columns)]

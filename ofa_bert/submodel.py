@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.errors import UserError
 
+if TYPE_CHECKING:
+    import paddle
+    from paddlenlp.transformers import BertForSequenceClassification, PretrainedConfig
+
 STATE_FILE = "model_state.pdparams"
 
 
-def width_dims(config, width: float) -> tuple[int, int]:
+def width_dims(config: PretrainedConfig, width: float) -> tuple[int, int]:
     """(attention heads, feed-forward neurons) kept per layer at ``width``."""
     if not 0 < width <= 1:
         raise UserError(f"width {width} must be in (0, 1]")
@@ -36,7 +41,7 @@ def width_dims(config, width: float) -> tuple[int, int]:
     return round(heads), max(1, round(width * config.intermediate_size))
 
 
-def shrink_attention(model, heads: int) -> None:
+def shrink_attention(model: paddle.nn.Layer, heads: int) -> None:
     """Give every self-attention of ``model`` ``heads`` heads of the same size (fresh projections)."""
     import paddle.nn as nn
 
@@ -55,7 +60,7 @@ def _prefixes(state: dict, shapes: dict) -> dict:
             for name, shape in shapes.items()}
 
 
-def extract_submodel(model, width: float):
+def extract_submodel(model: BertForSequenceClassification, width: float) -> BertForSequenceClassification:
     """A new ``BertForSequenceClassification`` holding ``model``'s sub-network at ``width``."""
     import paddlenlp.transformers as ppt
 
@@ -72,7 +77,7 @@ def extract_submodel(model, width: float):
     return sub
 
 
-def load_submodel(path: str):
+def load_submodel(path: str) -> BertForSequenceClassification:
     """Load a sub-model directory written by ``ofa_bert/export_model.py``."""
     import paddle
     import paddlenlp.transformers as ppt
@@ -94,6 +99,6 @@ def load_submodel(path: str):
     return model
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: paddle.nn.Layer) -> int:
     """Number of parameter values (trainable or not) of ``model``."""
     return sum(int(np.prod(p.shape)) for p in model.parameters())
