@@ -9,9 +9,10 @@ random sequences; inference runs in eval mode without gradients, a training step
 (dropout) with AdamW. Per model and batch size, the backends are timed side by side: ``--warmup``
 untimed calls of each, then ``--runs`` rounds of one call of each, the order rotated every round
 (``common/interleave.py``: a slow phase of the machine falls on every backend alike); likewise the
-fine-tuning steps. The ``*_kernels`` backends run a copy of the paddle model on those layers. Times are the
-median, with the thread count fixed for both frameworks and glibc
-malloc keeping freed memory (``common/malloc.py``).
+fine-tuning steps. The models of the cross-model targets (``--together``: BERT-base, SqueezeBERT, the OFA
+widths) are held at once and their inference calls share the rounds, so those ratios are paired too. The
+``*_kernels`` backends run a copy of the paddle model on those layers. Times are the median, with the thread
+count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``).
 Writes ``results.json``, ``results.md`` and ``results.png`` under ``--output_dir``; exit code 1
 when any measurement failed (the others are still written).
 """
@@ -27,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 # paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_dygraph_kernels", "paddle_infer_fp32", "paddle_ort_fp32",
                       "paddle_infer_bf16", "torch_fp32", "torch_bf16")
+EXPORTED_BACKENDS = ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16")
 # paddle_train: paddle's own kernels; paddle_train_kernels: common/train_kernels.py's (what run_glue uses on CPU).
 TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
@@ -64,6 +66,10 @@ ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_dygraph_kernels": 35
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
 # spins 200 ms after a parallel region) would take cores from the first runs.
 SETTLE_S = 0.3
+# Timed in the same rounds by default: the models of the cross-model targets (SqueezeBERT and the OFA widths
+# against BERT-base), held in memory at once.
+TOGETHER = ("bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.833", "ofa-bert-base-w0.667",
+            "ofa-bert-base-w0.5")
 
 
 @dataclass
@@ -84,6 +90,8 @@ class Settings:
     # how a model's rows were timed: "interleaved" (common/interleave.py); results.json written before: one
     # backend after another (no such key)
     timing: str = "interleaved"
+    # models whose inference calls shared the rounds (none: each model's own; results.json written before: none)
+    together: list[str] = field(default_factory=list)
 
 
 class Models(NamedTuple):
@@ -175,20 +183,23 @@ def train_step(backend: str, models: Models, batch: dict) -> Side:
     return Side(step, model.train)
 
 
-def measured_rows(kind: str, model: str, bs: int, seq: int, sides: dict[str, Side], s: Settings,
-                  flops: Callable[[str], int], peak: Callable[[str], float]) -> list[dict]:
-    """Time ``sides`` (backend -> side) interleaved (``common/interleave.py``); a row per backend, a failure a
-    row with ``error``. ``flops`` / ``peak``: a backend's FLOPs per sequence and peak GFLOP/s."""
+def measured_rows(kind: str, bs: int, seq: int, sides: dict[tuple[str, str], Side], s: Settings,
+                  flops: Callable[[str, str], int], peak: Callable[[str], float]) -> list[dict]:
+    """Time ``sides`` ((model, backend) -> side) interleaved (``common/interleave.py``); a row per side, a failure
+    a row with ``error``; ``timed_with``: the models whose calls shared the rounds. ``flops`` / ``peak``: a
+    model and backend's FLOPs per sequence, a backend's peak GFLOP/s."""
     warmup, runs = (s.train_warmup, s.train_runs) if kind == "train" else (s.warmup, s.runs)
     interleaved(list(sides.values()), warmup, runs, 0.0 if s.quick else SETTLE_S)
+    timed_with = list(dict.fromkeys(model for model, _ in sides))
     rows = []
-    for backend, side in sides.items():
-        row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq}
+    for (model, backend), side in sides.items():
+        row = {"kind": kind, "model": model, "backend": backend, "batch_size": bs, "seq_len": seq,
+               "timed_with": timed_with}
         if side.error is not None:
             rows.append(row | {"error": error_line(side.error)})
             continue
         median = statistics.median(side.times)
-        rate = flops(backend) * bs / median / 1e9
+        rate = flops(model, backend) * bs / median / 1e9
         rows.append(row | {"ms_per_batch": 1e3 * median, "seq_per_s": bs / median, "gflop_per_s": rate,
                            "pct_of_peak": 100 * rate / peak(backend), "runs_ms": [1e3 * t for t in side.times]})
     return rows
@@ -236,8 +247,22 @@ def failed_model(model: Model, s: Settings, exc: Exception) -> tuple[dict, list[
     return {"model_type": model.model_type, "note": model.note, "error": error}, rows
 
 
-def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[dict]]:
-    """(model summary, result rows) for one model on the selected backends."""
+@dataclass
+class Prepared:
+    """A model built in both frameworks and exported, ready to be timed (:func:`prepare`)."""
+
+    model: Model
+    summary: dict
+    models: Models
+    vocab: int
+    flops: int
+    exported_flops: int
+    train_flops: int
+    predictors: dict
+
+
+def prepare(model: Model, s: Settings, tmp: str) -> Prepared:
+    """Build ``model`` in both frameworks (the logits compared), export it under ``tmp``, make its predictors."""
     start = time.perf_counter()
     torch_model, paddle_model, cfg = build_pair(model, s.quick)
     models = with_kernels(torch_model, paddle_model, s.backends)
@@ -256,39 +281,96 @@ def bench_model(model: Model, s: Settings, machine: dict) -> tuple[dict, list[di
         "parameters": int(sum(p.numel() for p in torch_model.parameters())),
         "parity_max_abs_logit_diff": float(np.abs(ref - got).max()), "max_abs_logit": float(np.abs(ref).max()),
     }
+    exported = [b for b in s.backends if b in EXPORTED_BACKENDS]
+    predictors = make_predictors(paddle_model, exported, s.threads, tmp, not s.full_last_layer)
+    summary["setup_s"] = time.perf_counter() - start
+    at_cls = f" ({exported_flops / 1e9:.3g} exported, last layer at [CLS])" if first_token else ""
+    print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq{at_cls}, "
+          f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
+          f"setup {summary['setup_s']:.0f} s", flush=True)
+    return Prepared(model, summary, models, vocab, flops, exported_flops, train_flops, predictors)
+
+
+def _peak(machine: dict) -> Callable[[str], float]:
+    return lambda backend: machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]
+
+
+def inference_rows(ready: list[Prepared], s: Settings, machine: dict) -> list[dict]:
+    """Per batch size, every inference backend of every model in ``ready`` timed in the same rounds; each bf16
+    row with its logits' difference from the same model's fp32 side."""
+    by_name = {p.model.name: p for p in ready}
+    backends = [b for b in INFERENCE_BACKENDS if b in s.backends]
     rows = []
-    exported = [b for b in s.backends if b.startswith(("paddle_infer", "paddle_ort"))]
-    peak = lambda backend: machine["peak_bf16_gflops" if backend in BF16_BACKENDS else "peak_fp32_gflops"]  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:
-        predictors = make_predictors(paddle_model, exported, s.threads, tmp, not s.full_last_layer)
-        summary["setup_s"] = time.perf_counter() - start
-        at_cls = f" ({exported_flops / 1e9:.3g} exported, last layer at [CLS])" if first_token else ""
-        print(f"{model.name}: {summary['parameters'] / 1e6:.3g}M parameters, {flops / 1e9:.3g} GFLOP/seq{at_cls}, "
-              f"torch-paddle max |logit diff| {summary['parity_max_abs_logit_diff']:.1e}, "
-              f"setup {summary['setup_s']:.0f} s", flush=True)
-        backends = [b for b in INFERENCE_BACKENDS if b in s.backends]
-        for bs in s.batch_sizes:  # every backend's calls interleaved with the others'
-            batch = make_batch(bs, s.seq_len, vocab)
-            sides = {b: made(lambda: inference_step(b, models, predictors, batch)) for b in backends}
-            batch_rows = measured_rows("inference", model.name, bs, s.seq_len, sides, s,
-                                       lambda b: exported_flops if b in exported else flops, peak)
-            for row in batch_rows:
-                fp32 = sides.get(FP32_OF.get(row["backend"]))
-                if "error" not in row and fp32 is not None and fp32.error is None:
-                    logits = sides[row["backend"]].value
-                    row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits - fp32.value).max())
-                print(describe(row), flush=True)
-            rows += batch_rows
-        predictors.clear()
+    for bs in s.batch_sizes:
+        sides = {}
+        for p in ready:
+            batch = make_batch(bs, s.seq_len, p.vocab)
+            sides |= {(p.model.name, b): made(lambda: inference_step(b, p.models, p.predictors, batch))
+                      for b in backends}
+
+        def flops(name: str, backend: str) -> int:
+            p = by_name[name]
+            return p.exported_flops if backend in EXPORTED_BACKENDS else p.flops
+
+        batch_rows = measured_rows("inference", bs, s.seq_len, sides, s, flops, _peak(machine))
+        for row in batch_rows:
+            fp32 = sides.get((row["model"], FP32_OF.get(row["backend"])))
+            if "error" not in row and fp32 is not None and fp32.error is None:
+                logits = sides[row["model"], row["backend"]].value
+                row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits - fp32.value).max())
+        for row in batch_rows:
+            print((f"  {row['model']}" if len(ready) > 1 else "") + describe(row), flush=True)
+        rows += batch_rows
+    return rows
+
+
+def train_rows(p: Prepared, s: Settings, machine: dict) -> list[dict]:
+    """``p``'s fine-tuning steps, its backends timed in the same rounds."""
     backends = [b for b in s.backends if b in TRAIN_BACKENDS]
-    if backends:
-        batch = make_batch(s.train_batch_size, s.train_seq_len, vocab)
-        sides = {b: made(lambda: train_step(b, models, batch)) for b in backends}
-        rows += measured_rows("train", model.name, s.train_batch_size, s.train_seq_len, sides, s,
-                              lambda b: train_flops, lambda b: machine["peak_fp32_gflops"])
-        for row in rows[-len(backends):]:
-            print(describe(row), flush=True)
-    return summary, rows
+    if not backends:
+        return []
+    batch = make_batch(s.train_batch_size, s.train_seq_len, p.vocab)
+    sides = {(p.model.name, b): made(lambda: train_step(b, p.models, batch)) for b in backends}
+    rows = measured_rows("train", s.train_batch_size, s.train_seq_len, sides, s, lambda name, b: p.train_flops,
+                         lambda b: machine["peak_fp32_gflops"])
+    for row in rows:
+        print(describe(row), flush=True)
+    return rows
+
+
+def bench_group(group: list[Model], s: Settings, machine: dict) -> dict[str, tuple[dict, list[dict]]]:
+    """Model name -> (summary, result rows) for ``group``: built and exported together, their inference calls
+    timed in the same rounds, then each model's fine-tuning steps; a model that cannot be built gets error rows
+    (:func:`failed_model`) and the others go on."""
+    out, ready = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in group:
+            try:
+                ready.append(prepare(model, s, os.path.join(tmp, model.name)))
+            except Exception as exc:  # noqa: BLE001  (reported; the other models still run)
+                print(f"{model.name}: FAILED to build: {type(exc).__name__}: {exc}", flush=True)
+                out[model.name] = failed_model(model, s, exc)
+        rows = inference_rows(ready, s, machine)
+        for p in ready:
+            p.predictors.clear()
+    while ready:  # each model released after its steps
+        p = ready.pop(0)
+        out[p.model.name] = p.summary, [r for r in rows if r["model"] == p.model.name] + train_rows(p, s, machine)
+        del p
+        gc.collect()
+    return {m.name: out[m.name] for m in group}
+
+
+def groups(s: Settings) -> list[list[str]]:
+    """``s.models`` in order as the groups :func:`bench_group` times: ``s.together`` as one, at its first
+    model's place; every other model alone."""
+    out = []
+    for name in s.models:
+        if name not in s.together:
+            out.append([name])
+        elif name == s.together[0]:
+            out.append(list(s.together))
+    return out
 
 
 def estimate_seconds(s: Settings) -> float:
@@ -347,6 +429,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                         help="export classifiers with the whole last encoder layer (default: a classifier's exports "
                              "compute it at [CLS] only, the one token its head reads: same "
                              "logits, fewer FLOPs, which its exported rows' GFLOP/s count)")
+    parser.add_argument("--together", default=",".join(TOGETHER),
+                        help="models (of --models) built at once whose inference calls share the rounds, so that "
+                             "ratios between them are paired too; '' for none (default: "
+                             f"{','.join(TOGETHER)}, the cross-model targets'; at full size with every inference "
+                             "backend a peak of 17.5 GB at batch 32 x 128)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
     args = parser.parse_args(argv)
@@ -359,6 +446,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     if args.seq_len < 2 or min(args.warmup, args.train_warmup) < 0:
         raise UserError("--seq_len must be >= 2, --warmup and --train_warmup >= 0")
     backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, MODELS, "model")
+    together = [m for m in models if m in (_names(args.together, MODELS, "model") if args.together else [])]
     check_seq_len(models, args.seq_len, args.quick)
     check_seq_len(models, args.train_seq_len or args.seq_len, args.quick, "--train_seq_len")
     if missing and "paddle_infer_bf16" in backends:
@@ -369,7 +457,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         batch_sizes=sizes, seq_len=args.seq_len, train_batch_size=args.train_batch_size,
         train_seq_len=args.train_seq_len or args.seq_len, warmup=args.warmup, runs=args.runs,
         train_runs=args.train_runs, threads=args.threads, quick=args.quick, full_last_layer=args.full_last_layer,
-        train_warmup=args.train_warmup,
+        train_warmup=args.train_warmup, together=together if len(together) > 1 else [],
     )
     return settings, args
 
@@ -437,17 +525,15 @@ def main(argv: list[str] | None = None) -> dict:
         results = resumed(results, args.output_dir)
         print(f"resuming {args.output_dir}: {', '.join(results['models']) or 'no model'} kept", flush=True)
     earlier_s = results.get("wall_s", 0.0)
-    for name in s.models:
-        if name in results["models"]:
+    for group in groups(s):
+        group = [name for name in group if name not in results["models"]]
+        if not group:
             continue
-        try:
-            results["models"][name], rows = bench_model(MODELS[name], s, machine)
-        except Exception as exc:  # noqa: BLE001  (reported; the other models still run)
-            print(f"{name}: FAILED to build: {type(exc).__name__}: {exc}", flush=True)
-            results["models"][name], rows = failed_model(MODELS[name], s, exc)
-        results["results"] += rows
+        for name, (summary, rows) in bench_group([MODELS[name] for name in group], s, machine).items():
+            results["models"][name] = summary
+            results["results"] += rows
         results["wall_s"], results["estimate_s"] = earlier_s + time.perf_counter() - started, estimate
-        write_results(results, args.output_dir)  # after every model: an interrupted run keeps what it measured
+        write_results(results, args.output_dir)  # after every group: an interrupted run keeps what it measured
         gc.collect()
     if any(r.get("pct_of_peak", 0) > 100 for r in results["results"]):
         print(f"warning: rates above the assumed peak: the clock is above {machine['ghz']:.2f} GHz; "

@@ -43,23 +43,29 @@ def _measured(rows: list[dict]) -> dict:
     return {k: r for k, r in _index(rows).items() if "error" not in r}
 
 
-def _ratio(num: dict, den: dict, paired: bool) -> float:
-    """``num``'s time over ``den``'s: with ``paired`` (rows of one interleaved measurement, one run of each per
+def _same_rounds(a: dict, b: dict, interleaved: bool) -> bool:
+    """Whether rows ``a`` and ``b`` were timed in the same rounds: the same ``timed_with`` models (one
+    interleaved measurement); rows from before it was recorded: those of one model in an ``interleaved`` run."""
+    if "timed_with" in a or "timed_with" in b:
+        return a.get("timed_with") == b.get("timed_with")
+    return interleaved and a["model"] == b["model"]
+
+
+def _ratio(num: dict, den: dict, interleaved: bool) -> float:
+    """``num``'s time over ``den``'s: for rows timed in the same rounds (:func:`_same_rounds`, one run of each per
     round), the median of the rounds' ratios, in which a slow phase of the machine cancels; else the ratio of the
     medians."""
-    if paired and len(num.get("runs_ms", ())) == len(den.get("runs_ms", ())) > 0:
+    if _same_rounds(num, den, interleaved) and len(num.get("runs_ms", ())) == len(den.get("runs_ms", ())) > 0:
         return float(np.median(round_ratios(num["runs_ms"], den["runs_ms"])))
     return num["ms_per_batch"] / den["ms_per_batch"]
 
 
 def _ratios(found: dict, sizes: list[int], num: tuple, den: tuple, interleaved: bool = False) -> dict[int, float]:
     """Batch size -> the time of ``num`` over that of ``den`` ((model, backends...) pairs; the backends' best
-    ratio counts), where both were measured; ``interleaved``: a run whose rows of one model and batch size were
-    timed side by side, so ratios within a model are taken per round (:func:`_ratio`)."""
+    ratio counts), where both were measured; ``interleaved``: the run's settings' timing (:func:`_ratio`)."""
     out = {}
-    paired = interleaved and num[0] == den[0]
     for b in sizes:
-        ratios = [_ratio(found[num[0], n, b], found[den[0], d, b], paired)
+        ratios = [_ratio(found[num[0], n, b], found[den[0], d, b], interleaved)
                   for n in num[1:] if (num[0], n, b) in found for d in den[1:] if (den[0], d, b) in found]
         if ratios:
             out[b] = min(ratios)
@@ -92,8 +98,11 @@ def targets(results: dict) -> list[str]:
     sizes, models = s["batch_sizes"], _models(results)
     inf, train = _measured(_by_kind(results, "inference")), _measured(_by_kind(results, "train"))
     interleaved = s.get("timing") == "interleaved"
-    measured = ("ratio of ms per batch; within a model the median of the rounds' ratios" if interleaved
-                else "ratio of ms per batch") + ", @batch size"
+    how = ""
+    if interleaved:
+        among = f" and among {', '.join(s['together'])}" if s.get("together") else ""
+        how = f"; within a model{among} the median of the rounds' ratios"
+    measured = f"ratio of ms per batch{how}, @batch size"
     lines = [f"| target | model | measured ({measured}) | met | note |", "|---|---|---|---|---|"]
     fp32 = f"paddle's best fp32 path / torch eager fp32 <= {TARGET_PADDLE_OVER_TORCH}"
     bf16 = f"paddle inference bf16 / torch bf16 autocast <= {TARGET_PADDLE_OVER_TORCH}"
@@ -107,7 +116,8 @@ def targets(results: dict) -> list[str]:
     if {"bert-base-uncased", "squeezebert-uncased"} <= set(models):
         for backend in ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16", "paddle_dygraph",
                         "paddle_dygraph_kernels", "torch_fp32"):
-            speedup = _ratios(inf, sizes, ("bert-base-uncased", backend), ("squeezebert-uncased", backend))
+            speedup = _ratios(inf, sizes, ("bert-base-uncased", backend), ("squeezebert-uncased", backend),
+                              interleaved)
             lines.append(_target_row(f"SqueezeBERT speedup over BERT-base, {backend} >= {TARGET_SQUEEZEBERT_SPEEDUP}",
                                      "squeezebert-uncased", speedup, lambda r: r >= TARGET_SQUEEZEBERT_SPEEDUP,
                                      "" if backend.startswith("paddle") else "torch: for reference"))
@@ -124,7 +134,7 @@ def targets(results: dict) -> list[str]:
     for m, width in OFA_WIDTHS[1:]:
         if m in models and "bert-base-uncased" in models:
             for backend in ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16"):
-                ratio = _ratios(inf, sizes, (m, backend), ("bert-base-uncased", backend))
+                ratio = _ratios(inf, sizes, (m, backend), ("bert-base-uncased", backend), interleaved)
                 limit = TARGET_OFA_W05 if width == "0.5" else None
                 published = PUBLISHED_OFA.get(m)
                 lines.append(_target_row(
@@ -196,6 +206,11 @@ _TIMING = {
 }
 
 
+def _together(settings: dict) -> str:
+    together = settings.get("together")
+    return f"; those of {', '.join(together)} in the same rounds" if together else ""
+
+
 def markdown(results: dict) -> str:
     """Inference: a row per model x backend (ms per batch at batch 1, seq/s at the others, GFLOP/s
     and % of peak at the largest batch); training: a row per model x backend."""
@@ -212,7 +227,7 @@ def markdown(results: dict) -> str:
         + "; ".join(m["assumptions"]) + ".",
         "",
         f"Inference: sequence length {s['seq_len']}, full-length random inputs, random weights; median of "
-        f"{s['runs']} runs after {s['warmup']} warm-up{_TIMING[s.get('timing')]}. FLOPs: matmuls and convolutions of the encoder "
+        f"{s['runs']} runs after {s['warmup']} warm-up{_TIMING[s.get('timing')]}{_together(s)}. FLOPs: matmuls and convolutions of the encoder "
         "(common/flops.py). paddle_infer_*: the model exported by common/inference.py (ConvBERT's span "
         "convolution as this repo's CPU operator, common/train_kernels.cc); paddle_dygraph_kernels: dygraph with "
         "common/train_kernels.py's layers (run_glue's evaluation on CPU); paddle_ort_fp32: the export with "

@@ -353,6 +353,56 @@ def test_benchmark_times_a_models_backends_interleaved(tmp_path, monkeypatch):
     assert "median of 2 runs after 1 warm-up, one backend after another." in benchmark.markdown(results)
 
 
+def test_benchmark_times_the_cross_model_targets_models_in_the_same_rounds(tmp_path, monkeypatch):
+    """--together's models (of --models) are built at once and each batch size's inference calls of all of them
+    share one interleaved measurement; fine-tuning steps stay per model; a member that cannot be built gets error
+    rows and the others go on; a model outside the group is timed alone."""
+    import benchmark
+
+    real_build, seen, real = benchmark.build_pair, [], benchmark.interleaved
+
+    def build(model, quick):
+        if model.name == "squeezebert-uncased":
+            raise RuntimeError("no squeezebert")
+        return real_build(model, quick)
+
+    monkeypatch.setattr(benchmark, "build_pair", build)
+    monkeypatch.setattr(benchmark, "interleaved", lambda sides, *a: seen.append(len(sides)) or real(sides, *a))
+    out = tmp_path / "bench"
+    results = benchmark.main(["--quick", "--models", "tinybert-4l-312d,bert-base-uncased,squeezebert-uncased,"
+                              "ofa-bert-base-w0.5", "--backends", "paddle_dygraph,torch_fp32,paddle_train,torch_train",
+                              "--output_dir", str(out)])
+    assert results["settings"]["together"] == ["bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.5"]
+    assert seen == [2, 2, 2, 4, 4, 2, 2]  # tinybert: batch 1, 2, training; the group: batch 1, 2; two trainings
+    assert list(results["models"]) == ["tinybert-4l-312d", "bert-base-uncased", "squeezebert-uncased",
+                                       "ofa-bert-base-w0.5"]
+    rows = {(r["model"], r["backend"], r["batch_size"]): r for r in results["results"]}
+    group = ["bert-base-uncased", "ofa-bert-base-w0.5"]
+    assert rows["bert-base-uncased", "torch_fp32", 2]["timed_with"] == group
+    assert rows["ofa-bert-base-w0.5", "paddle_dygraph", 1]["timed_with"] == group
+    assert rows["bert-base-uncased", "torch_train", 2]["timed_with"] == ["bert-base-uncased"]
+    assert rows["tinybert-4l-312d", "paddle_dygraph", 1]["timed_with"] == ["tinybert-4l-312d"]
+    assert rows["squeezebert-uncased", "paddle_dygraph", 1]["error"] == "RuntimeError: no squeezebert"
+    assert [r for r in results["results"] if "error" in r and r["model"] != "squeezebert-uncased"] == []
+    text = (out / "results.md").read_text()
+    assert ("interleaved (one call of each per round, the order rotated every round); those of bert-base-uncased, "
+            "squeezebert-uncased, ofa-bert-base-w0.5 in the same rounds.") in text
+    assert "within a model and among bert-base-uncased, squeezebert-uncased, ofa-bert-base-w0.5 the median" in text
+    assert benchmark.parse_args(["--together", ""])[0].together == []
+    assert benchmark.parse_args(["--models", "bert-base-uncased,tinybert-4l-312d"])[0].together == []
+    with pytest.raises(UserError, match="unknown model: gpt2"):
+        benchmark.parse_args(["--together", "gpt2"])
+
+
+def test_groups_put_the_together_models_at_the_first_ones_place():
+    import benchmark
+
+    s = benchmark.Settings(models=["a", "b", "c", "d", "e"], backends=[], batch_sizes=[1], seq_len=8,
+                           train_batch_size=1, train_seq_len=8, warmup=0, runs=1, train_runs=1, threads=1,
+                           quick=True, together=["b", "d"])
+    assert benchmark.groups(s) == [["a"], ["b", "d"], ["c"], ["e"]]
+
+
 def test_benchmark_rejects_unknown_names():
     import benchmark
 
@@ -620,6 +670,25 @@ def test_targets_within_a_model_pair_the_rounds_of_an_interleaved_run():
     del results["settings"]["timing"]
     lines = targets(results)
     assert fp32 + "@1: 0.90x | no |  |" in lines and any(line.startswith(squeezebert) for line in lines)
+
+
+def test_targets_pair_the_rounds_of_rows_timed_together():
+    """Rows of two models timed in the same rounds (the same ``timed_with``) give the median of the rounds'
+    ratios; rows timed apart keep the ratio of their medians."""
+    from common.bench_report import targets
+
+    together = ["bert-base-uncased", "squeezebert-uncased"]
+    rows = [_row("bert-base-uncased", "paddle_infer_fp32", 1, 90.0, runs_ms=[90.0, 60.0, 120.0]),
+            _row("squeezebert-uncased", "paddle_infer_fp32", 1, 30.0, runs_ms=[45.0, 30.0, 24.0])]
+    results = {"settings": {"batch_sizes": [1], "train_batch_size": 32, "timing": "interleaved",
+                            "together": together},
+               "models": dict.fromkeys(together, {}), "results": [r | {"timed_with": together} for r in rows]}
+    squeezebert = "| SqueezeBERT speedup over BERT-base, paddle_infer_fp32 >= 2.5 | squeezebert-uncased | @1: "
+    lines = targets(results)
+    assert "among bert-base-uncased, squeezebert-uncased the median of the rounds' ratios" in lines[0]
+    assert squeezebert + "2.00x | no |  |" in lines  # rounds 2.0, 2.0, 5.0 (medians: 3.00)
+    results["results"] = [r | {"timed_with": [r["model"]]} for r in rows]
+    assert squeezebert + "3.00x | yes |  |" in targets(results)
 
 
 def test_report_only_rewrites_the_summary_tables_from_results_json(tmp_path, capsys):
