@@ -388,6 +388,7 @@ def test_benchmark_times_the_cross_model_targets_models_in_the_same_rounds(tmp_p
     assert ("interleaved (one call of each per round, the order rotated every round); those of bert-base-uncased, "
             "squeezebert-uncased, ofa-bert-base-w0.5 in the same rounds.") in text
     assert "within a model and among bert-base-uncased, squeezebert-uncased, ofa-bert-base-w0.5 the median" in text
+    assert benchmark.parse_args([])[0].together == ["bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.5"]
     assert benchmark.parse_args(["--together", ""])[0].together == []
     assert benchmark.parse_args(["--models", "bert-base-uncased,tinybert-4l-312d"])[0].together == []
     with pytest.raises(UserError, match="unknown model: gpt2"):
