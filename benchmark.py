@@ -296,17 +296,16 @@ def _peak(machine: dict) -> Callable[[str], float]:
 
 
 def inference_rows(ready: list[Prepared], s: Settings, machine: dict) -> list[dict]:
-    """Per batch size, every inference backend of every model in ``ready`` timed in the same rounds; each bf16
-    row with its logits' difference from the same model's fp32 side."""
+    """Per batch size, every inference backend of every model in ``ready`` timed in the same rounds, backend by
+    backend (a backend's calls on the models next to each other, as the cross-model targets compare them); each
+    bf16 row with its logits' difference from the same model's fp32 side."""
     by_name = {p.model.name: p for p in ready}
     backends = [b for b in INFERENCE_BACKENDS if b in s.backends]
     rows = []
     for bs in s.batch_sizes:
-        sides = {}
-        for p in ready:
-            batch = make_batch(bs, s.seq_len, p.vocab)
-            sides |= {(p.model.name, b): made(lambda: inference_step(b, p.models, p.predictors, batch))
-                      for b in backends}
+        batches = {p.model.name: make_batch(bs, s.seq_len, p.vocab) for p in ready}
+        sides = {(p.model.name, b): made(lambda: inference_step(b, p.models, p.predictors, batches[p.model.name]))
+                 for b in backends for p in ready}
 
         def flops(name: str, backend: str) -> int:
             p = by_name[name]
@@ -318,6 +317,7 @@ def inference_rows(ready: list[Prepared], s: Settings, machine: dict) -> list[di
             if "error" not in row and fp32 is not None and fp32.error is None:
                 logits = sides[row["model"], row["backend"]].value
                 row["max_abs_logit_diff_vs_fp32"] = float(np.abs(logits - fp32.value).max())
+        batch_rows.sort(key=lambda r: list(by_name).index(r["model"]))
         for row in batch_rows:
             print((f"  {row['model']}" if len(ready) > 1 else "") + describe(row), flush=True)
         rows += batch_rows

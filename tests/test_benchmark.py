@@ -366,14 +366,19 @@ def test_benchmark_times_the_cross_model_targets_models_in_the_same_rounds(tmp_p
             raise RuntimeError("no squeezebert")
         return real_build(model, quick)
 
+    keys, real_rows = [], benchmark.measured_rows
     monkeypatch.setattr(benchmark, "build_pair", build)
     monkeypatch.setattr(benchmark, "interleaved", lambda sides, *a: seen.append(len(sides)) or real(sides, *a))
+    monkeypatch.setattr(benchmark, "measured_rows", lambda kind, bs, seq, sides, *a: keys.append(list(sides))
+                        or real_rows(kind, bs, seq, sides, *a))
     out = tmp_path / "bench"
     results = benchmark.main(["--quick", "--models", "tinybert-4l-312d,bert-base-uncased,squeezebert-uncased,"
                               "ofa-bert-base-w0.5", "--backends", "paddle_dygraph,torch_fp32,paddle_train,torch_train",
                               "--output_dir", str(out)])
     assert results["settings"]["together"] == ["bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.5"]
     assert seen == [2, 2, 2, 4, 4, 2, 2]  # tinybert: batch 1, 2, training; the group: batch 1, 2; two trainings
+    assert keys[3] == [("bert-base-uncased", "paddle_dygraph"), ("ofa-bert-base-w0.5", "paddle_dygraph"),
+                       ("bert-base-uncased", "torch_fp32"), ("ofa-bert-base-w0.5", "torch_fp32")]  # backend by backend
     assert list(results["models"]) == ["tinybert-4l-312d", "bert-base-uncased", "squeezebert-uncased",
                                        "ofa-bert-base-w0.5"]
     rows = {(r["model"], r["backend"], r["batch_size"]): r for r in results["results"]}
