@@ -9,8 +9,8 @@ random sequences; inference runs in eval mode without gradients, a training step
 (dropout) with AdamW. Per model and batch size, the backends are timed side by side: ``--warmup``
 untimed calls of each, then ``--runs`` rounds of one call of each, the order rotated every round
 (``common/interleave.py``: a slow phase of the machine falls on every backend alike); likewise the
-fine-tuning steps. The models of the cross-model targets (``--together``: BERT-base, SqueezeBERT, OFA width
-0.5) are held at once and their inference calls share the rounds, so those ratios are paired too. The
+fine-tuning steps. With ``--together`` (e.g. BERT-base, SqueezeBERT, OFA width 0.5) several models are held
+at once and their inference calls share the rounds, so the ratios between them are paired too. The
 ``*_kernels`` backends run a copy of the paddle model on those layers. Times are the median, with the thread
 count fixed for both frameworks and glibc malloc keeping freed memory (``common/malloc.py``).
 Writes ``results.json``, ``results.md`` and ``results.png`` under ``--output_dir``; exit code 1
@@ -66,10 +66,10 @@ ESTIMATE_GFLOPS_PER_THREAD = {"paddle_dygraph": 25, "paddle_dygraph_kernels": 35
 # Pause before each measurement: an OpenMP runtime left spinning by the other framework (Intel OpenMP
 # spins 200 ms after a parallel region) would take cores from the first runs.
 SETTLE_S = 0.3
-# Timed in the same rounds by default: the models of the cross-model targets with a limit (SqueezeBERT and OFA
-# width 0.5 against BERT-base), held in memory at once. With the widths 0.833 and 0.667 too, a full-size run
-# outgrew 24 GB at batch 32 (the kernel killed it).
-TOGETHER = ("bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.5")
+# The models of the cross-model targets with a limit (SqueezeBERT and OFA width 0.5 against BERT-base), for
+# --together: held at once, a full-size run peaked at 17.3 GB; with the widths 0.833 and 0.667 too it outgrew
+# 24 GB at batch 32 (the kernel killed it).
+CROSS_MODEL = ("bert-base-uncased", "squeezebert-uncased", "ofa-bert-base-w0.5")
 
 
 @dataclass
@@ -429,10 +429,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                         help="export classifiers with the whole last encoder layer (default: a classifier's exports "
                              "compute it at [CLS] only, the one token its head reads: same "
                              "logits, fewer FLOPs, which its exported rows' GFLOP/s count)")
-    parser.add_argument("--together", default=",".join(TOGETHER),
-                        help="models (of --models) built at once whose inference calls share the rounds, so that "
-                             "ratios between them are paired too; '' for none (default: "
-                             f"{','.join(TOGETHER)}, the cross-model targets'; held in memory at once)")
+    parser.add_argument("--together", default="",
+                        help="models (of --models) built at once whose inference calls share the rounds, backend by "
+                             "backend, so that the ratios between them are paired too, e.g. "
+                             f"{','.join(CROSS_MODEL)} (the cross-model targets'; a peak of 17.3 GB at full size). "
+                             "Default none: each model's calls in rounds of their own")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny 2-layer configs, seq 16, batches 1,2, 1 warm-up + 2 runs, train 2 x 16")
     args = parser.parse_args(argv)
