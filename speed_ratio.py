@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import common  # noqa: F401  (zlib before paddle)
 from common.bench_models import MODELS, build_pair, check_names, check_seq_len, make_batch, parse_batch_sizes
+from common.bench_report import EXPORTED_BACKENDS
 from common.errors import UserError, cli, error_line
 from common.fsutil import read_json, write_report
 from common.hardware import cpu_info
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch_model, paddle_model, cfg = build_pair(MODELS[model], args.quick)
                 built[model] = (with_kernels(torch_model, paddle_model, [b for m, b in pair if m == model]), cfg, {})
             models, _, predictors = built[model]
-            if backend.startswith(("paddle_infer", "paddle_ort")):
+            if backend in EXPORTED_BACKENDS:
                 predictors.update(make_predictors(models.paddle, [backend], args.threads,
                                                   os.path.join(tmp, f"{model}_{backend}"), not args.full_last_layer))
 

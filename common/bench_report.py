@@ -21,6 +21,7 @@ TARGET_BF16_SPEEDUP = 3.0
 TARGET_OFA_W05 = 0.55
 FP32_OF = {"paddle_infer_bf16": "paddle_infer_fp32", "torch_bf16": "torch_fp32"}  # bf16 backend -> its fp32 twin
 BF16_BACKENDS = tuple(FP32_OF)
+EXPORTED_BACKENDS = ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16")  # run the static export
 PADDLE_FP32_PATHS = ("paddle_dygraph", "paddle_dygraph_kernels", "paddle_infer_fp32", "paddle_ort_fp32")
 PUBLISHED_OFA = {"ofa-bert-base-w0.667": "0.63-0.71"}
 OFA_WIDTHS = (("bert-base-uncased", "1.0"), ("ofa-bert-base-w0.833", "0.833"), ("ofa-bert-base-w0.667", "0.667"),
@@ -245,7 +246,7 @@ def markdown(results: dict) -> str:
     for name in _models(results):  # those measured so far
         counts = results["models"][name]
         for backend in _backends(rows):
-            exported = backend.startswith(("paddle_infer", "paddle_ort")) and counts.get("first_token_export")
+            exported = backend in EXPORTED_BACKENDS and counts.get("first_token_export")
             gflops = counts.get("exported_gflops_per_seq" if exported else "gflops_per_seq", float("nan"))
             cells = []
             for b in sizes:
