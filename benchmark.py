@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import common  # noqa: F401  (zlib before paddle)
 import numpy as np
 from common.bench_models import MODELS, Model, build_pair, check_names, check_seq_len, hf_config, make_batch, parse_batch_sizes
-from common.bench_report import BF16_BACKENDS, FP32_OF, markdown, plot
+from common.bench_report import BF16_BACKENDS, EXPORTED_BACKENDS, FP32_OF, markdown, plot
 from common.errors import UserError, cli, error_line
 from common.first_token import first_token_layer
 from common.flops import TRAINING_STEP_FACTOR, forward_flops
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 # paddle_ort_fp32: the portable export (paddle's operators only) converted by paddle2onnx, run by onnxruntime.
 INFERENCE_BACKENDS = ("paddle_dygraph", "paddle_dygraph_kernels", "paddle_infer_fp32", "paddle_ort_fp32",
                       "paddle_infer_bf16", "torch_fp32", "torch_bf16")
-EXPORTED_BACKENDS = ("paddle_infer_fp32", "paddle_ort_fp32", "paddle_infer_bf16")
 # paddle_train: paddle's own kernels; paddle_train_kernels: common/train_kernels.py's (what run_glue uses on CPU).
 TRAIN_BACKENDS = ("paddle_train", "paddle_train_kernels", "torch_train")
 BACKENDS = INFERENCE_BACKENDS + TRAIN_BACKENDS
@@ -446,7 +445,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     if args.seq_len < 2 or min(args.warmup, args.train_warmup) < 0:
         raise UserError("--seq_len must be >= 2, --warmup and --train_warmup >= 0")
     backends, models = _names(args.backends, BACKENDS, "backend"), _names(args.models, MODELS, "model")
-    together = [m for m in models if m in (_names(args.together, MODELS, "model") if args.together else [])]
+    asked = set(_names(args.together, MODELS, "model")) if args.together else set()
+    together = [m for m in models if m in asked]
     check_seq_len(models, args.seq_len, args.quick)
     check_seq_len(models, args.train_seq_len or args.seq_len, args.quick, "--train_seq_len")
     if missing and "paddle_infer_bf16" in backends:
