@@ -1,4 +1,5 @@
-"""The repository's markdown: every relative link points at a file or folder that exists."""
+"""The repository's markdown: every relative link points at a file or folder that exists; the README's measured
+tables are copies of the results files they name."""
 import os
 import re
 import subprocess
@@ -30,3 +31,47 @@ def test_every_relative_link_resolves():
     assert "README.md" in files and "docs/speed.md" in files
     broken = {f: b for f in files if (b := broken_links(os.path.join(REPO, f)))}
     assert broken == {}
+
+
+def section(text: str, heading: str) -> str:
+    """The lines of markdown ``text`` from ``heading`` up to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    lines = text.splitlines()
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("#") and len(lines[i].split(" ")[0]) <= len(level)), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def uncopied_rows(text: str, base: str) -> list[str]:
+    """The table rows of markdown ``text`` (but the hand-written targets table, headed ``| target |``) that no
+    markdown file it links to, relative to ``base``, holds as a line."""
+    sources = set()
+    for target in LINK.findall(text):
+        path = os.path.join(base, target.split("#")[0])
+        if path.endswith(".md") and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                sources.update(line.strip() for line in f)
+    rows, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            table.append(line.strip())
+            continue
+        if table and not table[0].startswith("| target |"):
+            rows += [row for row in table if row not in sources]
+        table = []
+    return rows
+
+
+def test_uncopied_rows_finds_edited_rows(tmp_path):
+    (tmp_path / "r.md").write_text("| a | b |\n|---|---|\n| x | 1.0 |\n")
+    text = ("[run](r.md)\n\n  | a | b |\n  |---|---|\n  | x | 1.0 |\n  | y | 2.0 |\n\n"
+            "| target | met |\n|---|---|\n| z | yes |\n")
+    assert uncopied_rows(text, str(tmp_path)) == ["| y | 2.0 |"]
+
+
+def test_readme_measured_tables_are_copies_of_results():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        measured = section(f.read(), "### Measured")
+    assert measured.count("|---") >= 5  # the targets table and the runs' tables
+    assert uncopied_rows(measured, REPO) == []
