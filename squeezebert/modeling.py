@@ -181,7 +181,7 @@ def _self_attention_forward(self, hidden_states, attention_mask, output_attentio
 #   groups: a matmul per group on its slice of the channels (``split``, then ``concat``), which paddle.inference
 #   runs as one oneDNN ``fc`` per group (the weights folded before its fc fusion). Interleaved by hand on the
 #   Zen 5 host (2 threads, seq 128, the predictors of this export and the fc-per-group one in alternating
-#   processes): see the README ("SqueezeBERT"). On the Zen 4 host (session 15) the same fusion with X W^T
+#   processes): see docs/speed.md ("SqueezeBERT's export"). On the Zen 4 host (session 15) the same fusion with X W^T
 #   GEMMs and glibc's erff was 1.00-1.04x slower than the fcs; not remeasured there.
 # - batched (the portable export: onnxruntime, GPUs): one batched matmul over [groups, tokens,
 #   channels / groups] of [batch * length, channels] (M = every token of the batch), with transposes
