@@ -1,7 +1,7 @@
 """Speed of the compact BERT models: paddle (dygraph, paddle.inference fp32 / bf16, the export in
 onnxruntime through paddle2onnx) against torch (eager fp32, bf16 autocast), inference and one
 fine-tuning step (paddle's dygraph with its own kernels and with ``common/train_kernels.py``'s),
-with FLOP rates. See --help.
+with FLOP rates.
 
 Models are full-size official configs with random weights, the same in both frameworks
 (``common/bench_models.py``; the largest logit difference is recorded). Inputs are full-length

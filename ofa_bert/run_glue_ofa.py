@@ -1,4 +1,4 @@
-"""OFA width-adaptive training of a fine-tuned BERT classifier, distilled from itself. See --help.
+"""OFA width-adaptive training of a fine-tuned BERT classifier, distilled from itself.
 
 The recipe of PaddleNLP's OFA-BERT example (DynaBERT): heads and feed-forward neurons are
 reordered by importance computed on *training* batches; then every step runs each width of
@@ -52,37 +52,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the teacher: a fine-tuned BertForSequenceClassification directory")
     p.add_argument("--task_name", required=True, help="cola, sst2, mrpc, stsb, qqp, mnli, qnli or rte")
     p.add_argument("--data_dir", required=True, help="the task's folder in the official GLUE TSV layout")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--width_mult_list", type=float, nargs="+", default=list(WIDTHS))
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--eval_batch_size", type=int, default=64)
-    p.add_argument("--learning_rate", type=float, default=2e-5)
-    p.add_argument("--num_train_epochs", type=int, default=6)
-    p.add_argument("--max_steps", type=int, default=-1, help="stop after this many steps (overrides epochs)")
-    p.add_argument("--warmup_ratio", type=float, default=0.0)
-    p.add_argument("--weight_decay", type=float, default=0.0)
-    p.add_argument("--max_grad_norm", type=float, default=0.0, help="global gradient-norm clip; 0: none")
-    p.add_argument("--lambda_rep", type=float, default=0.1, help="weight of the hidden-state MSE sum")
-    p.add_argument("--lambda_logit", type=float, default=1.0, help="weight of the logit loss")
+    p.add_argument("--output_dir", required=True,
+                   help="for args.json, metrics.json, the VisualDL logs, the checkpoints and the trained model")
+    p.add_argument("--width_mult_list", type=float, nargs="+", default=list(WIDTHS),
+                   help="the widths trained, each keeping whole attention heads (default 1 0.8333333333333334 "
+                   "0.6666666666666666 0.5: 1, 5/6, 2/3, 1/2)")
+    p.add_argument("--max_seq_length", type=int, default=128, help="max tokens per example (default 128)")
+    p.add_argument("--batch_size", type=int, default=32, help="training batch size (default 32)")
+    p.add_argument("--eval_batch_size", type=int, default=64, help="dev batch size (default 64)")
+    p.add_argument("--learning_rate", type=float, default=2e-5, help="AdamW's peak learning rate (default 2e-5)")
+    p.add_argument("--num_train_epochs", type=int, default=6, help="training epochs (default 6)")
+    p.add_argument("--max_steps", type=int, default=-1,
+                   help="stop after this many steps, overriding --num_train_epochs (default -1: the epochs)")
+    p.add_argument("--warmup_ratio", type=float, default=0.0,
+                   help="share of the steps warming the learning rate up linearly (default 0)")
+    p.add_argument("--weight_decay", type=float, default=0.0,
+                   help="AdamW's weight decay, none on biases and norms (default 0)")
+    p.add_argument("--max_grad_norm", type=float, default=0.0, help="global gradient-norm clip; 0: none (default 0)")
+    p.add_argument("--lambda_rep", type=float, default=0.1, help="weight of the hidden-state MSE sum (default 0.1)")
+    p.add_argument("--lambda_logit", type=float, default=1.0, help="weight of the logit loss (default 1.0)")
     p.add_argument("--importance_batches", type=int, default=300,
-                   help="training batches for head/neuron importance (at most one epoch)")
-    p.add_argument("--max_train_samples", type=int, default=None)
-    p.add_argument("--max_eval_samples", type=int, default=None)
-    p.add_argument("--logging_steps", type=int, default=50)
+                   help="training batches for head/neuron importance, at most one epoch (default 300)")
+    p.add_argument("--max_train_samples", type=int, default=None,
+                   help="train on the first this many examples (default: all)")
+    p.add_argument("--max_eval_samples", type=int, default=None,
+                   help="evaluate on the first this many examples of each dev split (default: all)")
+    p.add_argument("--logging_steps", type=int, default=50,
+                   help="log the loss and learning rate to VisualDL every this many steps (default 50)")
     p.add_argument("--save_steps", type=int, default=500,
-                   help="write a checkpoint every this many steps (0: only after each epoch's evaluation)")
-    p.add_argument("--save_total_limit", type=int, default=1, help="checkpoints kept, newest first (0: all)")
+                   help="write a checkpoint every this many steps; 0: only after each epoch's evaluation (default 500)")
+    p.add_argument("--save_total_limit", type=int, default=1,
+                   help="checkpoints kept, newest first; 0: all (default 1)")
     p.add_argument("--resume_from_checkpoint", default=None,
                    help="continue from this checkpoint-<step> directory (default: the last one in --output_dir)")
     p.add_argument("--overwrite_output_dir", action="store_true",
                    help="start afresh: delete --output_dir's checkpoints instead of resuming from the last")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="gpu" if paddle.is_compiled_with_cuda() else "cpu")
+    p.add_argument("--seed", type=int, default=42,
+                   help="fixes the batch order and the dropout draws (default 42)")
+    p.add_argument("--device", default="gpu" if paddle.is_compiled_with_cuda() else "cpu",
+                   help="paddle device (default gpu when paddle has CUDA, else cpu)")
     p.add_argument("--train_kernels", type=true_false, default=True,
                    help="CPU: teacher and student run this repo's multi-threaded operators (common/train_kernels.py) "
-                   "and glibc keeps freed memory; false: paddle's own. Same math; dropout draws differ")
-    p.add_argument("--disable_tqdm", action="store_true")
+                   "and glibc keeps freed memory; false: paddle's own. Same math; dropout draws differ (default true)")
+    p.add_argument("--disable_tqdm", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.resume_from_checkpoint and args.overwrite_output_dir:
         p.error("--resume_from_checkpoint and --overwrite_output_dir exclude each other")
@@ -158,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     import paddlenlp.transformers as ppt
     from paddlenlp.trainer import set_seed
 
-    config = ppt.BertConfig.from_pretrained(ckpt.path)
+    config = ppt.BertConfig.from_dict(ckpt.config)  # from_pretrained would log before the refusals below
     dims = {w: width_dims(config, w) for w in widths}
     examples = {"train": read_split(args.data_dir, task, "train")[0][: args.max_train_samples]}
     for split in task.dev_splits:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from common.convert import convert_checkpoint
 from common.errors import UserError
-from conftest import REPO
+from conftest import REPO, run_script, user_error
 from ofa_bert.spec import SPEC
 from test_run_glue import keyword_task
 from tiny_checkpoints import save_tiny
@@ -307,9 +307,8 @@ def test_ofa_run_refuses_a_checkpoint_of_other_arguments_unless_overwriting(ofa_
     shutil.copytree(os.path.join(ofa_run["ofa_dir"], "checkpoint-6"), out / "checkpoint-6")
     args = [sys.executable, *_with(ofa_run["ofa_args"], batch_size=8, max_steps=4), "--output_dir", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {out / 'checkpoint-6'}: written by a run with other arguments (--batch_size 16 there, 8 here; "
+    assert user_error(proc) == (
+        f"{out / 'checkpoint-6'}: written by a run with other arguments (--batch_size 16 there, 8 here; "
         "--max_steps 8 there, 4 here); use --overwrite_output_dir or another --output_dir to start afresh")
     assert sorted(os.listdir(out)) == ["checkpoint-6"]  # nothing written
 
@@ -317,6 +316,14 @@ def test_ofa_run_refuses_a_checkpoint_of_other_arguments_unless_overwriting(ofa_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming" not in proc.stdout and "supernet at width 1.0" in proc.stdout
     assert [n for n in sorted(os.listdir(out)) if n.startswith("checkpoint")] == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_ofa_run_refuses_a_width_that_splits_heads(ofa_run):
+    """Refused before PaddleNLP logs anything: the one line on stderr is the error."""
+    out = ofa_run["root"] / "ofa-split"
+    proc = run_script("ofa_bert/run_glue_ofa.py", "--model_name_or_path", ofa_run["teacher"], "--task_name", "sst2",
+                      "--data_dir", ofa_run["data"], "--output_dir", str(out), "--width_mult_list", "1", "0.6")
+    assert user_error(proc, not_written=out) == "width 0.6 keeps 7.2 of 12 attention heads; use a multiple of 1/12"
 
 
 def test_resuming_and_overwriting_exclude_each_other(capsys):
@@ -417,7 +424,7 @@ def test_export_refuses_bad_width_and_mismatch(ofa_run, monkeypatch):
     from ofa_bert.submodel import load_submodel
 
     out = ofa_run["root"] / "export-bad"
-    with pytest.raises(UserError, match="keeps 2.4 of 12 attention heads"):
+    with pytest.raises(UserError, match="width 0.2 was not trained by the OFA run in"):
         export_model.export(ofa_run["ofa_dir"], 0.2, str(out), 1e-5)
     monkeypatch.setattr(export_model, "Predictor", lambda prefix, options: lambda batch: [np.zeros((5, 2))])
     with pytest.raises(SystemExit) as exc:
@@ -426,6 +433,62 @@ def test_export_refuses_bad_width_and_mismatch(ofa_run, monkeypatch):
     assert not out.exists()
     with pytest.raises(UserError, match="not an exported OFA sub-model"):
         load_submodel(ofa_run["teacher"])
+
+
+def test_export_refuses_other_directories_and_untrained_widths(ofa_run):
+    """A plain fine-tuned classifier (no width training) and a width the OFA run did not train are refused, in one
+    line on stderr (before PaddleNLP logs), writing nothing."""
+    out = ofa_run["root"] / "export-refused"
+    ofa_dir, teacher = ofa_run["ofa_dir"], ofa_run["teacher"]
+    for model_dir, width, message in (
+        (teacher, "0.5", f"{teacher}: not an ofa_bert/run_glue_ofa.py --output_dir (no args.json with its "
+                         "width_mult_list)"),
+        (ofa_dir, "0.75", f"width 0.75 was not trained by the OFA run in {ofa_dir} (its widths: 1, 0.5)"),
+        (ofa_dir, "0", f"width 0 was not trained by the OFA run in {ofa_dir} (its widths: 1, 0.5)"),
+    ):
+        proc = run_script("ofa_bert/export_model.py", "--model_dir", model_dir, "--width_mult", width,
+                          "--output_dir", str(out))
+        assert user_error(proc, not_written=out) == message
+
+
+def test_trained_width_is_named_to_3_decimals(tmp_path):
+    from ofa_bert.export_model import trained_width
+
+    run = tmp_path / "ofa"
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps({"width_mult_list": [1.0, 0.6666666666666666, 0.5, 1.0]}))
+    with pytest.raises(UserError, match="the OFA run has not finished"):
+        trained_width(str(run), 0.5)
+    (run / "metrics.json").write_text("{}")
+    for given in (0.6666666666666666, 0.6667, 0.667):
+        assert trained_width(str(run), given) == 0.6666666666666666
+    assert trained_width(str(run), 1) == 1.0 and trained_width(str(run), 0.5) == 0.5
+    for given in (0.66, 0.75, 0):
+        with pytest.raises(UserError, match=rf"^width {given:g} was not trained .* \(its widths: 1, 0.666667, 0.5\)$"):
+            trained_width(str(run), given)
+    (run / "args.json").write_text(json.dumps({"output_dir": str(run)}))  # e.g. ofa_bert/run_glue.py's
+    with pytest.raises(UserError, match="not an ofa_bert/run_glue_ofa.py --output_dir"):
+        trained_width(str(run), 0.5)
+    with pytest.raises(UserError, match="does not exist"):
+        trained_width(str(tmp_path / "missing"), 0.5)
+
+
+def test_export_at_a_trained_width_given_to_3_decimals(ofa_run, tmp_path):
+    """0.667 exports the run's 2/3 (stored as 0.6666666666666666): 8 of 12 heads."""
+    from ofa_bert import export_model
+
+    run = tmp_path / "ofa"
+    shutil.copytree(ofa_run["ofa_dir"], run, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+    with open(run / "args.json") as f:
+        args = json.load(f)
+    (run / "args.json").write_text(json.dumps({**args, "width_mult_list": [1.0, 0.6666666666666666, 0.5]}))
+    out = tmp_path / "export"
+    report = export_model.main(["--model_dir", str(run), "--width_mult", "0.667", "--output_dir", str(out)])
+    assert report["width_mult"] == 0.6666666666666666 and report["heads"] == 8 and report["intermediate_size"] == 43
+    with open(out / "export.json") as f:
+        assert json.load(f)["width_mult"] == 0.6666666666666666
+    with open(out / "config.json") as f:
+        assert json.load(f)["ofa_width_mult"] == 0.6666666666666666
 
 
 @pytest.mark.parametrize("width", WIDTHS)
