@@ -6,25 +6,28 @@ Arguments are PaddleNLP ``TrainingArguments`` plus :class:`ModelArguments` and
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from paddlenlp.trainer import TrainingArguments
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments
 from paddlenlp.transformers import PretrainedTokenizer
 
 from common import tokenization
-from common.checkpoint import open_paddle_checkpoint
+from common.checkpoint import HFCheckpoint, open_paddle_checkpoint
 from common.distributed import leave_together
 from common.errors import UserError
-from common.fsutil import write_json
+from common.fsutil import read_json, write_json
 from common.glue import Example, GlueTask, get_task, label_order, read_split
 from common.metrics import glue_metrics
+from common.train_state import checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ paddle.base.core.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.e
 
 # The metric that picks the best checkpoint, per task.
 PRIMARY_METRIC = {"cola": "matthews_corr", "stsb": "pearson", "mrpc": "f1", "qqp": "accuracy"}
+
+# The arguments a run's checkpoints depend on, by args.json section: resuming a run made with other values would
+# load weights of another model or head. Anything else (steps, batch size, learning rate, data limits...) may change.
+GLUE_RESUME_KEYS = {"model": ("model_name_or_path",), "data": ("task_name",)}
 
 
 @dataclass
@@ -54,9 +61,20 @@ class GlueTrainingArguments(TrainingArguments):
     """PaddleNLP ``TrainingArguments`` with this repo's defaults: evaluate every ``--save_steps``,
     keep the best checkpoint, run on CPU when paddle has no GPU."""
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "start afresh: delete the checkpoints an earlier run left in --output_dir (without it, "
+                  "training resumes from the last of them)"},
+    )
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "continue from this checkpoint-<step> folder; without it, from the last "
+                                "one in --output_dir"},
+    )
     evaluation_strategy: str = field(default="steps", metadata={"help": "no, steps or epoch"})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "restore the best checkpoint"})
-    save_total_limit: Optional[int] = field(default=2, metadata={"help": "checkpoints kept (the best stays)"})
+    save_total_limit: Optional[int] = field(
+        default=2, metadata={"help": "checkpoints kept; the newest and the best always stay (0: all)"}
+    )
     device: str = field(default="gpu" if paddle.is_compiled_with_cuda() else "cpu", metadata={"help": "cpu or gpu"})
     report_to: Optional[list[str]] = field(default_factory=lambda: ["visualdl"], metadata={"help": "visualdl or none"})
     train_kernels: bool = field(
@@ -68,7 +86,7 @@ class GlueTrainingArguments(TrainingArguments):
     layer_decay: Optional[float] = field(
         default=None,
         metadata={"help": "layer-wise LR decay in (0, 1] (ELECTRA): LR x decay^(num_layers + 2 - depth), depth 0 "
-                  "for the embeddings, i + 1 for layer i, num_layers + 2 for the head; models that define depths"},
+                  "for the embeddings, i + 1 for layer i, num_layers + 2 for the head (convbert/run_glue.py)"},
     )
 
     def __post_init__(self):
@@ -185,30 +203,162 @@ class Collator:
         return batch
 
 
-def _load_model(class_name: str, path: str, task: GlueTask, id2label: dict | None):
-    """The classifier with the task's head; an existing head must fit the task."""
+def head_size(config: dict) -> int:
+    """The number of outputs of a classifier checkpoint's head: its ``id2label``'s, else ``num_labels``
+    (``num_classes`` in older PaddleNLP configs), else 2: Hugging Face and PaddleNLP leave them all out of
+    config.json for the default two labels."""
+    if config.get("id2label"):
+        return len(config["id2label"])
+    return int(config.get("num_labels", config.get("num_classes", 2)))
+
+
+def head_labels(ckpt: HFCheckpoint, task: GlueTask) -> list[str] | None:
+    """The task's labels in the order of the checkpoint's classifier head (canonical without one; None for
+    regression); an existing head must fit the task."""
+    if not ckpt.architecture.endswith("ForSequenceClassification"):
+        return task.labels
+    if head_size(ckpt.config) != task.num_labels:
+        raise UserError(f"{ckpt.path}: the checkpoint's head has {head_size(ckpt.config)} labels, "
+                        f"task {task.name} needs {task.num_labels}")
+    id2label = ckpt.config.get("id2label")
+    return label_order(task, id2label) if id2label else task.labels
+
+
+def _load_model(class_name: str, path: str, task: GlueTask, labels: list[str] | None):
+    """The classifier with the task's head, its labels in the order of ``labels``."""
     import paddlenlp.transformers as ppt
 
-    if id2label and len(id2label) != task.num_labels:
-        raise UserError(f"{path}: the checkpoint's head has {len(id2label)} labels, task {task.name} needs {task.num_labels}")
-    labels = label_order(task, id2label) if id2label else task.labels
     kwargs = {"num_labels": task.num_labels}
     if labels:
         kwargs["id2label"] = dict(enumerate(labels))
         kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
-    return getattr(ppt, class_name).from_pretrained(path, **kwargs), labels
+    return getattr(ppt, class_name).from_pretrained(path, **kwargs)
 
 
-def resume_checkpoint(training_args: TrainingArguments) -> str | None:
-    """The checkpoint a training run continues from: ``--resume_from_checkpoint``, else the last one
-    in an existing ``--output_dir`` unless ``--overwrite_output_dir``."""
-    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+def check_input_length(ckpt: HFCheckpoint, max_seq_length: int, lengths: Iterable[int]) -> None:
+    """Refuse inputs (of ``lengths`` tokens) longer than the checkpoint's position embeddings, which the model
+    cannot take: only a ``--max_seq_length`` beyond its ``max_position_embeddings`` lets them through."""
+    limit = ckpt.config.get("max_position_embeddings")
+    longest = max(lengths, default=0)
+    if limit is not None and longest > limit:
+        raise UserError(f"--max_seq_length {max_seq_length}: {ckpt.path} takes at most {limit} tokens "
+                        f"(max_position_embeddings), the data has inputs of {longest}; pass at most {limit}")
 
-    if not (training_args.do_train and os.path.isdir(training_args.output_dir)):
+
+def make_parser(dataclass_types: tuple, description: str, hidden: tuple[str, ...] = ()) -> PdArgumentParser:
+    """``PdArgumentParser`` of ``dataclass_types`` whose ``--help`` says what each ``--no_X`` does (PaddleNLP
+    repeats ``--X``'s help) and leaves out the ``hidden`` options (accepted, but refused by this script)."""
+    parser = PdArgumentParser(dataclass_types, description=description)
+    for action in parser._actions:
+        option = action.option_strings[0] if action.option_strings else ""
+        if option == f"--no_{action.dest}":
+            action.help, action.default = f"same as --{action.dest} false", argparse.SUPPRESS
+        elif option.removeprefix("--") in hidden:
+            action.help = argparse.SUPPRESS
+    return parser
+
+
+def run_record(model_args, data_args, training_args: TrainingArguments) -> dict:
+    """A run's arguments as written to its ``args.json``."""
+    return {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}
+
+
+def _same_arg(key: str, there, here) -> bool:
+    """Whether args.json values ``there`` and ``here`` of ``key`` mean the same (a model directory however
+    spelled, a task under any of its names)."""
+    if there == here or not (isinstance(there, str) and isinstance(here, str)):
+        return there == here
+    if key == "model_name_or_path":
+        return os.path.realpath(there) == os.path.realpath(here)
+    if key == "task_name":
+        try:
+            return get_task(there).name == get_task(here).name
+        except UserError:
+            return False
+    return False
+
+
+def resume_checkpoint(training_args: TrainingArguments, record: dict, fixed: dict[str, tuple[str, ...]]) -> str | None:
+    """The checkpoint a training run continues from: ``--resume_from_checkpoint``, else the last one in an
+    existing ``--output_dir`` unless ``--overwrite_output_dir``.
+
+    Checked before anything is written: the checkpoint must hold model weights, and the run that wrote it (its
+    folder's ``args.json``) must agree with this run's ``record`` (see :func:`run_record`) on the ``fixed`` keys
+    of each section.
+    """
+    path = training_args.resume_from_checkpoint
+    if path and training_args.overwrite_output_dir:
+        raise UserError("--resume_from_checkpoint and --overwrite_output_dir exclude each other")
+    if not training_args.do_train:
         return None
-    return training_args.resume_from_checkpoint or (
-        None if training_args.overwrite_output_dir else get_last_checkpoint(training_args.output_dir)
-    )
+    if path is None:
+        found = [] if training_args.overwrite_output_dir else checkpoints(training_args.output_dir)
+        if not found:
+            return None
+        path = found[-1]
+    elif not os.path.isdir(path):
+        raise UserError(f"--resume_from_checkpoint {path}: no such directory")
+    if not os.path.isfile(os.path.join(path, "model_state.pdparams")):
+        raise UserError(f"{path}: no model_state.pdparams (not a checkpoint-<step> folder of a finished save)")
+    run_dir = os.path.dirname(os.path.abspath(path))
+    args_file = os.path.join(run_dir, "args.json")
+    if os.path.isfile(args_file):
+        stored = read_json(args_file)
+        diff = []
+        for section, keys in fixed.items():
+            there = stored.get(section) if isinstance(stored, dict) else None
+            for key in keys:
+                value = there.get(key) if isinstance(there, dict) else None
+                if not _same_arg(key, value, record[section][key]):
+                    diff.append(f"--{key} {value!r} there, {record[section][key]!r} here")
+        if diff:
+            raise UserError(f"{run_dir}: its checkpoints are of a run with other arguments ({'; '.join(diff)}); "
+                            "start afresh with --overwrite_output_dir or another --output_dir")
+    return path
+
+
+def start_run(training_args: TrainingArguments, record: dict) -> None:
+    """Once every input is checked: make ``--output_dir``, delete an earlier run's checkpoints there with
+    ``--overwrite_output_dir`` (a later rerun must not resume from them) and write ``args.json``."""
+    if not training_args.should_save:
+        return
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    if training_args.overwrite_output_dir:
+        for old in checkpoints(training_args.output_dir):
+            shutil.rmtree(old)
+    write_json(os.path.join(training_args.output_dir, "args.json"), record)
+
+
+def rotate_checkpoints(output_dir: str, limit: int | None, best: str | None) -> None:
+    """Delete ``output_dir``'s oldest ``checkpoint-<step>`` folders beyond ``limit`` (None or <= 0: keep all), as
+    PaddleNLP's ``_rotate_checkpoints``: the newest (to resume from) and the ``best`` one always stay."""
+    found = checkpoints(output_dir)
+    if limit is None or limit <= 0 or not found:
+        return
+    best_name = os.path.basename(os.path.normpath(best)) if best else None
+    keep = {found[-1]} | {path for path in found if os.path.basename(path) == best_name}
+    for path in reversed(found):
+        if len(keep) >= limit:
+            break
+        keep.add(path)
+    for path in found:
+        if path not in keep:
+            shutil.rmtree(path)
+
+
+class RotatingTrainer(Trainer):
+    """PaddleNLP's ``Trainer``, keeping ``--save_total_limit`` in a single process too (PaddleNLP 2.8.1 rotates
+    checkpoints only on local rank 0 of a distributed run; a lone process has local rank -1), by
+    :func:`rotate_checkpoints` in both cases."""
+
+    def _rotate_checkpoints(self, use_mtime=False, output_dir=None) -> None:
+        rotate_checkpoints(output_dir or self.args.output_dir, self.args.save_total_limit,
+                           self.state.best_model_checkpoint)
+
+    def _save_checkpoint(self, model, metrics=None):
+        super()._save_checkpoint(model, metrics)
+        if self.args.local_rank == -1 and self.args.should_save:
+            self._rotate_checkpoints()
 
 
 def glue_main(
@@ -221,17 +371,19 @@ def glue_main(
 
     ``layer_depth(name, num_layers)`` enables ``--layer_decay`` (see :func:`layerwise_lr_decay`).
     """
-    from paddlenlp.trainer import PdArgumentParser, set_seed
+    from paddlenlp.trainer import set_seed
 
-    parser = PdArgumentParser(
+    parser = make_parser(
         (ModelArguments, DataArguments, GlueTrainingArguments),
         description=f"Fine-tune and evaluate a converted {model_type} ({model_class_name}) on a GLUE task "
         "read from local TSV files. Writes args.json, metrics.json, checkpoints and VisualDL logs "
         "under --output_dir; an existing run there is resumed from its last checkpoint.",
+        hidden=() if layer_depth else ("layer_decay",),
     )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     task = get_task(data_args.task_name)
     ckpt = open_paddle_checkpoint(model_args.model_name_or_path, model_type)
+    labels = head_labels(ckpt, task)
     training_args.metric_for_best_model = PRIMARY_METRIC.get(task.name, "accuracy")
     training_args.greater_is_better = True
     lr_scale = None
@@ -249,21 +401,14 @@ def glue_main(
         limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
         examples[split] = examples[split][:limit]
 
-    resume = resume_checkpoint(training_args)
+    resume = resume_checkpoint(training_args, run_record(model_args, data_args, training_args), GLUE_RESUME_KEYS)
     set_seed(training_args.seed)
     # Fresh parameter and optimizer-state names, as in a new process: checkpoints are keyed by them.
     with paddle.utils.unique_name.guard():
-        has_head = ckpt.architecture.endswith("ForSequenceClassification")
-        id2label = ckpt.config.get("id2label") if has_head else None
-        model, labels = _load_model(model_class_name, ckpt.path, task, id2label)
+        model = _load_model(model_class_name, ckpt.path, task, labels)
         speed_up_on_cpu(model, training_args)
-        trainer, datasets = _trainer(model, labels, ckpt.path, task, examples, data_args, training_args, lr_scale)
-        if training_args.should_save:
-            os.makedirs(training_args.output_dir, exist_ok=True)
-            write_json(
-                os.path.join(training_args.output_dir, "args.json"),
-                {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()},
-            )
+        trainer, datasets = _trainer(model, labels, ckpt, task, examples, data_args, training_args, lr_scale)
+        start_run(training_args, run_record(model_args, data_args, training_args))
         metrics: dict = {"task": task.name, "labels": labels, "world_size": training_args.world_size}
         if training_args.do_train:
             result = trainer.train(resume_from_checkpoint=resume)
@@ -282,15 +427,16 @@ def glue_main(
     return metrics
 
 
-def _trainer(model, labels, path, task, examples, data_args, training_args, lr_scale):
-    """The PaddleNLP Trainer and the tokenised datasets by split."""
+def _trainer(model, labels, ckpt, task, examples, data_args, training_args, lr_scale):
+    """The PaddleNLP Trainer and the tokenised datasets by split (checked to fit the model)."""
     import paddlenlp.transformers as ppt
     from paddlenlp.datasets import MapDataset
-    from paddlenlp.trainer import Trainer
 
-    tokenizer = ppt.AutoTokenizer.from_pretrained(path)
-    datasets = {s: MapDataset(encode(ex, tokenizer, labels, data_args.max_seq_length)) for s, ex in examples.items()}
-    trainer = Trainer(
+    tokenizer = ppt.AutoTokenizer.from_pretrained(ckpt.path)
+    features = {s: encode(ex, tokenizer, labels, data_args.max_seq_length) for s, ex in examples.items()}
+    check_input_length(ckpt, data_args.max_seq_length, (len(f["input_ids"]) for fs in features.values() for f in fs))
+    datasets = {s: MapDataset(fs) for s, fs in features.items()}
+    trainer = RotatingTrainer(
         model=model,
         args=training_args,
         criterion=GlueLoss(task.is_regression),

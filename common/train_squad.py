@@ -10,7 +10,7 @@ the checkpoints. With ``--predictions`` no model runs: an existing predictions f
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -20,12 +20,16 @@ import paddle.nn.functional as F
 from common.checkpoint import open_paddle_checkpoint
 from common.distributed import leave_together
 from common.errors import UserError
-from common.fsutil import write_json
-from common.fsutil import read_json
+from common.fsutil import read_json, write_json
 from common.squad_data import SquadExample, make_features, read_squad
 from common.squad_metric import squad_v1_metrics, squad_v2_metrics
 from common.squad_postprocess import SquadPredictions, postprocess
-from common.train_glue import GlueTrainingArguments, pad_inputs, param_groups, resume_checkpoint, speed_up_on_cpu
+from common.train_glue import (GlueTrainingArguments, RotatingTrainer, check_input_length, make_parser, pad_inputs,
+                               param_groups, resume_checkpoint, run_record, speed_up_on_cpu, start_run)
+
+# What a run's checkpoints depend on (see common.train_glue.GLUE_RESUME_KEYS): the model only, the QA head has no
+# task-dependent size.
+SQUAD_RESUME_KEYS = {"model": ("model_name_or_path",)}
 
 
 @dataclass
@@ -98,15 +102,14 @@ def squad_metrics(examples: list[SquadExample], result: SquadPredictions, versio
 def squad_main(model_type: str, model_class_name: str, argv: list[str] | None = None) -> dict:
     """Fine-tune and/or predict with ``model_class_name`` on SQuAD, or score a predictions file;
     returns the metrics written to ``metrics.json``."""
-    from paddlenlp.trainer import PdArgumentParser
-
-    parser = PdArgumentParser(
+    parser = make_parser(
         (SquadModelArguments, SquadDataArguments, SquadTrainingArguments),
         description=f"Fine-tune a converted {model_type} ({model_class_name}) on SQuAD v1.1/v2.0 read from local "
         "JSON files, predict --predict_file and score it with the official evaluation. Writes args.json, "
         "predictions.json, nbest_predictions.json, null_odds.json (v2.0), metrics.json and checkpoints under "
         "--output_dir; an existing run there is resumed from its last checkpoint. With --predictions, only "
         "scores that file.",
+        hidden=("layer_decay",),
     )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     version_2 = data_args.version_2_with_negative
@@ -126,7 +129,7 @@ def squad_main(model_type: str, model_class_name: str, argv: list[str] | None = 
             metrics["predict"] = squad_metrics(examples, result, version_2, threshold)
         except ValueError as exc:
             raise UserError(f"{data_args.predictions}: {exc}") from None
-        _write_args(model_args, data_args, training_args)  # after the checks: a refused file leaves no run
+        start_run(training_args, run_record(model_args, data_args, training_args))  # after the checks
     else:
         result, num_features = _run_model(model_type, model_class_name, model_args, data_args, training_args,
                                           examples, metrics)
@@ -162,21 +165,12 @@ def _read_predictions(data_args: SquadDataArguments) -> SquadPredictions:
     return SquadPredictions(predictions=predictions, null_odds=odds)
 
 
-def _write_args(model_args, data_args, training_args) -> None:
-    if training_args.should_save:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        write_json(
-            os.path.join(training_args.output_dir, "args.json"),
-            {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()},
-        )
-
-
 def _run_model(model_type, model_class_name, model_args, data_args, training_args, examples, metrics):
     """Train (``--do_train``; its metrics go to ``metrics``) and predict ``examples``: the
     predictions and the number of windows predicted."""
     import paddlenlp.transformers as ppt
     from paddlenlp.datasets import MapDataset
-    from paddlenlp.trainer import Trainer, set_seed
+    from paddlenlp.trainer import set_seed
 
     if not model_args.model_name_or_path:
         raise UserError("--model_name_or_path is required (only --predictions scores without a model)")
@@ -192,19 +186,21 @@ def _run_model(model_type, model_class_name, model_args, data_args, training_arg
     version_2 = data_args.version_2_with_negative
     tokenizer = ppt.AutoTokenizer.from_pretrained(ckpt.path)
     windowing = (tokenizer, data_args.max_seq_length, data_args.doc_stride, data_args.max_query_length)
-    train_dataset = None
+    train_features, train_dataset = [], None
     if training_args.do_train:
         train_examples = read_squad(data_args.train_file, version_2)[: data_args.max_train_samples]
-        train_dataset = MapDataset([f.model_inputs(True) for f in make_features(train_examples, *windowing, True)])
+        train_features = make_features(train_examples, *windowing, True)
+        train_dataset = MapDataset([f.model_inputs(True) for f in train_features])
     features = make_features(examples, *windowing, False)
+    check_input_length(ckpt, data_args.max_seq_length, (len(f.input_ids) for f in train_features + features))
 
-    resume = resume_checkpoint(training_args)
+    resume = resume_checkpoint(training_args, run_record(model_args, data_args, training_args), SQUAD_RESUME_KEYS)
     set_seed(training_args.seed)
     # Fresh parameter and optimizer-state names, as in a new process: checkpoints are keyed by them.
     with paddle.utils.unique_name.guard():
         model = getattr(ppt, model_class_name).from_pretrained(ckpt.path)
         speed_up_on_cpu(model, training_args)
-        trainer = Trainer(
+        trainer = RotatingTrainer(
             model=model,
             args=training_args,
             criterion=span_loss,
@@ -213,7 +209,7 @@ def _run_model(model_type, model_class_name, model_args, data_args, training_arg
             tokenizer=tokenizer,
         )
         trainer.optimizer_grouped_parameters = param_groups(model, training_args.weight_decay)
-        _write_args(model_args, data_args, training_args)
+        start_run(training_args, run_record(model_args, data_args, training_args))
         if training_args.do_train:
             result = trainer.train(resume_from_checkpoint=resume)
             trainer.save_model()

@@ -2,14 +2,17 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from common.errors import UserError
-from common.train_glue import glue_main, no_decay, param_groups
-from conftest import REPO, run_script, user_error
+from common.train_glue import glue_main, head_size, no_decay, param_groups, rotate_checkpoints
+from common.train_state import checkpoints
+from conftest import REPO, SQUEEZE, run_script, user_error
+from tiny_checkpoints import save_tiny
 
 POSITIVE = "good great fun love best".split()
 NEGATIVE = "bad awful boring hate worst".split()
@@ -122,6 +125,7 @@ def test_no_weight_decay_on_bias_and_norms(squeezebert_dirs):
         (["--model_name_or_path", "squeezebert/squeezebert-mnli"], "model directory 'squeezebert/squeezebert-mnli' "
          "is not a local directory; hub names cannot be downloaded here (no internet): download the checkpoint "
          "elsewhere and pass its directory"),
+        (["--resume_from_checkpoint", "./MISSING"], "--resume_from_checkpoint ./MISSING: no such directory"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(squeezebert_dirs, tmp_path, args, message):
@@ -178,9 +182,7 @@ def test_mnli_head_keeps_its_label_meaning(tmp_path):
     import paddle
 
     from common.convert import convert_checkpoint
-    from conftest import SQUEEZE
     from squeezebert.spec import SPEC
-    from tiny_checkpoints import save_tiny
 
     id2label = {0: "entailment", 1: "neutral", 2: "contradiction"}
     torch_dir = save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", id2label=id2label,
@@ -219,3 +221,140 @@ def test_ranks_leave_together(tmp_path):
         line = next(x for x in (tmp_path / "log" / f"workerlog.{rank}").read_text().splitlines() if x.startswith("rank "))
         waited[rank] = float(line.split()[-1])
     assert waited[1] > 2.0 and waited[0] < 1.0
+
+
+# ---- checkpoints: rotation, starting afresh, resuming ----
+
+SHORT = ("--do_train", "--max_train_samples", "32", "--max_eval_samples", "8", "--save_steps", "2")  # 2 steps an epoch
+
+
+def checkpoint_names(out) -> list[str]:
+    return [os.path.basename(path) for path in checkpoints(str(out))]
+
+
+@pytest.mark.parametrize("limit, best, kept", [
+    (2, None, [8, 10]), (1, 4, [4, 10]), (1, 10, [10]), (2, 2, [2, 10]), (3, 2, [2, 8, 10]),
+    (0, 4, [2, 4, 8, 10]), (None, None, [2, 4, 8, 10]),
+])
+def test_rotation_keeps_the_newest_and_the_best(tmp_path, limit, best, kept):
+    for step in (2, 4, 8, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    rotate_checkpoints(str(tmp_path), limit, best and str(tmp_path / f"checkpoint-{best}"))
+    assert checkpoint_names(tmp_path) == [f"checkpoint-{step}" for step in kept]
+
+
+def test_save_total_limit_in_a_single_process(squeezebert_dirs, tmp_path):
+    """PaddleNLP 2.8.1 rotates only on local rank 0 of a distributed run; run_glue rotates a lone process too."""
+    _, paddle_dir = squeezebert_dirs["base"]
+    out = tmp_path / "run"
+    run(paddle_dir, keyword_task(tmp_path / "data", 32, 8), out, "sst2", *SHORT, "--max_steps", "8",
+        "--save_total_limit", "1")
+    best = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert set(checkpoint_names(out)) == {os.path.basename(best), "checkpoint-8"}
+
+
+def test_overwrite_output_dir_starts_afresh(squeezebert_dirs, tmp_path):
+    """The overwriting run deletes the earlier run's checkpoints: the next rerun resumes from its own."""
+    _, paddle_dir = squeezebert_dirs["base"]
+    data, out = keyword_task(tmp_path / "data", 32, 8), tmp_path / "run"
+    run(paddle_dir, data, out, "sst2", *SHORT, "--max_steps", "6")
+    assert checkpoint_names(out)[-1] == "checkpoint-6"
+    run(paddle_dir, data, out, "sst2", *SHORT, "--max_steps", "2", "--overwrite_output_dir")
+    assert checkpoint_names(out) == ["checkpoint-2"]
+    metrics = run(paddle_dir, data, out, "sst2", *SHORT, "--max_steps", "4")
+    assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
+    assert metrics["train"]["train_loss"] > 0
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2, 4]
+
+
+@pytest.fixture(scope="module")
+def sst2_run(squeezebert_dirs, tmp_path_factory):
+    """(model dir, data dir, output dir) of a 4-step sst2 run with checkpoint-2 and checkpoint-4."""
+    _, paddle_dir = squeezebert_dirs["base"]
+    root = tmp_path_factory.mktemp("sst2-run")
+    data, out = keyword_task(root / "data", 32, 8), root / "run"
+    run(paddle_dir, data, out, "sst2", *SHORT, "--max_steps", "4")
+    assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
+    return paddle_dir, data, out
+
+
+def test_resume_from_checkpoint_into_a_new_output_dir(sst2_run, tmp_path):
+    paddle_dir, data, src = sst2_run
+    out = tmp_path / "new" / "run"
+    run(paddle_dir, data, out, "sst2", *SHORT, "--max_steps", "6",
+        "--resume_from_checkpoint", str(src / "checkpoint-4"))
+    assert checkpoint_names(out) == ["checkpoint-6"]
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2, 4, 6]
+
+
+def test_bad_resume_is_refused_before_writing(sst2_run, tmp_path):
+    paddle_dir, data, out = sst2_run
+    args_json = (out / "args.json").read_text()
+    (tmp_path / "empty").mkdir()
+    other_model = shutil.copytree(paddle_dir, tmp_path / "other-model")
+    stsb = stsb_task(tmp_path / "stsb", 8)
+    cases = [
+        ((paddle_dir, data, "sst2", "--resume_from_checkpoint", str(tmp_path / "missing")),
+         f"--resume_from_checkpoint {tmp_path / 'missing'}: no such directory"),
+        ((paddle_dir, data, "sst2", "--resume_from_checkpoint", str(tmp_path / "empty")),
+         f"{tmp_path / 'empty'}: no model_state.pdparams (not a checkpoint-<step> folder of a finished save)"),
+        ((paddle_dir, data, "sst2", "--resume_from_checkpoint", str(out / "checkpoint-2"), "--overwrite_output_dir"),
+         "--resume_from_checkpoint and --overwrite_output_dir exclude each other"),
+        ((str(other_model), stsb, "stsb"),
+         f"{out}: its checkpoints are of a run with other arguments (--model_name_or_path {paddle_dir!r} there, "
+         f"{str(other_model)!r} here; --task_name 'sst2' there, 'stsb' here); start afresh with "
+         "--overwrite_output_dir or another --output_dir"),
+    ]
+    for (model, data_dir, task, *extra), message in cases:
+        with pytest.raises(UserError) as exc:
+            run(model, data_dir, out, task, *SHORT, "--max_steps", "6", *extra)
+        assert str(exc.value) == message
+    assert (out / "args.json").read_text() == args_json
+    assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
+    # The same model directory and task, otherwise spelled: resumed (in a copy of the run).
+    copy = shutil.copytree(out, tmp_path / "copy")
+    run(os.path.relpath(paddle_dir), data, copy, "SST-2", *SHORT, "--max_steps", "6")
+    state = json.loads((copy / "checkpoint-6" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("config, size", [
+    ({}, 2), ({"id2label": {"0": "a", "1": "b", "2": "c"}}, 3), ({"num_labels": 1}, 1), ({"num_classes": 3}, 3),
+])
+def test_head_size_from_the_config(config, size):
+    assert head_size(config) == size
+
+
+def test_binary_head_without_id2label_must_fit_the_task(tmp_path):
+    """Hugging Face leaves id2label out of config.json for 2 labels: the head is still checked, exit 2."""
+    from common.convert import convert_checkpoint
+    from squeezebert.spec import SPEC
+
+    paddle_dir = str(tmp_path / "paddle")
+    convert_checkpoint(save_tiny(str(tmp_path / "torch"), "squeezebert", head="classification", **SQUEEZE),
+                       paddle_dir, SPEC, quiet=True)
+    assert not {"id2label", "num_labels"} & set(json.loads((tmp_path / "paddle" / "config.json").read_text()))
+    mnli = mnli_dev(tmp_path / "mnli", [("the movie", "a film", "entailment")])
+    proc = run_script("squeezebert/run_glue.py", "--model_name_or_path", paddle_dir, "--task_name", "mnli",
+                      "--data_dir", mnli, "--output_dir", "run", "--report_to", "none", cwd=tmp_path)
+    message = user_error(proc, not_written=tmp_path / "run")
+    assert message == f"{paddle_dir}: the checkpoint's head has 2 labels, task mnli needs 3"
+    metrics = run(paddle_dir, keyword_task(tmp_path / "sst2", 8, 4), tmp_path / "sst2-run", "sst2")
+    assert metrics["labels"] == ["0", "1"] and metrics["dev"]["samples"] == 4
+
+
+def test_inputs_longer_than_the_model_are_refused(squeezebert_dirs, tmp_path):
+    """A --max_seq_length beyond max_position_embeddings (64 here) that lets longer inputs through."""
+    _, paddle_dir = squeezebert_dirs["base"]
+    data = keyword_task(tmp_path / "data", 8, 4)
+    with open(os.path.join(data, "dev.tsv"), "a") as f:
+        f.write(" ".join(["good"] * 80) + "\t1\n")
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as exc:
+        run(paddle_dir, data, out, "sst2", "--max_seq_length", "100")
+    assert str(exc.value) == (f"--max_seq_length 100: {paddle_dir} takes at most 64 tokens (max_position_embeddings), "
+                              "the data has inputs of 82; pass at most 64")
+    assert not out.exists()
+    assert run(paddle_dir, data, out, "sst2", "--max_seq_length", "64")["dev"]["samples"] == 5

@@ -313,3 +313,19 @@ def test_mobilebert_run_squad_script_end_to_end(tmp_path):
     assert metrics["predict"]["samples"] == 12 and metrics["predict"]["total"] == 12
     for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "args.json"):
         assert (out / name).is_file(), name
+
+
+def test_inputs_longer_than_the_model_are_refused(tiny_bert, tmp_path):
+    """A --max_seq_length beyond max_position_embeddings (64 here): refused before anything is written."""
+    from common.train_squad import squad_main
+
+    context = " ".join(["the quick brown fox"] * 30)
+    predict = squad_file(tmp_path / "dev.json", [{"id": "q1", "question": "what ?",
+                                                  "answers": [{"text": "fox", "answer_start": 16}]}], context)
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as exc:
+        squad_main("bert", "BertForQuestionAnswering", ["--model_name_or_path", tiny_bert, "--predict_file", predict,
+                                                        "--max_seq_length", "128", "--output_dir", str(out)])
+    assert str(exc.value) == (f"--max_seq_length 128: {tiny_bert} takes at most 64 tokens (max_position_embeddings), "
+                              "the data has inputs of 125; pass at most 64")
+    assert not out.exists()
