@@ -22,10 +22,11 @@ import os
 import sys
 
 import common  # noqa: F401  (zlib before paddle)
+from common.checkpoint import open_paddle_checkpoint
 from common.compare import SAMPLES, sample_batch
-from common.errors import cli
+from common.errors import UserError, cli
 from common.first_token import first_token_layer
-from common.fsutil import atomic_dir, write_json
+from common.fsutil import atomic_dir, check_output_dir, write_json
 from common.inference import INPUTS, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
 from common.models import load_model_dir
 from common.onnx_runtime import ONNX_FILE, OnnxPredictor, convert_to_onnx
@@ -45,10 +46,16 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int, portable:
            onnx: bool = False, full_last_layer: bool = False) -> dict:
     """Export and check; returns the report written to export.json. Over ``atol``,
     ``report["ok"]`` is False and nothing is written. ``portable``: paddle's own operators only;
-    ``onnx``: also the ONNX model (implies ``portable``); ``full_last_layer``: no [CLS]-only last layer."""
+    ``onnx``: also the ONNX model (implies ``portable``); ``full_last_layer``: no [CLS]-only last layer.
+    ``output_dir`` may be an earlier export (replaced), not a directory holding anything else."""
     import paddle
     from paddlenlp.transformers import AutoTokenizer
 
+    ckpt = open_paddle_checkpoint(model_dir, None)
+    if "ofa_attention_heads" in ckpt.config:
+        raise UserError(f"{model_dir}: an OFA sub-model (config.json has ofa_attention_heads), which export.py "
+                        "cannot load; ofa_bert/export_model.py exports it (inference.pdmodel in its --output_dir)")
+    check_output_dir(output_dir, (model_dir,), ("export.json", "inference.pdmodel"))
     model = load_model_dir(model_dir)
     architecture = model.config.architectures[0]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -68,7 +75,7 @@ def export(model_dir: str, output_dir: str, atol: float, threads: int, portable:
         "check_batch": {"sequences": len(SAMPLES), "shape": list(batch["input_ids"].shape), "padded": True},
     }
     try:
-        with atomic_dir(output_dir) as tmp:
+        with atomic_dir(output_dir, owned=(ONNX_FILE,)) as tmp:
             prefix = export_static(model, tmp, custom_ops=not report["portable"], first_token=not full_last_layer)
             tokenizer.save_pretrained(tmp)
             runs = {label: Predictor(prefix, PredictorOptions(threads=threads, onednn=onednn))
@@ -92,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True,
                         help="PaddleNLP model directory: config.json, model_state.pdparams, tokenizer")
-    parser.add_argument("--output_dir", required=True, help="where the static model goes (written atomically)")
+    parser.add_argument("--output_dir", required=True,
+                        help="where the static model goes (written atomically; an earlier export there is replaced, "
+                             "a directory holding anything else is refused)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed vs dygraph (default 1e-4)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads of the predictor (default all cores)")

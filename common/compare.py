@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.checkpoint import require_dir
+from common.checkpoint import HFCheckpoint, load_state_dict, open_checkpoint, open_paddle_checkpoint, require_dir
 from common.errors import UserError
+from common.models import load_model_dir
 
 if TYPE_CHECKING:
     from paddlenlp.transformers import PretrainedTokenizer
@@ -24,6 +23,9 @@ SAMPLES = (
     ("Paris is a city in France, on the river.", None),
     ("Who loves a boring story?", "Not me."),
 )
+# config.json keys that set the models' shapes: a conversion keeps them.
+_SHAPE_KEYS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class Diff:
 
 
 def make_batch(torch_dir: str, paddle_dir: str) -> dict[str, np.ndarray]:
-    """Tokenise :data:`SAMPLES` with the HF tokenizer (padded); the paddle tokenizer must agree."""
+    """Tokenise :data:`SAMPLES` with the HF tokenizer (padded); the paddle tokenizer must agree (else a
+    :class:`UserError`)."""
     import transformers
     from paddlenlp.transformers import AutoTokenizer as PaddleAutoTokenizer
 
@@ -59,7 +62,8 @@ def make_batch(torch_dir: str, paddle_dir: str) -> dict[str, np.ndarray]:
         pd = pd_tok(a, b) if b else pd_tok(a)
         for key in ("input_ids", "token_type_ids"):
             if list(hf[key]) != list(pd[key]):
-                raise RuntimeError(f"tokenizers disagree on sample {i} {key}: torch {hf[key]} paddle {pd[key]}")
+                raise UserError(f"{torch_dir} and {paddle_dir}: tokenizers disagree on sample {i} {key}: "
+                                f"torch {hf[key]} paddle {pd[key]}")
         rows.append(hf)
     return padded(rows, hf_tok.pad_token_id)
 
@@ -86,7 +90,9 @@ def run_torch(torch_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> d
     import transformers
 
     auto = transformers.AutoModelForSequenceClassification if has_head else transformers.AutoModel
-    model = auto.from_pretrained(torch_dir).eval()
+    state = {k: torch.from_numpy(v) for k, v in load_state_dict(torch_dir).items()}
+    model = auto.from_pretrained(None, config=transformers.AutoConfig.from_pretrained(torch_dir), state_dict=state)
+    model.eval()
     inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
     with torch.no_grad():
         base = model.base_model(**inputs)
@@ -100,12 +106,8 @@ def run_torch(torch_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> d
 
 def run_paddle(paddle_dir: str, batch: dict[str, np.ndarray], has_head: bool) -> dict[str, np.ndarray]:
     import paddle
-    import paddlenlp.transformers as ppt
 
-    with open(os.path.join(paddle_dir, "config.json"), encoding="utf-8") as f:
-        class_name = json.load(f)["architectures"][0]
-    model = getattr(ppt, class_name).from_pretrained(paddle_dir)
-    model.eval()
+    model = load_model_dir(paddle_dir)
     inputs = {k: paddle.to_tensor(v) for k, v in batch.items()}
     with paddle.no_grad():
         base = model.base_model(**inputs)
@@ -118,21 +120,35 @@ def run_paddle(paddle_dir: str, batch: dict[str, np.ndarray], has_head: bool) ->
     return out
 
 
-def run_both(torch_dir: str, paddle_dir: str) -> tuple[dict, dict, dict]:
-    """(batch, torch outputs, paddle outputs) for :data:`SAMPLES`; both sides give the same outputs."""
-    require_dir(torch_dir, "--torch_dir")
-    require_dir(paddle_dir, "--paddle_dir")
-    if not os.path.isfile(os.path.join(paddle_dir, "model_state.pdparams")):
-        raise UserError(f"{paddle_dir}: no model_state.pdparams (run convert.py first)")
-    with open(os.path.join(torch_dir, "config.json"), encoding="utf-8") as f:
-        archs = json.load(f).get("architectures") or [""]
-    has_head = archs[0].endswith("ForSequenceClassification")
+def _check_same_model(torch_ckpt: HFCheckpoint, paddle_ckpt: HFCheckpoint) -> None:
+    """A :class:`UserError` unless both configs give the same shapes and both models have a classifier or neither
+    has."""
+    t, p = torch_ckpt.config, paddle_ckpt.config
+    differ = [f"{k} {t[k]} vs {p[k]}" for k in _SHAPE_KEYS if k in t and k in p and t[k] != p[k]]
+    heads = [ckpt.architecture.endswith("ForSequenceClassification") for ckpt in (torch_ckpt, paddle_ckpt)]
+    if heads[0] != heads[1]:
+        differ.append(f"{torch_ckpt.architecture or 'base model'} vs {paddle_ckpt.architecture}")
+    if differ:
+        raise UserError(f"{torch_ckpt.path} and {paddle_ckpt.path} are different models (not a checkpoint and its "
+                        f"conversion): {', '.join(differ)}")
+
+
+def run_both(torch_dir: str, paddle_dir: str, model_type: str | None = None) -> tuple[dict, dict, dict]:
+    """(batch, torch outputs, paddle outputs) for :data:`SAMPLES`. Both directories must hold checkpoints of
+    ``model_type`` (None: the torch one's), as for conversion, and the same model (:func:`_check_same_model`,
+    then the same outputs of the same shapes); else a :class:`UserError`."""
+    torch_ckpt = open_checkpoint(require_dir(torch_dir, "--torch_dir"), model_type)
+    paddle_ckpt = open_paddle_checkpoint(require_dir(paddle_dir, "--paddle_dir"), torch_ckpt.model_type)
+    _check_same_model(torch_ckpt, paddle_ckpt)
+    has_head = torch_ckpt.architecture.endswith("ForSequenceClassification")
     batch = make_batch(torch_dir, paddle_dir)
     ref = run_torch(torch_dir, batch, has_head)
     got = run_paddle(paddle_dir, batch, has_head)
-    for name in ref:
-        if name not in got:
-            raise RuntimeError(f"paddle model gives no {name}")
+    for name, value in ref.items():
+        shape = got[name].shape if name in got else None
+        if shape != value.shape:
+            raise UserError(f"{torch_dir} and {paddle_dir} are different models: {name} has shape {value.shape} "
+                            f"in torch, {shape or 'none'} in paddle")
     return batch, ref, got
 
 
@@ -146,9 +162,9 @@ def diff_outputs(batch: dict, ref: dict, got: dict) -> list[Diff]:
     return diffs
 
 
-def compare(torch_dir: str, paddle_dir: str) -> list[Diff]:
-    """Diffs per output; sequence output is compared on real tokens only (padding excluded)."""
-    return diff_outputs(*run_both(torch_dir, paddle_dir))
+def compare(torch_dir: str, paddle_dir: str, model_type: str | None = None) -> list[Diff]:
+    """Diffs per output (:func:`run_both`); sequence output is compared on real tokens only (padding excluded)."""
+    return diff_outputs(*run_both(torch_dir, paddle_dir, model_type))
 
 
 def token_rel(batch: dict, ref: dict, got: dict) -> np.ndarray:
@@ -189,8 +205,10 @@ def print_report(diffs: list[Diff], batch_note: str = "") -> tuple[float, float]
     return max_abs, mean_abs
 
 
-def compare_main(description: str, argv: list[str] | None = None, criterion: str = "abs") -> int:
-    """CLI shared by every ``<model>/compare.py``; returns the exit code (1 when over tolerance).
+def compare_main(description: str, argv: list[str] | None = None, criterion: str = "abs",
+                 model_type: str | None = None) -> int:
+    """CLI shared by every ``<model>/compare.py`` (``model_type``: its folder's); returns the exit code (1 when
+    over tolerance).
 
     ``criterion="abs"``: every value within ``--atol``. ``criterion="rel"`` (models whose activations
     are huge, e.g. MobileBERT's NoNorm): every token, and every row of the other outputs, within
@@ -209,7 +227,10 @@ def compare_main(description: str, argv: list[str] | None = None, criterion: str
             help="max |a-b| / max(|a|, 1) allowed on every token, [CLS] included (default 1e-4)",
         )
     args = parser.parse_args(argv)
-    batch, ref, got = run_both(args.torch_dir, args.paddle_dir)
+    from paddlenlp.utils.log import logger
+
+    logger.set_level("WARNING")  # PaddleNLP's INFO lines (loading this and that) would bury the report or error
+    batch, ref, got = run_both(args.torch_dir, args.paddle_dir, model_type)
     diffs = diff_outputs(batch, ref, got)
     print(f"batch: {len(SAMPLES)} sequences, padded, two segments; sequence_output on real tokens only")
     max_abs, _ = print_report(diffs)

@@ -17,11 +17,13 @@ import numpy as np
 
 from common.checkpoint import HFCheckpoint, load_state_dict, open_checkpoint, require_dir
 from common.errors import UserError
-from common.fsutil import atomic_dir
+from common.fsutil import atomic_dir, check_output_dir
 
 if TYPE_CHECKING:
     from paddlenlp.transformers import PretrainedConfig
 
+# What every converted checkpoint directory holds (an earlier conversion may be replaced).
+_CONVERTED = ("config.json", "model_state.pdparams")
 # HF config keys that describe the torch run, not the model.
 _HF_ONLY_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "architectures")
 
@@ -155,11 +157,13 @@ def _save_tokenizer(ckpt: HFCheckpoint, spec: ModelSpec, out_dir: str) -> None:
 
 
 def convert_checkpoint(torch_dir: str, paddle_dir: str, spec: ModelSpec, quiet: bool = False) -> ConversionReport:
-    """Convert an HF checkpoint directory into a PaddleNLP one, atomically."""
+    """Convert an HF checkpoint directory into a PaddleNLP one, atomically (:func:`common.fsutil.atomic_dir`: an
+    earlier conversion there is replaced, a directory holding anything else is refused)."""
     import paddle
     import paddlenlp.transformers as ppt
 
     ckpt = open_checkpoint(torch_dir, spec.model_type)
+    check_output_dir(paddle_dir, (torch_dir,), _CONVERTED)
     class_name = spec.paddle_class_name(ckpt.architecture)
     config = paddle_config(ckpt, spec, class_name)
     model = getattr(ppt, class_name)(config)
@@ -209,7 +213,8 @@ def convert_main(spec: ModelSpec, known: tuple[str, ...], weights_root: str, arg
         f"{weights_root}/torch/<name>/ into {weights_root}/paddle/<name>/."
     )
     parser.add_argument("--torch_dir", help="HF checkpoint directory (config.json, weights, vocab.txt)")
-    parser.add_argument("--paddle_dir", help="output directory (written atomically)")
+    parser.add_argument("--paddle_dir", help="output directory (written atomically; an earlier conversion there "
+                        "is replaced, a directory holding anything else is refused)")
     parser.add_argument("--quiet", action="store_true", help="no log line per tensor")
     args = parser.parse_args(argv)
     if bool(args.torch_dir) != bool(args.paddle_dir):

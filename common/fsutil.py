@@ -12,10 +12,38 @@ from typing import Any, Iterator
 from common.errors import UserError
 
 
+def _not_a_file(final: str) -> None:
+    if os.path.exists(final) and not os.path.isdir(final):
+        raise UserError(f"{final}: exists and is not a directory")
+
+
+def check_output_dir(final: str, inputs: tuple[str, ...], marks: tuple[str, ...]) -> None:
+    """Refuse (:class:`UserError`), before any work, an output directory that :func:`atomic_dir` should not
+    replace: one of ``inputs`` or a directory holding one (an output inside an input only adds to it), or a
+    non-empty directory without the ``marks`` every earlier output of the caller has (not its output)."""
+    out = os.path.realpath(final)
+    for path in inputs:
+        src = os.path.realpath(path)
+        if src == out or src.startswith(out.rstrip(os.sep) + os.sep):
+            where = "is the input" if src == out else "holds the input"
+            raise UserError(f"{final}: the output directory {where} {path}; writing it would delete the input "
+                            "(choose another output directory)")
+    _not_a_file(final)
+    missing = [name for name in marks if not os.path.exists(os.path.join(final, name))]
+    if missing and os.path.isdir(final) and os.listdir(final):
+        raise UserError(f"{final}: not empty and not an earlier output (no {', '.join(missing)}): choose another "
+                        "directory or empty it")
+
+
 @contextmanager
-def atomic_dir(final: str) -> Iterator[str]:
-    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``
-    (whose old content is removed), on error it is deleted and ``final`` is untouched."""
+def atomic_dir(final: str, owned: tuple[str, ...] = ()) -> Iterator[str]:
+    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``, on error it is
+    deleted and ``final`` is untouched.
+
+    An existing ``final`` is replaced only when nothing would be lost: every entry in it is one the new output
+    has, or one of ``owned`` (what the caller writes only sometimes). So an earlier output is replaced and anything
+    else (a user's folder, a training run, a note added to an earlier output) is a :class:`UserError`."""
+    _not_a_file(final)
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
@@ -24,6 +52,12 @@ def atomic_dir(final: str) -> Iterator[str]:
         yield tmp
         old = None
         if os.path.exists(final):
+            foreign = sorted(set(os.listdir(final)) - set(os.listdir(tmp)) - set(owned))
+            if foreign:
+                raise UserError(f"{final}: not replaced: it holds {', '.join(foreign[:3])}"
+                                f"{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}, which this output "
+                                "does not have (not an earlier output of this tool? choose another directory "
+                                "or empty it)")
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=parent)
             os.replace(final, os.path.join(old, "previous"))
         os.replace(tmp, final)

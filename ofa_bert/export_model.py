@@ -19,7 +19,7 @@ import common  # noqa: F401  (zlib before paddle)
 from common.checkpoint import open_paddle_checkpoint, require_dir
 from common.compare import sample_batch
 from common.errors import UserError, cli
-from common.fsutil import atomic_dir, read_json, write_json
+from common.fsutil import atomic_dir, check_output_dir, read_json, write_json
 from common.inference import INPUTS, PREFIX, Predictor, PredictorOptions, export_static, max_abs_diff, run_dygraph
 from ofa_bert.submodel import count_parameters, extract_submodel, load_submodel, width_dims
 
@@ -60,6 +60,7 @@ def export(model_dir: str, width: float, output_dir: str, atol: float) -> dict:
     ckpt = open_paddle_checkpoint(model_dir, "bert")
     if not ckpt.architecture.endswith("ForSequenceClassification"):
         raise UserError(f"{model_dir}: not an OFA run directory (no classifier; run ofa_bert/run_glue_ofa.py)")
+    check_output_dir(output_dir, (model_dir,), ("export.json", "inference.pdmodel"))
     heads, ffn = width_dims(ppt.BertConfig.from_dict(ckpt.config), width)  # from_pretrained would log first
     model = ppt.BertForSequenceClassification.from_pretrained(model_dir)
     model.eval()

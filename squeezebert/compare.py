@@ -4,7 +4,8 @@ import sys
 import common  # noqa: F401  (zlib before paddle)
 from common.compare import compare_main
 from common.errors import cli
-import squeezebert.modeling  # noqa: F401  (grouped 1x1 convolutions as matmuls)
+from squeezebert.spec import SPEC  # with its modeling: grouped 1x1 convolutions as matmuls
 
 if __name__ == "__main__":
-    sys.exit(cli(compare_main)("Compare a SqueezeBERT HF checkpoint with its PaddleNLP conversion."))
+    sys.exit(cli(compare_main)("Compare a SqueezeBERT HF checkpoint with its PaddleNLP conversion.",
+                               model_type=SPEC.model_type))

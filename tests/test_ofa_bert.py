@@ -436,8 +436,8 @@ def test_export_refuses_bad_width_and_mismatch(ofa_run, monkeypatch):
 
 
 def test_export_refuses_other_directories_and_untrained_widths(ofa_run):
-    """A plain fine-tuned classifier (no width training) and a width the OFA run did not train are refused, in one
-    line on stderr (before PaddleNLP logs), writing nothing."""
+    """A plain fine-tuned classifier (no width training), a width the OFA run did not train and the run's own
+    directory as the output are refused, in one line on stderr (before PaddleNLP logs), writing nothing."""
     out = ofa_run["root"] / "export-refused"
     ofa_dir, teacher = ofa_run["ofa_dir"], ofa_run["teacher"]
     for model_dir, width, message in (
@@ -449,6 +449,11 @@ def test_export_refuses_other_directories_and_untrained_widths(ofa_run):
         proc = run_script("ofa_bert/export_model.py", "--model_dir", model_dir, "--width_mult", width,
                           "--output_dir", str(out))
         assert user_error(proc, not_written=out) == message
+    before = sorted(os.listdir(ofa_dir))
+    proc = run_script("ofa_bert/export_model.py", "--model_dir", ofa_dir, "--width_mult", "0.5", "--output_dir", ofa_dir)
+    assert user_error(proc) == (f"{ofa_dir}: the output directory is the input {ofa_dir}; writing it would delete "
+                                "the input (choose another output directory)")
+    assert sorted(os.listdir(ofa_dir)) == before
 
 
 def test_trained_width_is_named_to_3_decimals(tmp_path):

@@ -122,13 +122,20 @@ def test_pretraining_heads_are_skipped_explicitly(tmp_path, capsys):
 
 
 def test_reconversion_replaces_output_atomically(squeezebert_dirs, tmp_path):
+    """An earlier conversion is replaced; one holding something more (a user's note) is kept and refused."""
     torch_dir, _ = squeezebert_dirs["base"]
     out = tmp_path / "p"
-    os.makedirs(out)
-    (out / "stale.txt").write_text("old")
     convert_checkpoint(torch_dir, str(out), SPEC, quiet=True)
-    assert sorted(os.listdir(out)) == [
-        "config.json", "model_state.pdparams", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
+    first = os.stat(out / "model_state.pdparams").st_ino
+    convert_checkpoint(torch_dir, str(out), SPEC, quiet=True)
+    written = ["config.json", "model_state.pdparams", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
+    assert sorted(os.listdir(out)) == written and os.stat(out / "model_state.pdparams").st_ino != first
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError) as err:
+        convert_checkpoint(torch_dir, str(out), SPEC, quiet=True)
+    assert str(err.value) == (f"{out}: not replaced: it holds notes.txt, which this output does not have (not an "
+                              "earlier output of this tool? choose another directory or empty it)")
+    assert sorted(os.listdir(out)) == sorted(written + ["notes.txt"]) and (out / "notes.txt").read_text() == "mine"
     assert sorted(os.listdir(tmp_path)) == ["p"]
 
 
