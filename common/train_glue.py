@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
@@ -27,7 +26,7 @@ from common.errors import UserError
 from common.fsutil import read_json, write_json
 from common.glue import Example, GlueTask, get_task, label_order, read_split
 from common.metrics import glue_metrics
-from common.train_state import checkpoints
+from common.train_state import checkpoints, remove_checkpoints, rotate_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -324,26 +323,8 @@ def start_run(training_args: TrainingArguments, record: dict) -> None:
         return
     os.makedirs(training_args.output_dir, exist_ok=True)
     if training_args.overwrite_output_dir:
-        for old in checkpoints(training_args.output_dir):
-            shutil.rmtree(old)
+        remove_checkpoints(training_args.output_dir)
     write_json(os.path.join(training_args.output_dir, "args.json"), record)
-
-
-def rotate_checkpoints(output_dir: str, limit: int | None, best: str | None) -> None:
-    """Delete ``output_dir``'s oldest ``checkpoint-<step>`` folders beyond ``limit`` (None or <= 0: keep all), as
-    PaddleNLP's ``_rotate_checkpoints``: the newest (to resume from) and the ``best`` one always stay."""
-    found = checkpoints(output_dir)
-    if limit is None or limit <= 0 or not found:
-        return
-    best_name = os.path.basename(os.path.normpath(best)) if best else None
-    keep = {found[-1]} | {path for path in found if os.path.basename(path) == best_name}
-    for path in reversed(found):
-        if len(keep) >= limit:
-            break
-        keep.add(path)
-    for path in found:
-        if path not in keep:
-            shutil.rmtree(path)
 
 
 class RotatingTrainer(Trainer):

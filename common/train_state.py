@@ -44,6 +44,29 @@ def checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(output_dir, name) for _, name in sorted(found)]
 
 
+def rotate_checkpoints(output_dir: str, limit: int | None, best: str | None) -> None:
+    """Delete ``output_dir``'s oldest ``checkpoint-<step>`` folders beyond ``limit`` (None or <= 0: keep all), as
+    PaddleNLP's ``_rotate_checkpoints``: the newest (to resume from) and the ``best`` one always stay."""
+    found = checkpoints(output_dir)
+    if limit is None or limit <= 0 or not found:
+        return
+    best_name = os.path.basename(os.path.normpath(best)) if best else None
+    keep = {found[-1]} | {path for path in found if os.path.basename(path) == best_name}
+    for path in reversed(found):
+        if len(keep) >= limit:
+            break
+        keep.add(path)
+    for path in found:
+        if path not in keep:
+            shutil.rmtree(path)
+
+
+def remove_checkpoints(output_dir: str) -> None:
+    """Delete every ``checkpoint-<step>`` directory of ``output_dir`` (a run started afresh there)."""
+    for path in checkpoints(output_dir):
+        shutil.rmtree(path)
+
+
 def _rename_accumulators(state: dict, names: dict[str, str], what: str) -> dict:
     """``state`` (an optimizer's) with every accumulator's parameter name replaced by ``names[...]``."""
     out = {}
@@ -68,9 +91,7 @@ def save_checkpoint(output_dir: str, step: int, model: paddle.nn.Layer, optimize
         paddle.save(model.state_dict(), os.path.join(tmp, FILES[0]))
         paddle.save(_rename_accumulators(optimizer.state_dict(), structured, path), os.path.join(tmp, FILES[1]))
         write_json(os.path.join(tmp, FILES[2]), {"global_step": step, **state})
-    if keep > 0:
-        for old in checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old)
+    rotate_checkpoints(output_dir, keep, None)
     return path
 
 

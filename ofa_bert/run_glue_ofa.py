@@ -18,7 +18,6 @@ import functools
 import itertools
 import math
 import os
-import shutil
 import time
 from typing import Callable, Iterable
 
@@ -30,7 +29,8 @@ from common.glue import GlueTask, get_task, label_order, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
 from common.train_glue import Collator, GlueLoss, encode, param_groups, speed_up_on_cpu
-from common.train_state import batch_order, checkpoints, load_checkpoint, read_state, save_checkpoint, seed_step
+from common.train_state import (batch_order, checkpoints, load_checkpoint, read_state, remove_checkpoints,
+                                save_checkpoint, seed_step)
 from ofa_bert.submodel import count_parameters, extract_submodel, width_dims
 
 WIDTHS = (1.0, 0.8333333333333334, 0.6666666666666666, 0.5)
@@ -181,8 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     os.makedirs(args.output_dir, exist_ok=True)
     if args.overwrite_output_dir:
-        for old in checkpoints(args.output_dir):
-            shutil.rmtree(old)
+        remove_checkpoints(args.output_dir)
     write_json(os.path.join(args.output_dir, "args.json"), vars(args))
     paddle.set_device(args.device)
     set_seed(args.seed)

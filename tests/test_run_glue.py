@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from common.errors import UserError
-from common.train_glue import glue_main, head_size, no_decay, param_groups, rotate_checkpoints
-from common.train_state import checkpoints
+from common.train_glue import glue_main, head_size, no_decay, param_groups
+from common.train_state import checkpoints, rotate_checkpoints
 from conftest import REPO, SQUEEZE, run_script, user_error
 from tiny_checkpoints import save_tiny
 
