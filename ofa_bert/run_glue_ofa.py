@@ -25,10 +25,10 @@ import common  # noqa: F401  (zlib before paddle)
 import paddle
 from common.checkpoint import open_paddle_checkpoint
 from common.errors import UserError, cli
-from common.glue import GlueTask, get_task, label_order, read_split
+from common.glue import GlueTask, get_task, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
-from common.train_glue import Collator, GlueLoss, encode, param_groups, speed_up_on_cpu
+from common.train_glue import Collator, GlueLoss, encode, head_labels, param_groups, speed_up_on_cpu
 from common.train_state import (batch_order, checkpoints, load_checkpoint, read_state, remove_checkpoints,
                                 save_checkpoint, seed_step)
 from ofa_bert.submodel import count_parameters, extract_submodel, width_dims
@@ -127,13 +127,10 @@ def format_table(task: GlueTask, rows: dict[str, dict]) -> str:
 
 
 def _teacher_labels(ckpt, task) -> list[str] | None:
+    """The task's labels in the order of the teacher's head, which must be a classifier's fitting the task."""
     if not ckpt.architecture.endswith("ForSequenceClassification"):
         raise UserError(f"{ckpt.path}: the teacher must be a fine-tuned classifier (run ofa_bert/run_glue.py first)")
-    id2label = ckpt.config.get("id2label") or {}
-    if len(id2label) != task.num_labels:
-        raise UserError(f"{ckpt.path}: the teacher's head has {len(id2label)} labels, "
-                        f"task {task.name} needs {task.num_labels}")
-    return label_order(task, id2label)
+    return head_labels(ckpt, task)
 
 
 def _run_args(args: argparse.Namespace, train_samples: int) -> dict:

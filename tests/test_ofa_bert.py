@@ -326,6 +326,23 @@ def test_ofa_run_refuses_a_width_that_splits_heads(ofa_run):
     assert user_error(proc, not_written=out) == "width 0.6 keeps 7.2 of 12 attention heads; use a multiple of 1/12"
 
 
+@pytest.mark.parametrize("teacher, task, message", [
+    ("paddle_dir", "sst2", "{}: the teacher must be a fine-tuned classifier (run ofa_bert/run_glue.py first)"),
+    ("teacher", "mnli", "{}: the checkpoint's head has 2 labels, task mnli needs 3"),
+])
+def test_ofa_run_refuses_a_teacher_that_is_no_classifier_of_the_task(ofa_run, teacher, task, message):
+    """The converted encoder (no head) and the sst2 teacher for mnli are refused before anything is written."""
+    from ofa_bert import run_glue_ofa
+
+    out = ofa_run["root"] / f"ofa-teacher-{task}"
+    argv = ["--model_name_or_path", ofa_run[teacher], "--task_name", task, "--data_dir", ofa_run["data"],
+            "--output_dir", str(out), "--width_mult_list", "1", "0.5"]
+    with pytest.raises(UserError) as err:
+        run_glue_ofa.main(argv)
+    assert str(err.value) == message.format(ofa_run[teacher])
+    assert not out.exists()
+
+
 def test_resuming_and_overwriting_exclude_each_other(capsys):
     from ofa_bert import run_glue_ofa
 
