@@ -26,7 +26,7 @@ from common.errors import UserError
 from common.fsutil import read_json, write_json
 from common.glue import Example, GlueTask, get_task, label_order, read_split
 from common.metrics import glue_metrics
-from common.train_state import checkpoints, remove_checkpoints, rotate_checkpoints
+from common.train_state import checkpoints, rotate_checkpoints, start_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -317,14 +317,9 @@ def resume_checkpoint(training_args: TrainingArguments, record: dict, fixed: dic
 
 
 def start_run(training_args: TrainingArguments, record: dict) -> None:
-    """Once every input is checked: make ``--output_dir``, delete an earlier run's checkpoints there with
-    ``--overwrite_output_dir`` (a later rerun must not resume from them) and write ``args.json``."""
-    if not training_args.should_save:
-        return
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    if training_args.overwrite_output_dir:
-        remove_checkpoints(training_args.output_dir)
-    write_json(os.path.join(training_args.output_dir, "args.json"), record)
+    """:func:`~common.train_state.start_output_dir` for ``--output_dir`` in the process that saves."""
+    if training_args.should_save:
+        start_output_dir(training_args.output_dir, training_args.overwrite_output_dir, record)
 
 
 class RotatingTrainer(Trainer):

@@ -67,6 +67,15 @@ def remove_checkpoints(output_dir: str) -> None:
         shutil.rmtree(path)
 
 
+def start_output_dir(output_dir: str, overwrite: bool, record: dict) -> None:
+    """Once every input is checked: make ``output_dir``, delete an earlier run's checkpoints there when
+    ``overwrite`` (a later rerun must not resume from them) and write ``record`` as its ``args.json``."""
+    os.makedirs(output_dir, exist_ok=True)
+    if overwrite:
+        remove_checkpoints(output_dir)
+    write_json(os.path.join(output_dir, "args.json"), record)
+
+
 def _rename_accumulators(state: dict, names: dict[str, str], what: str) -> dict:
     """``state`` (an optimizer's) with every accumulator's parameter name replaced by ``names[...]``."""
     out = {}

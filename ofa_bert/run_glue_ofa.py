@@ -29,8 +29,8 @@ from common.glue import GlueTask, get_task, read_split
 from common.fsutil import write_json
 from common.metrics import glue_metrics
 from common.train_glue import Collator, GlueLoss, encode, head_labels, param_groups, speed_up_on_cpu
-from common.train_state import (batch_order, checkpoints, load_checkpoint, read_state, remove_checkpoints,
-                                save_checkpoint, seed_step)
+from common.train_state import (batch_order, checkpoints, load_checkpoint, read_state, save_checkpoint, seed_step,
+                                start_output_dir)
 from ofa_bert.submodel import count_parameters, extract_submodel, width_dims
 
 WIDTHS = (1.0, 0.8333333333333334, 0.6666666666666666, 0.5)
@@ -176,10 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ofa_bert import ofa  # PaddleSlim is imported here, only by OFA runs
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    if args.overwrite_output_dir:
-        remove_checkpoints(args.output_dir)
-    write_json(os.path.join(args.output_dir, "args.json"), vars(args))
+    start_output_dir(args.output_dir, args.overwrite_output_dir, vars(args))
     paddle.set_device(args.device)
     set_seed(args.seed)
     tokenizer = ppt.BertTokenizer.from_pretrained(ckpt.path)

@@ -6,7 +6,9 @@ import numpy as np
 import paddle
 import pytest
 from common.errors import UserError
-from common.train_state import batch_order, checkpoints, load_checkpoint, read_state, save_checkpoint, seed_step
+from common.fsutil import read_json
+from common.train_state import (batch_order, checkpoints, load_checkpoint, read_state, save_checkpoint, seed_step,
+                                start_output_dir)
 
 
 def test_batch_order_is_a_function_of_seed_and_epoch():
@@ -85,6 +87,17 @@ def test_checkpoints_rotate_and_are_listed_by_step(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temporary left
     assert checkpoints(str(tmp_path / "absent")) == []
 
+
+def test_a_run_starts_its_output_dir_keeping_checkpoints_unless_overwriting(tmp_path):
+    out = tmp_path / "run" / "nested"
+    start_output_dir(str(out), False, {"seed": 1})
+    assert sorted(os.listdir(out)) == ["args.json"] and read_json(str(out / "args.json")) == {"seed": 1}
+    for name in ("checkpoint-2", "checkpoint-4", "runs"):
+        os.makedirs(out / name)
+    start_output_dir(str(out), False, {"seed": 2})
+    assert sorted(os.listdir(out)) == ["args.json", "checkpoint-2", "checkpoint-4", "runs"]
+    start_output_dir(str(out), True, {"seed": 3})
+    assert sorted(os.listdir(out)) == ["args.json", "runs"] and read_json(str(out / "args.json")) == {"seed": 3}
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path):
     model, _, optimizer = _setup(0)
