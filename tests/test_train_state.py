@@ -99,6 +99,7 @@ def test_a_run_starts_its_output_dir_keeping_checkpoints_unless_overwriting(tmp_
     start_output_dir(str(out), True, {"seed": 3})
     assert sorted(os.listdir(out)) == ["args.json", "runs"] and read_json(str(out / "args.json")) == {"seed": 3}
 
+
 def test_bad_checkpoints_are_one_line_errors(tmp_path):
     model, _, optimizer = _setup(0)
     model(paddle.ones([1, 6])).sum().backward()
