@@ -84,13 +84,15 @@ def paddle_op_times(steps: list, runs: int) -> dict[str, dict]:
             for op in sorted(ms, key=ms.get, reverse=True)}
 
 
-def profile_paddle(prefix: str, batch: dict, threads: int, warmup: int, runs: int, precision: str) -> dict[str, dict]:
+def profile_paddle(prefix: str, batch: dict, threads: int, warmup: int, runs: int, precision: str,
+                   fuse_blocks: bool = True) -> dict[str, dict]:
     """:func:`paddle_op_times` of ``runs`` ``paddle.inference`` runs of the exported model ``prefix`` on ``batch``,
-    after ``warmup`` untimed ones (oneDNN primitives, weight reorders)."""
+    after ``warmup`` untimed ones (oneDNN primitives, weight reorders); ``fuse_blocks``: as
+    :class:`common.inference.PredictorOptions`'."""
     import paddle.profiler as profiler
     from common.inference import Predictor, PredictorOptions
 
-    predictor = Predictor(prefix, PredictorOptions(threads=threads, precision=precision))
+    predictor = Predictor(prefix, PredictorOptions(threads=threads, precision=precision, fuse_blocks=fuse_blocks))
     for _ in range(warmup):
         predictor(batch)
     prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
@@ -122,7 +124,8 @@ RUNTIMES = {"paddle_ort_fp32": "onnxruntime", "paddle_infer_fp32": "paddle.infer
 def markdown(model: str, args: argparse.Namespace, summary: dict) -> str:
     versions = ", ".join(f"{name} {v}" for name, v in summary["provenance"].items() if name not in ("cpu", "code"))
     lines = [f"# {RUNTIMES[args.backend]} operator profile: {model}, batch {args.batch_size} x {args.seq_len}, "
-             f"{args.threads} threads, {args.runs} runs after {args.warmup}", "",
+             f"{args.threads} threads, {args.runs} runs after {args.warmup}"
+             f"{', post-norm blocks unfused' if args.no_fuse_blocks else ''}", "",
              f"Operator time {summary['total_ms_per_run']:.1f} ms per run; matmul-type operators "
              f"{summary['matmul_ms_per_run']:.1f} ms ({summary['matmul_percent']:.1f} %), "
              f"{summary['encoder_gflop_per_run']:.1f} GFLOP at {summary['matmul_gflop_per_s'] or 0:.1f} GFLOP/s.", "",
@@ -144,6 +147,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     parser.add_argument("--runs", type=int, default=5, help="profiled runs (default 5)")
     parser.add_argument("--output_dir", default="runs/op_profile", help="for args.json, op_profile.json and .md")
+    parser.add_argument("--no_fuse_blocks", action="store_true",
+                        help="paddle_infer_fp32: keep paddle's fcs, adds and layer norms where the predictor runs "
+                             "post-norm blocks as this repo's fused operators (PredictorOptions.fuse_blocks), "
+                             "for an A/B of the two")
     parser.add_argument("--quick", action="store_true", help="smoke run: the tiny 2-layer config, batch 2 x 16, 1 + 2 runs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -152,6 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_names([args.backend], BACKENDS, "backend")
     if min(args.batch_size, args.threads, args.warmup, args.runs) < 1 or args.seq_len < 2:
         raise UserError("--batch_size, --threads, --warmup and --runs must be >= 1, --seq_len >= 2")
+    if args.no_fuse_blocks and args.backend != "paddle_infer_fp32":
+        raise UserError(f"--no_fuse_blocks: only paddle_infer_fp32 fuses post-norm blocks, not {args.backend}")
     if args.backend != "paddle_ort_fp32":  # the predictor's own checks (bf16: the CPU flags), before building
         from common.inference import PredictorOptions
 
@@ -179,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
             ops = profile_onnx(convert_to_onnx(prefix, os.path.join(tmp, ONNX_FILE)), batch, args.threads, args.warmup,
                                args.runs)
         else:
-            ops = profile_paddle(prefix, batch, args.threads, args.warmup, args.runs, args.backend.rsplit("_", 1)[1])
+            ops = profile_paddle(prefix, batch, args.threads, args.warmup, args.runs, args.backend.rsplit("_", 1)[1],
+                                 not args.no_fuse_blocks)
     at_cls = first_token_layer(paddle_model) is not None  # the export's last layer at [CLS] only: its FLOPs
     summary = summarize(ops, args.batch_size * forward_flops(cfg, args.seq_len, at_cls))
     summary["last_layer_at_cls"] = at_cls

@@ -33,11 +33,14 @@ def table(runs: list[tuple[dict, dict]]) -> str:
              "over it.", "",
              "| model | backend | batch | ms | matmul-type | GFLOP/s | most time (ms per run) |",
              "|---|---|---:|---:|---:|---:|---|"]
-    for args, r in sorted(runs, key=lambda run: (run[0]["model"], run[0]["backend"], run[0]["batch_size"])):
+    def backend(args: dict) -> str:
+        return args["backend"] + (", unfused" if args.get("no_fuse_blocks") else "")
+
+    for args, r in sorted(runs, key=lambda run: (run[0]["model"], backend(run[0]), run[0]["batch_size"])):
         ops = sorted(r["ops"].items(), key=lambda item: item[1]["ms_per_run"], reverse=True)[:TOP]
         top = ", ".join(f"{op} {v['ms_per_run']:.2f}" for op, v in ops)
         rate = f"{r['matmul_gflop_per_s']:.0f}" if r.get("matmul_gflop_per_s") else "–"
-        lines.append(f"| {args['model']} | {args['backend']} | {args['batch_size']} | {r['total_ms_per_run']:.1f} | "
+        lines.append(f"| {args['model']} | {backend(args)} | {args['batch_size']} | {r['total_ms_per_run']:.1f} | "
                      f"{r['matmul_percent']:.1f} % | {rate} | {top} |")
     return "\n".join(lines) + "\n"
 

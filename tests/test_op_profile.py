@@ -129,7 +129,26 @@ def test_op_profile_paddle_inference_end_to_end(backend, tmp_path):
     assert json.loads((out / "args.json").read_text())["backend"] == backend
 
 
+def test_op_profile_no_fuse_blocks_keeps_paddles_operators(tmp_path):
+    import op_profile
+
+    out = tmp_path / "out"
+    ops = op_profile.main(["--model", "bert-base-uncased", "--backend", "paddle_infer_fp32", "--no_fuse_blocks",
+                           "--threads", "2", "--quick", "--output_dir", str(out)])["ops"]
+    # every Linear an fc again (as test_op_profile_paddle_inference_end_to_end's bf16 count), each block's residual
+    # add and layer norm paddle's (the embeddings' norm and the last layer's at [CLS] among them)
+    assert ops["fc"]["calls_per_run"] == 6 + 4 + 2
+    assert not [op for op in ops if op.startswith("ct_grouped")]
+    assert ops["layer_norm"]["calls_per_run"] == 1 + 2 * 2
+    assert (out / "op_profile.md").read_text().splitlines()[0] == (
+        "# paddle.inference fp32 operator profile: bert-base-uncased, batch 2 x 16, 2 threads, 2 runs after 1, "
+        "post-norm blocks unfused")
+    assert json.loads((out / "args.json").read_text())["no_fuse_blocks"] is True
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--model", "bert-base-uncased", "--backend", "paddle_infer_bf16", "--no_fuse_blocks"],
+     "--no_fuse_blocks: only paddle_infer_fp32 fuses post-norm blocks, not paddle_infer_bf16"),
     (["--model", "gpt2"], "unknown model: gpt2"),
     (["--model", "bert-base-uncased", "--seq_len", "1000"], "--seq_len 1000: bert-base-uncased has 512 positions"),
     (["--model", "bert-base-uncased", "--warmup", "0"], "--batch_size, --threads, --warmup and --runs must be >= 1"),
@@ -172,6 +191,8 @@ def test_profile_table_of_a_folder(tmp_path):
 
     ops = {"fc": 40.0, "layer_norm": 1.0, "ct_attention": 2.5, "elementwise_add": 1.5, "cast": 0.01}
     _profile(tmp_path, "b_fp32_b1", {"model": "bert", "backend": "paddle_infer_fp32", "batch_size": 1}, 45.01, ops)
+    _profile(tmp_path, "c_fp32_b1_unfused", {"model": "bert", "backend": "paddle_infer_fp32", "batch_size": 1,
+                                             "no_fuse_blocks": True}, 50.0, {"fc": 50.0})
     _profile(tmp_path, "a_bf16_b16", {"model": "bert", "backend": "paddle_infer_bf16", "batch_size": 16, "runs": 20},
              100.0, {"fc": 80.0, "ct_attention_bf16": 20.0}, code="def5678")
     (tmp_path / "not_a_profile").mkdir()
@@ -187,7 +208,8 @@ def test_profile_table_of_a_folder(tmp_path):
         "|---|---|---:|---:|---:|---:|---|",
         "| bert | paddle_infer_bf16 | 16 | 100.0 | 80.0 % | 250 | fc 80.00, ct_attention_bf16 20.00 |",
         "| bert | paddle_infer_fp32 | 1 | 45.0 | 88.9 % | 500 | fc 40.00, ct_attention 2.50, elementwise_add 1.50, "
-        "layer_norm 1.00 |"]
+        "layer_norm 1.00 |",
+        "| bert | paddle_infer_fp32, unfused | 1 | 50.0 | 100.0 % | 400 | fc 50.00 |"]
 
 
 def test_profile_table_bad_input_exits_2(tmp_path):
