@@ -1173,19 +1173,36 @@ namespace {
 
 struct LinearShape {
   int64_t rows, in, out, groups, in_g, out_g;
+  int64_t ldw;  // the row stride of each group's weight block: out_g, or more where its rows end in padding
 };
 
-// The sizes of a grouped linear layer's X, W and B (shapes checked; callers check the types).
+// The sizes of a grouped linear layer's X, W and B (shapes checked; callers check the types). ``padded``: W
+// [groups, in / groups, ldw] may hold padding after each row's out / groups values, the bias's size giving out (the
+// fused operators' weights in common/inference.py's fp32 predictor, see padded_width there).
 LinearShape linear_shape(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b, int64_t groups,
-                         const char* what) {
+                         const char* what, bool padded = false) {
   const int64_t in = last_dim(x);
   const auto ws = w.shape();
   PD_CHECK(groups > 0 && in % groups == 0, what, ": channels ", in, " not divisible by groups ", groups);
   PD_CHECK(ws.size() == 3 && ws[0] == groups && ws[1] == in / groups, what, ": weight must be [groups, in / groups, ",
            "out / groups] = [", groups, ", ", in / groups, ", out / groups]");
-  const int64_t out = groups * ws[2];
-  PD_CHECK(b.numel() == out, what, ": bias size != out channels ", out);
-  return {x.numel() / in, in, out, groups, in / groups, ws[2]};
+  if (!padded) {
+    const int64_t out = groups * ws[2];
+    PD_CHECK(b.numel() == out, what, ": bias size != out channels ", out);
+    return {x.numel() / in, in, out, groups, in / groups, ws[2], ws[2]};
+  }
+  const int64_t out = b.numel();
+  PD_CHECK(out % groups == 0 && out / groups <= ws[2], what, ": bias size ", out, " is not groups x at most ", ws[2],
+           " (the weight's rows)");
+  return {x.numel() / in, in, out, groups, in / groups, out / groups, ws[2]};
+}
+
+// The row stride of a 2-D weight [rows, stored] whose rows hold ``width`` values, padding after them allowed.
+int64_t padded_stride(const paddle::Tensor& w, int64_t rows, int64_t width, const char* what) {
+  const auto ws = w.shape();
+  PD_CHECK(ws.size() == 2 && ws[0] == rows && ws[1] >= width, what, ": weight must be [", rows, ", ", width,
+           " or more], its bias [", width, "]");
+  return ws[1];
 }
 
 // Rows [0, count) of Y (ldy): the first n values of each plus bias.
@@ -1359,18 +1376,18 @@ bool row_blocks(const RowBlocks& blocks, int64_t scratch_cols, F&& f) {
 }
 
 // Y = Linear2(act(Linear1(X))) without the outer bias for ``count`` rows of X and Y (row stride groups x in_g), per
-// group: X's column block times W1 [groups, in_g, mid_g] into h (count x mid_g, the thread's scratch), ``act(row, g)``
-// on each of its rows (the inner bias and activation, in place), h times W2 [groups, mid_g, in_g] into Y's block.
-// True on a failed GEMM.
+// group: X's column block times W1 [groups, in_g, ld1 >= mid_g] into h (count x mid_g, the thread's scratch),
+// ``act(row, g)`` on each of its rows (the inner bias and activation, in place), h times W2 [groups, mid_g, ld2 >=
+// in_g] into Y's block (ld1, ld2: the weights' row strides, padding after the values). True on a failed GEMM.
 template <class Act>
-bool ffn_rows(const float* x, const float* w1, const float* w2, int64_t count, int64_t groups, int64_t in_g,
-              int64_t mid_g, float* h, float* y, Act&& act) {
+bool ffn_rows(const float* x, const float* w1, int64_t ld1, const float* w2, int64_t ld2, int64_t count,
+              int64_t groups, int64_t in_g, int64_t mid_g, float* h, float* y, Act&& act) {
   const int64_t in = groups * in_g;
   bool bad = false;
   for (int64_t g = 0; g < groups; ++g) {
-    bad = gemm(false, false, count, mid_g, in_g, x + g * in_g, in, w1 + g * in_g * mid_g, mid_g, 0.f, h, mid_g) || bad;
+    bad = gemm(false, false, count, mid_g, in_g, x + g * in_g, in, w1 + g * in_g * ld1, ld1, 0.f, h, mid_g) || bad;
     for (int64_t r = 0; r < count; ++r) act(h + r * mid_g, g);
-    bad = gemm(false, false, count, in_g, mid_g, h, mid_g, w2 + g * mid_g * in_g, in_g, 0.f, y + g * in_g, in) || bad;
+    bad = gemm(false, false, count, in_g, mid_g, h, mid_g, w2 + g * mid_g * ld2, ld2, 0.f, y + g * in_g, in) || bad;
   }
   return bad;
 }
@@ -1385,7 +1402,7 @@ std::vector<paddle::Tensor> GroupedLinearAddNormForward(const paddle::Tensor& x,
   check_float(w, "grouped_linear_add_norm weight");
   check_float(b, "grouped_linear_add_norm bias");
   check_float(r, "grouped_linear_add_norm residual");
-  const LinearShape s = linear_shape(x, w, b, groups, "grouped_linear_add_norm");
+  const LinearShape s = linear_shape(x, w, b, groups, "grouped_linear_add_norm", true);
   const auto shape = with_last(x.shape(), s.out);
   PD_CHECK(r.shape() == shape, "grouped_linear_add_norm: residual shape != the linear layer's output shape");
   check_norm_params(gamma, beta, s.out, "grouped_linear_add_norm");
@@ -1396,8 +1413,8 @@ std::vector<paddle::Tensor> GroupedLinearAddNormForward(const paddle::Tensor& x,
                                  [&](int64_t first, int64_t count, float*) {
     bool bad = false;
     for (int64_t g = 0; g < s.groups; ++g) {
-      bad = gemm(false, false, count, s.out_g, s.in_g, px + first * s.in + g * s.in_g, s.in, pw + g * s.in_g * s.out_g,
-                 s.out_g, 0.f, py + first * s.out + g * s.out_g, s.out) || bad;
+      bad = gemm(false, false, count, s.out_g, s.in_g, px + first * s.in + g * s.in_g, s.in, pw + g * s.in_g * s.ldw,
+                 s.ldw, 0.f, py + first * s.out + g * s.out_g, s.out) || bad;
     }
     bias_add_norm_rows(py + first * s.out, b.data<float>(), pr + first * s.out, gamma.data<float>(),
                        beta.data<float>(), epsilon, count, s.out);
@@ -1408,11 +1425,12 @@ std::vector<paddle::Tensor> GroupedLinearAddNormForward(const paddle::Tensor& x,
 }
 
 std::vector<std::vector<int64_t>> GroupedLinearAddNormShape(const std::vector<int64_t>& x,
-                                                            const std::vector<int64_t>& w,
-                                                            const std::vector<int64_t>&, const std::vector<int64_t>&,
+                                                            const std::vector<int64_t>&,
+                                                            const std::vector<int64_t>& b,
+                                                            const std::vector<int64_t>&,
                                                             const std::vector<int64_t>&,
                                                             const std::vector<int64_t>&) {
-  return {with_last(x, w[0] * w[2])};
+  return {with_last(x, b.back())};
 }
 
 std::vector<paddle::DataType> FirstOfSixDtype(const paddle::DataType& first, const paddle::DataType&,
@@ -1435,18 +1453,20 @@ std::vector<paddle::Tensor> GroupedFfnAddNormForward(const paddle::Tensor& x, co
                                                      const paddle::Tensor& beta, int64_t groups, float epsilon) {
   check_float(x, "grouped_ffn_add_norm input");
   for (const auto* t : {&w1, &b1, &w2, &b2}) check_float(*t, "grouped_ffn_add_norm weight or bias");
-  const LinearShape inner = linear_shape(x, w1, b1, groups, "grouped_ffn_add_norm inner linear");
+  const LinearShape inner = linear_shape(x, w1, b1, groups, "grouped_ffn_add_norm inner linear", true);
   const int64_t in = inner.in, in_g = inner.in_g, mid_g = inner.out_g, rows = inner.rows;
   const auto ws = w2.shape();
-  PD_CHECK(ws.size() == 3 && ws[0] == groups && ws[1] == mid_g && ws[2] == in_g && b2.numel() == in,
-           "grouped_ffn_add_norm: outer weight must be [", groups, ", ", mid_g, ", ", in_g, "], its bias [", in, "]");
+  PD_CHECK(ws.size() == 3 && ws[0] == groups && ws[1] == mid_g && ws[2] >= in_g && b2.numel() == in,
+           "grouped_ffn_add_norm: outer weight must be [", groups, ", ", mid_g, ", ", in_g, " or more], its bias [",
+           in, "]");
   check_norm_params(gamma, beta, in, "grouped_ffn_add_norm");
   auto y = paddle::empty(x.shape(), x.dtype(), x.place());
   const float *px = x.data<float>(), *pw1 = w1.data<float>(), *pb1 = b1.data<float>(), *pw2 = w2.data<float>();
   float* py = y.data<float>();
   const bool failed = row_blocks(RowBlocks(rows, groups == 1 ? kOneGroupRows : kNormRows), mid_g,
                                  [&](int64_t first, int64_t count, float* h) {
-    const bool bad = ffn_rows(px + first * in, pw1, pw2, count, groups, in_g, mid_g, h, py + first * in,
+    const bool bad = ffn_rows(px + first * in, pw1, inner.ldw, pw2, ws[2], count, groups, in_g, mid_g, h,
+                              py + first * in,
                               [&](float* row, int64_t g) { bias_gelu_row(row, pb1 + g * mid_g, mid_g); });
     bias_add_norm_rows(py + first * in, b2.data<float>(), px + first * in, gamma.data<float>(), beta.data<float>(),
                        epsilon, count, in);
@@ -1479,12 +1499,12 @@ PD_BUILD_OP(ct_grouped_ffn_add_norm)
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
 
 // ---- MobileBERT's feed-forward network in evaluation: Out = (Linear2(ReLU(Linear1(X))) + X) * G + C (the residual
-// add and NoNorm), W1 [in, mid] and W2 [mid, in] (nn.Linear's layout), per block of up to kNormRows rows as
-// ct_grouped_ffn_add_norm (a block's 512-wide activations, 512 KiB, stay in a Zen 4 core's L2; MobileBERT's fp32
-// predictor against paddle's fcs at batch 16 / 32: 256 rows 1.01-1.02 / 1.01-1.03x, 1024 rows 0.99 / 1.01x, 128 rows
-// 0.99 / 1.03x). One operator where
-// dygraph ran two products, bias + ReLU, a bias add and the add + NoNorm, each over the whole batch, and an fp32
-// predictor fc with ReLU, fc and ct_add_scale_shift_ (common/inference.py's fuse_blocks).
+// add and NoNorm), W1 [in, mid] and W2 [mid, in] (nn.Linear's layout; padding after each row's values allowed,
+// padded_stride), per block of up to kNormRows rows as ct_grouped_ffn_add_norm (a block's 512-wide activations, 512
+// KiB, stay in a Zen 4 core's L2; MobileBERT's fp32 predictor against paddle's fcs at batch 16 / 32: 256 rows
+// 1.01-1.02 / 1.01-1.03x, 1024 rows 0.99 / 1.01x, 128 rows 0.99 / 1.03x). One operator where dygraph ran two
+// products, bias + ReLU, a bias add and the add + NoNorm, each over the whole batch, and an fp32 predictor fc with
+// ReLU, fc and ct_add_scale_shift_ (common/inference.py's fuse_blocks).
 
 std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w1,
                                                         const paddle::Tensor& b1, const paddle::Tensor& w2,
@@ -1494,19 +1514,15 @@ std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x,
   check_float(x, what);
   for (const auto* t : {&w1, &b1, &w2, &b2, &g, &c}) check_float(*t, "ffn_relu_add_scale_shift weight or bias");
   const int64_t in = last_dim(x), rows = x.numel() / in;
-  const auto s1 = w1.shape(), s2 = w2.shape();
-  PD_CHECK(s1.size() == 2 && s1[0] == in && b1.numel() == s1[1], what, ": inner weight must be [", in,
-           ", mid], its bias [mid]");
-  const int64_t mid = s1[1];
-  PD_CHECK(s2.size() == 2 && s2[0] == mid && s2[1] == in && b2.numel() == in, what, ": outer weight must be [", mid,
-           ", ", in, "], its bias [", in, "]");
+  const int64_t mid = b1.numel(), ld1 = padded_stride(w1, in, mid, what), ld2 = padded_stride(w2, mid, in, what);
+  PD_CHECK(b2.numel() == in, what, ": outer bias size != ", in, " channels");
   PD_CHECK(g.numel() == in && c.numel() == in, what, ": NoNorm weight/bias size != ", in, " channels");
   auto y = paddle::empty(x.shape(), x.dtype(), x.place());
   const float *px = x.data<float>(), *pb1 = b1.data<float>(), *pb2 = b2.data<float>(), *pg = g.data<float>(),
               *pc = c.data<float>();
   float* py = y.data<float>();
   const bool failed = row_blocks(RowBlocks(rows), mid, [&](int64_t first, int64_t count, float* h) {
-    const bool bad = ffn_rows(px + first * in, w1.data<float>(), w2.data<float>(), count, 1, in, mid, h,
+    const bool bad = ffn_rows(px + first * in, w1.data<float>(), ld1, w2.data<float>(), ld2, count, 1, in, mid, h,
                               py + first * in, [&](float* row, int64_t) {
 #pragma omp simd
       for (int64_t i = 0; i < mid; ++i) row[i] = std::max(row[i] + pb1[i], 0.f);
@@ -1526,9 +1542,10 @@ PD_BUILD_OP(ct_ffn_relu_add_scale_shift)
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstOfSevenDtype));
 
 // ---- MobileBERT's other residual adds with NoNorm in evaluation (the attention output and the output bottleneck):
-// Out = (X W + B + R) * G + C, W [in, out] (nn.Linear's layout), per block of up to kNormRows rows, the block's
-// output in the core's cache for the epilogue. One operator where dygraph ran the linear layer and the add + NoNorm
-// and an fp32 predictor an fc and ct_add_scale_shift_ (common/inference.py's fuse_blocks).
+// Out = (X W + B + R) * G + C, W [in, out] (nn.Linear's layout, rows may end in padding), per block of up to
+// kNormRows rows, the block's output in the core's cache for the epilogue. One operator where dygraph ran the linear
+// layer and the add + NoNorm and an fp32 predictor an fc and ct_add_scale_shift_ (common/inference.py's
+// fuse_blocks).
 
 std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, const paddle::Tensor& w,
                                                        const paddle::Tensor& b, const paddle::Tensor& r,
@@ -1537,9 +1554,7 @@ std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, 
   check_float(x, what);
   for (const auto* t : {&w, &b, &r, &g, &c}) check_float(*t, "linear_add_scale_shift weight, bias or residual");
   const int64_t in = last_dim(x), rows = x.numel() / in;
-  const auto ws = w.shape();
-  PD_CHECK(ws.size() == 2 && ws[0] == in && b.numel() == ws[1], what, ": weight must be [", in, ", out], its bias [out]");
-  const int64_t out = ws[1];
+  const int64_t out = b.numel(), ldw = padded_stride(w, in, out, what);
   const auto shape = with_last(x.shape(), out);
   PD_CHECK(r.shape() == shape, what, ": residual shape != the linear layer's output shape");
   PD_CHECK(g.numel() == out && c.numel() == out, what, ": NoNorm weight/bias size != ", out, " channels");
@@ -1548,7 +1563,7 @@ std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, 
               *pg = g.data<float>(), *pc = c.data<float>();
   float* py = y.data<float>();
   const bool failed = row_blocks(RowBlocks(rows), 0, [&](int64_t first, int64_t count, float*) {
-    const bool bad = gemm(false, false, count, out, in, px + first * in, in, pw, out, 0.f, py + first * out, out);
+    const bool bad = gemm(false, false, count, out, in, px + first * in, in, pw, ldw, 0.f, py + first * out, out);
     bias_add_scale_shift_rows(py + first * out, pb, pr + first * out, pg, pc, count, out);
     return bad;
   });
@@ -1556,10 +1571,10 @@ std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, 
   return {y};
 }
 
-std::vector<std::vector<int64_t>> LinearAddScaleShiftShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-                                                           const std::vector<int64_t>&, const std::vector<int64_t>&,
+std::vector<std::vector<int64_t>> LinearAddScaleShiftShape(const std::vector<int64_t>& x, const std::vector<int64_t>&,
+                                                           const std::vector<int64_t>& b, const std::vector<int64_t>&,
                                                            const std::vector<int64_t>&, const std::vector<int64_t>&) {
-  return {with_last(x, w[1])};
+  return {with_last(x, b.back())};
 }
 
 PD_BUILD_OP(ct_linear_add_scale_shift)
@@ -2823,7 +2838,7 @@ LinearShape linear_shape_bf16(const paddle::Tensor& x, const paddle::Tensor& w, 
   PD_CHECK(ws.size() == 3 && ws[0] == groups && ws[2] == in / groups, what, ": weight must be [groups, ",
            "out / groups, in / groups] = [", groups, ", out / groups, ", in / groups, "]");
   PD_CHECK(b.numel() == groups * ws[1], what, ": bias size != out channels ", groups * ws[1]);
-  return {x.numel() / in, in, groups * ws[1], groups, in / groups, ws[1]};
+  return {x.numel() / in, in, groups * ws[1], groups, in / groups, ws[1], in / groups};
 }
 
 // The bf16 elements of input x (float32 or bfloat16; a float32 one, e.g. a first-token slice, converted into

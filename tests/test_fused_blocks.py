@@ -5,11 +5,11 @@ import paddle.nn.functional as F
 import pytest
 from paddle import nn
 
-from common.bench_models import MODELS, build_pair
+from common.bench_models import MODELS, Model, build_pair
 from common import train_kernels as tk
 from common.inference import (ADD_SCALE_SHIFT, FFN_ADD_NORM, FFN_ADD_SCALE_SHIFT, LINEAR_ADD_NORM,
-                              LINEAR_ADD_SCALE_SHIFT, Predictor, PredictorOptions, export_static, fuse_blocks,
-                              optimized_op_counts, run_dygraph)
+                              LINEAR_ADD_SCALE_SHIFT, Predictor, PredictorOptions, _ops, _program, export_static,
+                              fuse_blocks, optimized_op_counts, padded_width, run_dygraph)
 from tiny_checkpoints import padded_batch
 
 
@@ -56,6 +56,84 @@ def test_fp32_predictor_fuses_mobileberts_nonorm_blocks(first_token, tmp_path):
     np.testing.assert_allclose(got, run_dygraph(net, batch)[0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(got, Predictor(prefix, PredictorOptions(threads=2, fuse_blocks=False))(batch)[0],
                                atol=1e-5, rtol=0)
+
+
+def _weight_shapes(pdmodel: str) -> dict[str, list[list[int]]]:
+    """The shapes of the weights each of this repo's fused operators reads in program ``pdmodel``, by type."""
+    desc = _program(pdmodel)
+    shapes = {}
+    for op in _ops(desc):
+        if op.type() in (LINEAR_ADD_NORM, FFN_ADD_NORM, FFN_ADD_SCALE_SHIFT, LINEAR_ADD_SCALE_SHIFT):
+            shapes.setdefault(op.type(), []).extend(
+                desc.block(0).find_var(op.input(slot)[0].encode()).shape()
+                for slot in ("W", "W1", "W2") if slot in op.input_names())
+    return shapes
+
+
+@pytest.mark.parametrize("model_type,config,want", [
+    ("bert", dict(hidden_size=256, num_attention_heads=4, intermediate_size=512),
+     {LINEAR_ADD_NORM: [[1, 256, 272]] * 2, FFN_ADD_NORM: [[1, 256, 528], [1, 512, 272]] * 2}),
+    ("mobilebert", dict(hidden_size=64, embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32,
+                        intermediate_size=256, num_attention_heads=4, num_feedforward_networks=2),
+     {FFN_ADD_SCALE_SHIFT: [[32, 272], [256, 32]] * 4, LINEAR_ADD_SCALE_SHIFT: [[32, 32], [32, 64]] * 2}),
+    ("squeezebert", dict(hidden_size=256, embedding_size=256, num_attention_heads=4, intermediate_size=1024),
+     {LINEAR_ADD_NORM: [[1, 256, 272]] * 2, FFN_ADD_NORM: [[4, 64, 272], [4, 256, 64]] * 2}),
+])
+def test_fp32_predictor_pads_weight_rows_of_256_values(model_type, config, want, tmp_path):
+    """The fused operators read weights whose rows are a multiple of 256 values with 16 zeros after each
+    (:func:`padded_width`; paddle's constant folding leaves no pad operator), and the outputs stay those of dygraph
+    and of paddle's operators on a padded batch with both token types."""
+    model = Model("padded", model_type, dict(config, num_hidden_layers=2, vocab_size=128, max_position_embeddings=64),
+                  {})
+    _, net, _ = build_pair(model, quick=False)
+    prefix = export_static(net, str(tmp_path / "static"), first_token=False)
+    ops = optimized_op_counts(prefix, PredictorOptions(threads=2), str(tmp_path / "fused"))
+    assert "pad" not in ops or model_type == "mobilebert" and ops["pad"] == 2  # its export pads its trigram input
+    assert _weight_shapes(str(tmp_path / "fused" / "_optimized.pdmodel")) == want
+    batch = padded_batch(3, 13, seed=4, vocab=128)
+    got = Predictor(prefix, PredictorOptions(threads=2))(batch)[0]
+    np.testing.assert_allclose(got, run_dygraph(net, batch)[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, Predictor(prefix, PredictorOptions(threads=2, fuse_blocks=False))(batch)[0],
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cols,want", [(256, 272), (768, 784), (3072, 3088), (1536, 1552), (192, 192), (312, 312),
+                                       (1200, 1200), (128, 128)])
+def test_padded_width(cols, want):
+    assert padded_width(cols) == want
+
+
+def _padded(w: np.ndarray, extra: int = 16) -> paddle.Tensor:
+    """``w`` with ``extra`` values of 1e3 after each row: an operator reading them would be far off."""
+    return paddle.to_tensor(np.concatenate([w, np.full(w.shape[:-1] + (extra,), 1e3, np.float32)], axis=-1))
+
+
+def test_fused_operators_read_padded_weights():
+    """Each fused operator gives the same output with its weights' rows padded as without, bit for bit, and
+    names a weight narrower than its bias."""
+    k, rng = tk.kernels(), np.random.default_rng(0)
+
+    def draw(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    x, r = paddle.to_tensor(draw(2, 5, 8)), paddle.to_tensor(draw(2, 5, 8))
+    g, c = paddle.to_tensor(draw(8)), paddle.to_tensor(draw(8))
+    w, w1, w2 = draw(2, 4, 4), draw(2, 4, 6), draw(2, 6, 4)
+    b, b1 = paddle.to_tensor(draw(8)), paddle.to_tensor(draw(12))
+    same = np.testing.assert_array_equal
+    same(k.ct_grouped_linear_add_norm(x, _padded(w), b, r, g, c, 2, 1e-5).numpy(),
+         k.ct_grouped_linear_add_norm(x, paddle.to_tensor(w), b, r, g, c, 2, 1e-5).numpy())
+    same(k.ct_grouped_ffn_add_norm(x, _padded(w1), b1, _padded(w2, 3), b, g, c, 2, 1e-5).numpy(),
+         k.ct_grouped_ffn_add_norm(x, paddle.to_tensor(w1), b1, paddle.to_tensor(w2), b, g, c, 2, 1e-5).numpy())
+    v, v1, v2 = draw(8, 8), draw(8, 12), draw(12, 8)
+    same(k.ct_linear_add_scale_shift(x, _padded(v), b, r, g, c).numpy(),
+         k.ct_linear_add_scale_shift(x, paddle.to_tensor(v), b, r, g, c).numpy())
+    same(k.ct_ffn_relu_add_scale_shift(x, _padded(v1, 4), b1, _padded(v2), b, g, c).numpy(),
+         k.ct_ffn_relu_add_scale_shift(x, paddle.to_tensor(v1), b1, paddle.to_tensor(v2), b, g, c).numpy())
+    with pytest.raises(Exception, match=r"grouped_linear_add_norm: bias size 8 is not groups x at most 3"):
+        k.ct_grouped_linear_add_norm(x, paddle.to_tensor(w[..., :3]), b, r, g, c, 2, 1e-5)
+    with pytest.raises(Exception, match=r"linear_add_scale_shift: weight must be \[8, 8 or more\], its bias \[8\]"):
+        k.ct_linear_add_scale_shift(x, paddle.to_tensor(v[:, :7]), b, r, g, c)
 
 
 def test_portable_exports_keep_paddles_operators(tmp_path):
