@@ -1197,10 +1197,10 @@ LinearShape linear_shape(const paddle::Tensor& x, const paddle::Tensor& w, const
   return {x.numel() / in, in, out, groups, in / groups, out / groups, ws[2]};
 }
 
-// The row stride of a 2-D weight [rows, stored] whose rows hold ``width`` values, padding after them allowed.
-int64_t padded_stride(const paddle::Tensor& w, int64_t rows, int64_t width, const char* what) {
+// The row stride of 2-D weight ``which`` [rows, stored] whose rows hold ``width`` values, padding after them allowed.
+int64_t padded_stride(const paddle::Tensor& w, int64_t rows, int64_t width, const char* what, const char* which) {
   const auto ws = w.shape();
-  PD_CHECK(ws.size() == 2 && ws[0] == rows && ws[1] >= width, what, ": weight must be [", rows, ", ", width,
+  PD_CHECK(ws.size() == 2 && ws[0] == rows && ws[1] >= width, what, ": ", which, " must be [", rows, ", ", width,
            " or more], its bias [", width, "]");
   return ws[1];
 }
@@ -1514,7 +1514,8 @@ std::vector<paddle::Tensor> FfnReluAddScaleShiftForward(const paddle::Tensor& x,
   check_float(x, what);
   for (const auto* t : {&w1, &b1, &w2, &b2, &g, &c}) check_float(*t, "ffn_relu_add_scale_shift weight or bias");
   const int64_t in = last_dim(x), rows = x.numel() / in;
-  const int64_t mid = b1.numel(), ld1 = padded_stride(w1, in, mid, what), ld2 = padded_stride(w2, mid, in, what);
+  const int64_t mid = b1.numel(), ld1 = padded_stride(w1, in, mid, what, "inner weight"),
+                ld2 = padded_stride(w2, mid, in, what, "outer weight");
   PD_CHECK(b2.numel() == in, what, ": outer bias size != ", in, " channels");
   PD_CHECK(g.numel() == in && c.numel() == in, what, ": NoNorm weight/bias size != ", in, " channels");
   auto y = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -1554,7 +1555,7 @@ std::vector<paddle::Tensor> LinearAddScaleShiftForward(const paddle::Tensor& x, 
   check_float(x, what);
   for (const auto* t : {&w, &b, &r, &g, &c}) check_float(*t, "linear_add_scale_shift weight, bias or residual");
   const int64_t in = last_dim(x), rows = x.numel() / in;
-  const int64_t out = b.numel(), ldw = padded_stride(w, in, out, what);
+  const int64_t out = b.numel(), ldw = padded_stride(w, in, out, what, "weight");
   const auto shape = with_last(x.shape(), out);
   PD_CHECK(r.shape() == shape, what, ": residual shape != the linear layer's output shape");
   PD_CHECK(g.numel() == out && c.numel() == out, what, ": NoNorm weight/bias size != ", out, " channels");
