@@ -140,7 +140,7 @@ class PredictorOptions:
     (default: every core this process may use); ``fuse_blocks``: in fp32, an export holding this repo's
     operators runs its post-norm blocks as :data:`LINEAR_ADD_NORM` and :data:`FFN_ADD_NORM`, MobileBERT's
     feed-forward networks as :data:`FFN_ADD_SCALE_SHIFT` and its other NoNorm blocks as :data:`LINEAR_ADD_SCALE_SHIFT`
-    (:func:`fuse_blocks`).
+    (:func:`fuse_blocks`, which also pads these operators' weight rows to :func:`padded_width`).
     GPU (a CUDA build of paddle only): ``fp32``, or ``fp16`` through TensorRT (``tensorrt``, dynamic shapes up
     to ``max_batch`` x ``max_seq``).
     """
