@@ -477,13 +477,13 @@ def _stored_weight(block, index: int, weight: str, one_group: bool, done: dict) 
         op.set_output("XShape", [_new_variable(block, f"{weight}@g1_xshape", fp32, [0, *shape])])
         op._set_int32s_attr("shape", [1, *shape])
         shape, count = [1, *shape], 1
-    if padded_width(shape[-1]) != shape[-1]:
+    width = padded_width(shape[-1])
+    if width != shape[-1]:
         op = block._insert_op(index + count)
         op.set_type("pad")
         op.set_input("X", [name])
-        op.set_output("Out", [name := _new_variable(block, f"{weight}@padded", fp32,
-                                                     [*shape[:-1], padded_width(shape[-1])])])
-        op._set_int32s_attr("paddings", [0, 0] * (len(shape) - 1) + [0, padded_width(shape[-1]) - shape[-1]])
+        op.set_output("Out", [name := _new_variable(block, f"{weight}@padded", fp32, [*shape[:-1], width])])
+        op._set_int32s_attr("paddings", [0, 0] * (len(shape) - 1) + [0, width - shape[-1]])
         op._set_float32_attr("pad_value", 0.0)
         count += 1
     done[weight] = name
@@ -516,18 +516,15 @@ def fuse_blocks(block: paddle.base.core.BlockDesc) -> int:
     readers = collections.Counter(name for i in range(block.op_size()) for name in block.op(i).input_arg_names())
     weights, fused, i = {}, 0, 0
     while i < block.op_size():
-        op = block.op(i)
-        if op.type() in (LINEAR_ADD_NORM, FFN_ADD_NORM):
-            for slot in ("W", "W1", "W2"):
-                if slot in op.input_names():
-                    i += _stored_weight(block, i, op.input(slot)[0], False, weights)
-                    op.set_input(slot, [weights[op.input(slot)[0]]])
-        i += 1
-    i = 0
-    while i < block.op_size():
         found = (_match_ffn(block, i, readers) or _match_linear_add_norm(block, i, readers)
                  or _match_ffn_add_scale_shift(block, i, readers) or _match_linear_add_scale_shift(block, i, readers))
         if found is None:
+            op = block.op(i)
+            if op.type() in (LINEAR_ADD_NORM, FFN_ADD_NORM):  # the export's own (SqueezeBERT's)
+                for slot in ("W", "W1", "W2"):
+                    if slot in op.input_names():
+                        i += _stored_weight(block, i, op.input(slot)[0], False, weights)
+                        op.set_input(slot, [weights[op.input(slot)[0]]])
             i += 1
             continue
         for slot in ("W", "W1", "W2"):
